@@ -1,0 +1,390 @@
+"""Schemas of the resource configs (compute cluster, nodepool, deployment).
+
+The field names are the protobuf field names (api-notes section 2), so one schema serves both
+ends: the SDK and CLI validate a user's YAML before sending it, and the server validates the
+protobuf it received (turned into a dict) before storing it. A failure becomes one error that
+lists every problem with its field path and what to write instead.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
+
+from orchard import errors
+from orchard.quantities import parse_quantity
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+ID_RULE = "1-64 characters of letters, digits, '_' and '-', starting with a letter or digit"
+
+# Autoscaling defaults published for the seed system (api-notes 2.3); a zero on the wire means
+# "not set", so zeros are replaced by these.
+AUTOSCALE_DEFAULTS: dict[str, int] = {
+    "max_replicas": 5,
+    "traffic_history_seconds": 300,
+    "scale_up_delay_seconds": 300,
+    "scale_down_delay_seconds": 300,
+    "scale_to_zero_delay_seconds": 1800,
+}
+SCHEDULING_PERFORMANCE = 4
+
+
+def check_id(value: str, what: str) -> str:
+    """Raise ValueError unless ``value`` is a valid resource id."""
+    if not ID_RE.match(value):
+        raise ValueError(f"{what} {value!r} is not a valid id; use {ID_RULE}")
+    return value
+
+
+class Spec(BaseModel):
+    """Strict: no unknown fields, no silent type coercion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    OUTPUT_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+
+class CloudProviderSpec(Spec):
+    id: str = Field(min_length=1)
+    name: str = ""
+    special_handling: list[dict[str, Any]] = []
+
+
+class VisibilitySpec(Spec):
+    gettable: Literal[10, 30, 50] = 10
+
+
+class ClusterRefSpec(Spec):
+    id: str = ""
+    user_id: str = ""
+
+
+class ComputeClusterSpec(Spec):
+    OUTPUT_FIELDS = frozenset({"created_at", "modified_at"})
+
+    id: str = ""
+    description: str = ""
+    cloud_provider: CloudProviderSpec
+    region: str = Field(min_length=1)
+    user_id: str = ""
+    visibility: VisibilitySpec | None = None
+    cluster_type: Literal["dedicated", "local-dev"] = "dedicated"
+    managed_by: Literal["user", "clarifai"] = "user"
+    # The seed's SDK puts the caller's PAT here; Orchard never stores it (see compute_clusters).
+    key: dict[str, Any] | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_id(value, "compute cluster id") if value else value
+
+
+class ComputeInfoSpec(Spec):
+    cpu_limit: str = ""
+    cpu_memory: str = ""
+    cpu_requests: str = ""
+    cpu_memory_requests: str = ""
+    num_accelerators: int = Field(default=0, ge=0)
+    accelerator_memory: str = ""
+    accelerator_type: list[str] = []
+    accelerator_topology: str = ""
+
+    @field_validator("cpu_limit", "cpu_memory", "cpu_requests", "cpu_memory_requests",
+                     "accelerator_memory")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if value:
+            parse_quantity(value)
+        return value
+
+    @model_validator(mode="after")
+    def _accelerator_memory_needs_accelerators(self) -> ComputeInfoSpec:
+        if self.accelerator_memory and self.num_accelerators == 0:
+            raise ValueError("accelerator_memory is set but num_accelerators is 0; "
+                             "set num_accelerators or remove accelerator_memory")
+        return self
+
+
+class CapacityTypesSpec(Spec):
+    capacity_types: list[Literal[1, 2]] = [1]
+
+
+class InstanceTypeSpec(Spec):
+    id: str = Field(min_length=1)
+    description: str = ""
+    compute_info: ComputeInfoSpec | None = None
+    price: str = ""
+    cloud_provider: CloudProviderSpec | None = None
+    region: str = ""
+    allowed_capacity_types: CapacityTypesSpec | None = None
+    feature_flag_group: str = ""
+    architecture: str = ""
+    special_handling: list[dict[str, Any]] = []
+    available_compute_info: ComputeInfoSpec | None = None
+
+
+class NodepoolSpec(Spec):
+    OUTPUT_FIELDS = frozenset({
+        "created_at", "modified_at", "enforced_min_instances", "enforced_max_instances",
+        "node_count", "status", "status_description",
+    })
+
+    id: str = ""
+    description: str = ""
+    compute_cluster: ClusterRefSpec | None = None
+    node_capacity_type: CapacityTypesSpec = CapacityTypesSpec()
+    instance_types: list[InstanceTypeSpec] = Field(min_length=1)
+    min_instances: int = Field(default=0, ge=0)
+    max_instances: int = Field(default=1, ge=0)
+    warm_instances: int = Field(default=0, ge=0)
+    visibility: VisibilitySpec | None = None
+    metadata: dict[str, Any] | None = None
+    special_handling: list[dict[str, Any]] = []
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_id(value, "nodepool id") if value else value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> NodepoolSpec:
+        if self.min_instances > self.max_instances:
+            raise ValueError(
+                f"min_instances ({self.min_instances}) is greater than max_instances "
+                f"({self.max_instances}); make min_instances <= max_instances "
+                "(max_instances: 0 disables the pool)"
+            )
+        return self
+
+
+class NodepoolRefSpec(Spec):
+    id: str = Field(min_length=1)
+    compute_cluster: ClusterRefSpec | None = None
+
+
+class DeploymentNodepoolSpec(Spec):
+    id: str = ""
+    compute_cluster: ClusterRefSpec | None = None
+    priority: int = Field(default=0, ge=0, le=9)
+    nodepool: NodepoolRefSpec | None = None
+
+    def ref(self) -> NodepoolRefSpec:
+        """The nodepool this entry names, in either of its two spellings."""
+        if self.nodepool is not None:
+            return self.nodepool
+        return NodepoolRefSpec(id=self.id, compute_cluster=self.compute_cluster)
+
+    @model_validator(mode="after")
+    def _names_a_nodepool(self) -> DeploymentNodepoolSpec:
+        if not self.id and self.nodepool is None:
+            raise ValueError("each deployment_nodepools entry needs 'id' (with 'compute_cluster') "
+                             "or 'nodepool: {id, compute_cluster}'")
+        return self
+
+
+class AutoscaleSpec(Spec):
+    min_replicas: int = Field(default=0, ge=0)
+    max_replicas: int = Field(default=0, ge=0)
+    traffic_history_seconds: int = Field(default=0, ge=0)
+    scale_down_delay_seconds: int = Field(default=0, ge=0)
+    scale_up_delay_seconds: int = Field(default=0, ge=0)
+    disable_packing: bool = False
+    scale_to_zero_delay_seconds: int = Field(default=0, ge=0)
+    soft_min_replicas: int = Field(default=0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "enable_packing" in data:
+            raise ValueError("enable_packing was removed from the API; "
+                             "write disable_packing: true to give each replica its own node")
+        return data
+
+    @model_validator(mode="after")
+    def _effective(self) -> AutoscaleSpec:
+        for name, default in AUTOSCALE_DEFAULTS.items():
+            if getattr(self, name) == 0:
+                setattr(self, name, default)
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is greater than max_replicas "
+                             f"({self.max_replicas}); make min_replicas <= max_replicas")
+        if self.scale_to_zero_delay_seconds < self.scale_down_delay_seconds:
+            raise ValueError(
+                f"scale_to_zero_delay_seconds ({self.scale_to_zero_delay_seconds}) is less than "
+                f"scale_down_delay_seconds ({self.scale_down_delay_seconds}); it must be greater "
+                "than or equal to it"
+            )
+        return self
+
+
+class ModelVersionRefSpec(Spec):
+    id: str = ""
+
+
+class ModelRefSpec(Spec):
+    id: str = Field(min_length=1)
+    user_id: str = ""
+    app_id: str = ""
+    model_version: ModelVersionRefSpec | None = None
+
+
+class WorkerSpec(Spec):
+    model: ModelRefSpec | None = None
+    workflow: dict[str, Any] | None = None
+    user: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _model_only(self) -> WorkerSpec:
+        if self.workflow is not None or self.user is not None:
+            raise ValueError("Orchard deploys models only; write worker: {model: {id, app_id, "
+                             "user_id, model_version: {id}}}")
+        if self.model is None:
+            raise ValueError("worker needs a model: {id, app_id, user_id, model_version: {id}}")
+        return self
+
+
+class DeploymentSpec(Spec):
+    OUTPUT_FIELDS = frozenset({"created_at", "modified_at", "deployment_metrics"})
+
+    id: str = ""
+    user_id: str = ""
+    description: str = ""
+    autoscale_config: AutoscaleSpec = AutoscaleSpec()
+    nodepools: list[NodepoolRefSpec] = []
+    deployment_nodepools: list[DeploymentNodepoolSpec] = []
+    scheduling_choice: int = Field(default=0, ge=0, le=8)
+    visibility: VisibilitySpec | None = None
+    metadata: dict[str, Any] | None = None
+    worker: WorkerSpec | None = None
+    desired_worker: WorkerSpec | None = None
+    deploy_latest_version: bool = False
+    graceful_deploy: bool = False
+    special_handling: list[dict[str, Any]] = []
+    email_reminder_after: str = ""
+    status: Literal[0, 1] = 0
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        return check_id(value, "deployment id") if value else value
+
+    @model_validator(mode="after")
+    def _shape(self) -> DeploymentSpec:
+        if self.nodepools and self.deployment_nodepools:
+            raise ValueError("set either nodepools or deployment_nodepools, not both")
+        if not self.nodepools and not self.deployment_nodepools:
+            raise ValueError("a deployment needs at least one nodepool: write nodepools: "
+                             "[{id: NODEPOOL_ID, compute_cluster: {id: CLUSTER_ID}}]")
+        if self.worker is None and self.desired_worker is None:
+            raise ValueError("worker is missing; write worker: {model: {id, app_id, user_id, "
+                             "model_version: {id}}}")
+        if self.scheduling_choice == 0:
+            self.scheduling_choice = SCHEDULING_PERFORMANCE
+        return self
+
+    def target_model(self) -> ModelRefSpec:
+        worker = self.desired_worker or self.worker
+        assert worker is not None and worker.model is not None  # guaranteed by _shape
+        return worker.model
+
+    def nodepool_entries(self) -> list[DeploymentNodepoolSpec]:
+        """Every nodepool with its priority; the plain ``nodepools`` list has priority 0."""
+        if self.deployment_nodepools:
+            return self.deployment_nodepools
+        return [DeploymentNodepoolSpec(nodepool=ref) for ref in self.nodepools]
+
+
+# -- turning input into specs ----------------------------------------------------------------
+
+
+def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    text = prefix
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _fields_at(spec: type[Spec], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names allowed in the object at ``loc`` (for unknown-field hints)."""
+    model: Any = spec
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = None
+        if field is not None:
+            for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
+                for inner in (arg, *getattr(arg, "__args__", ())):
+                    if isinstance(inner, type) and issubclass(inner, Spec):
+                        model = inner
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _describe(spec: type[Spec], err: ErrorDetails) -> str:
+    kind, loc = err["type"], tuple(err["loc"])
+    if kind == "extra_forbidden":
+        allowed = _fields_at(spec, loc[:-1])
+        return "unknown field" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "value_error":
+        return str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+    got = err.get("input")
+    return f"{err['msg']} (got {got!r})" if kind.endswith("_type") else err["msg"]
+
+
+def validate(
+    spec: type[Spec], data: Any, *, where: str, error: type[errors.OrchardError]
+) -> Any:
+    """``data`` as a ``spec``, or ``error`` listing each problem by field path."""
+    if not isinstance(data, dict):
+        raise error(f"{where or 'config'}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return spec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
+            problems.append(f"{_path(where, loc)}: {_describe(spec, err)}")
+        raise error("invalid config: " + "; ".join(problems)) from None
+
+
+def spec_from_proto(
+    message: Message, spec: type[Spec], *, where: str, error: type[errors.OrchardError]
+) -> Any:
+    """Validate a protobuf resource received on the wire against its spec."""
+    data = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, use_integers_for_enums=True
+    )
+    for name in spec.OUTPUT_FIELDS:
+        data.pop(name, None)
+    return validate(spec, data, where=where, error=error)
+
+
+def spec_to_proto(value: Spec, message: Message) -> Message:
+    """Fill ``message`` from a spec (field names match one to one)."""
+    json_format.ParseDict(value.model_dump(exclude_none=True), message)
+    return message
+
+
+def load_config_file(path: str | Path, top_key: str, error: type[errors.OrchardError]) -> Any:
+    """The mapping under ``top_key`` of a YAML config file, with file-level problems explained."""
+    file = Path(path)
+    if not file.is_file():
+        raise errors.UserError(f"config file not found at {str(file)!r}; check the path")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise error(f"{file}: YAML syntax error{where}: {problem}; fix the file and retry") from None
+    if not isinstance(data, dict) or top_key not in data:
+        raise error(f"{file}: the config must have a top-level '{top_key}:' key")
+    return data[top_key]
