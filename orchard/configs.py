@@ -93,10 +93,11 @@ class ComputeInfoSpec(Spec):
     num_accelerators: int = Field(default=0, ge=0)
     accelerator_memory: str = ""
     accelerator_type: list[str] = []
-    accelerator_topology: str = ""
+    accelerator_topology: list[str] = []  # repeated in the proto (e.g. ["2x2x1"])
 
-    @field_validator("cpu_limit", "cpu_memory", "cpu_requests", "cpu_memory_requests",
-                     "accelerator_memory")
+    @field_validator(
+        "cpu_limit", "cpu_memory", "cpu_requests", "cpu_memory_requests", "accelerator_memory"
+    )
     @classmethod
     def _quantity(cls, value: str) -> str:
         if value:
@@ -106,8 +107,10 @@ class ComputeInfoSpec(Spec):
     @model_validator(mode="after")
     def _accelerator_memory_needs_accelerators(self) -> ComputeInfoSpec:
         if self.accelerator_memory and self.num_accelerators == 0:
-            raise ValueError("accelerator_memory is set but num_accelerators is 0; "
-                             "set num_accelerators or remove accelerator_memory")
+            raise ValueError(
+                "accelerator_memory is set but num_accelerators is 0; "
+                "set num_accelerators or remove accelerator_memory"
+            )
         return self
 
 
@@ -130,10 +133,17 @@ class InstanceTypeSpec(Spec):
 
 
 class NodepoolSpec(Spec):
-    OUTPUT_FIELDS = frozenset({
-        "created_at", "modified_at", "enforced_min_instances", "enforced_max_instances",
-        "node_count", "status", "status_description",
-    })
+    OUTPUT_FIELDS = frozenset(
+        {
+            "created_at",
+            "modified_at",
+            "enforced_min_instances",
+            "enforced_max_instances",
+            "node_count",
+            "status",
+            "status_description",
+        }
+    )
 
     id: str = ""
     description: str = ""
@@ -183,8 +193,10 @@ class DeploymentNodepoolSpec(Spec):
     @model_validator(mode="after")
     def _names_a_nodepool(self) -> DeploymentNodepoolSpec:
         if not self.id and self.nodepool is None:
-            raise ValueError("each deployment_nodepools entry needs 'id' (with 'compute_cluster') "
-                             "or 'nodepool: {id, compute_cluster}'")
+            raise ValueError(
+                "each deployment_nodepools entry needs 'id' (with 'compute_cluster') "
+                "or 'nodepool: {id, compute_cluster}'"
+            )
         return self
 
 
@@ -202,8 +214,10 @@ class AutoscaleSpec(Spec):
     @classmethod
     def _removed_fields(cls, data: Any) -> Any:
         if isinstance(data, dict) and "enable_packing" in data:
-            raise ValueError("enable_packing was removed from the API; "
-                             "write disable_packing: true to give each replica its own node")
+            raise ValueError(
+                "enable_packing was removed from the API; "
+                "write disable_packing: true to give each replica its own node"
+            )
         return data
 
     @model_validator(mode="after")
@@ -212,8 +226,10 @@ class AutoscaleSpec(Spec):
             if getattr(self, name) == 0:
                 setattr(self, name, default)
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) is greater than max_replicas "
-                             f"({self.max_replicas}); make min_replicas <= max_replicas")
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is greater than max_replicas "
+                f"({self.max_replicas}); make min_replicas <= max_replicas"
+            )
         if self.scale_to_zero_delay_seconds < self.scale_down_delay_seconds:
             raise ValueError(
                 f"scale_to_zero_delay_seconds ({self.scale_to_zero_delay_seconds}) is less than "
@@ -242,8 +258,10 @@ class WorkerSpec(Spec):
     @model_validator(mode="after")
     def _model_only(self) -> WorkerSpec:
         if self.workflow is not None or self.user is not None:
-            raise ValueError("Orchard deploys models only; write worker: {model: {id, app_id, "
-                             "user_id, model_version: {id}}}")
+            raise ValueError(
+                "Orchard deploys models only; write worker: {model: {id, app_id, "
+                "user_id, model_version: {id}}}"
+            )
         if self.model is None:
             raise ValueError("worker needs a model: {id, app_id, user_id, model_version: {id}}")
         return self
@@ -266,7 +284,7 @@ class DeploymentSpec(Spec):
     deploy_latest_version: bool = False
     graceful_deploy: bool = False
     special_handling: list[dict[str, Any]] = []
-    email_reminder_after: str = ""
+    email_reminder_after: str | None = None  # a protobuf Duration in JSON form, e.g. "86400s"
     status: Literal[0, 1] = 0
 
     @field_validator("id")
@@ -279,11 +297,15 @@ class DeploymentSpec(Spec):
         if self.nodepools and self.deployment_nodepools:
             raise ValueError("set either nodepools or deployment_nodepools, not both")
         if not self.nodepools and not self.deployment_nodepools:
-            raise ValueError("a deployment needs at least one nodepool: write nodepools: "
-                             "[{id: NODEPOOL_ID, compute_cluster: {id: CLUSTER_ID}}]")
+            raise ValueError(
+                "a deployment needs at least one nodepool: write nodepools: "
+                "[{id: NODEPOOL_ID, compute_cluster: {id: CLUSTER_ID}}]"
+            )
         if self.worker is None and self.desired_worker is None:
-            raise ValueError("worker is missing; write worker: {model: {id, app_id, user_id, "
-                             "model_version: {id}}}")
+            raise ValueError(
+                "worker is missing; write worker: {model: {id, app_id, user_id, "
+                "model_version: {id}}}"
+            )
         if self.scheduling_choice == 0:
             self.scheduling_choice = SCHEDULING_PERFORMANCE
         return self
@@ -339,9 +361,7 @@ def _describe(spec: type[Spec], err: ErrorDetails) -> str:
     return f"{err['msg']} (got {got!r})" if kind.endswith("_type") else err["msg"]
 
 
-def validate(
-    spec: type[Spec], data: Any, *, where: str, error: type[errors.OrchardError]
-) -> Any:
+def validate(spec: type[Spec], data: Any, *, where: str, error: type[errors.OrchardError]) -> Any:
     """``data`` as a ``spec``, or ``error`` listing each problem by field path."""
     if not isinstance(data, dict):
         raise error(f"{where or 'config'}: expected a mapping of fields, got {type(data).__name__}")
@@ -384,7 +404,9 @@ def load_config_file(path: str | Path, top_key: str, error: type[errors.OrchardE
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise error(f"{file}: YAML syntax error{where}: {problem}; fix the file and retry") from None
+        raise error(
+            f"{file}: YAML syntax error{where}: {problem}; fix the file and retry"
+        ) from None
     if not isinstance(data, dict) or top_key not in data:
         raise error(f"{file}: the config must have a top-level '{top_key}:' key")
     return data[top_key]

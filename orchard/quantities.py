@@ -21,7 +21,9 @@ _SUFFIXES: dict[str, Decimal] = {
     "Pi": Decimal(2) ** 50,
     "Ei": Decimal(2) ** 60,
 }
-_QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?\s*([A-Za-z]{0,2})\s*$")
+_QUANTITY = re.compile(
+    r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE]([+-]?[0-9]+))?\s*([A-Za-z]{0,2})\s*$"
+)
 
 
 def parse_quantity(text: str) -> Decimal:
@@ -59,3 +61,13 @@ def format_bytes(count: int) -> str:
         if count >= unit and count % unit == 0:
             return f"{count // unit}{suffix}"
     return str(count)
+
+
+def human_bytes(count: int) -> str:
+    """A byte count for people ("23.5 GiB")."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{count} B"
+        value /= 1024
+    return f"{count} B"  # pragma: no cover

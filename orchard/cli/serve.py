@@ -1,0 +1,67 @@
+"""`orchard serve`: run the API server until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from orchard.server.app import DEFAULT_PORT, OrchardServer, Settings
+
+
+async def _serve(settings: Settings) -> None:
+    server = OrchardServer(settings)
+    port = await server.start()
+    base = f"http://{settings.host}:{port}"
+    click.echo(f"Orchard listening on {settings.host}:{port} (state in {settings.home})", err=True)
+    if server.pat_file:
+        click.echo(
+            f"Created user '{settings.bootstrap_user}'; its PAT is in {server.pat_file}.\n"
+            f"Log in with: orchard login {base} --pat $(cat {server.pat_file})",
+            err=True,
+        )
+    else:
+        click.echo(f"Log in with: orchard login {base} --pat <PAT>", err=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    click.echo("Orchard shutting down...", err=True)
+    await server.stop()
+
+
+@click.command()
+@click.option(
+    "--home",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="State directory (database, PAT file). Default: ~/.orchard",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=int,
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port to listen on (0 picks a free one).",
+)
+@click.option(
+    "--database-url",
+    default=None,
+    envvar="ORCHARD_DATABASE_URL",
+    help="SQLAlchemy URL, e.g. postgresql://user@host/db. Default: SQLite under home.",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def serve(
+    home: Path | None, host: str, port: int, database_url: str | None, log_level: str
+) -> None:
+    """Run the Orchard API server."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings.from_env(home=home, host=host, port=port, database_url=database_url)
+    asyncio.run(_serve(settings))

@@ -1,0 +1,44 @@
+"""``Deployment``: one model deployed into one or more nodepools; owned by a user.
+
+A ``Deployment`` built by hand loads itself lazily: the first attribute that falls through to
+the protobuf (``dep.autoscale_config``, ``dep.worker``) issues one GetDeployment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clarifai_grpc.grpc.api import resources_pb2, service_pb2
+
+from orchard.client.resource import Resource
+
+
+class Deployment(Resource):
+    PROTO = resources_pb2.Deployment
+    NOUN = "deployment"
+    ID_ARG = "deployment_id"
+    REPR_FIELDS = ("worker.model.id", "worker.model.model_version.id", "status")
+
+    def __init__(
+        self,
+        deployment_id: str | None = None,
+        user_id: str | None = None,
+        base_url: str | None = None,
+        pat: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(deployment_id, user_id=user_id, base_url=base_url, pat=pat, **kwargs)
+
+    def _get(self) -> Any:
+        request = service_pb2.GetDeploymentRequest(
+            user_app_id=self._user_app_id(), deployment_id=self.id
+        )
+        return self._call("GetDeployment", request).deployment
+
+    @staticmethod
+    def get_runner_selector(user_id: str, deployment_id: str) -> resources_pb2.RunnerSelector:
+        """The selector that routes a prediction to this deployment."""
+        return resources_pb2.RunnerSelector(
+            deployment=resources_pb2.Deployment(id=deployment_id, user_id=user_id)
+        )
+

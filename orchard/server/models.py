@@ -1,0 +1,136 @@
+"""gRPC handlers for models and model versions (versions without an uploaded package)."""
+
+from __future__ import annotations
+
+from clarifai_grpc.grpc.api import resources_pb2, service_pb2
+from clarifai_grpc.grpc.api.status import status_pb2
+
+from orchard import errors
+from orchard.server.convert import as_dict, done, fill, page, stamp
+from orchard.server.rpc import Call, Router
+from orchard.services import models as service
+from orchard.store.models import ModelRow, ModelVersionRow
+
+router = Router()
+_MODEL_OUTPUT = {
+    "id",
+    "user_id",
+    "app_id",
+    "created_at",
+    "modified_at",
+    "model_version",
+    "version_count",
+    "replica_count",
+    "is_starred",
+    "star_count",
+    "creator",
+}
+_VERSION_OUTPUT = {"id", "user_id", "app_id", "created_at", "modified_at", "completed_at", "status"}
+
+
+def version_to_proto(row: ModelVersionRow) -> resources_pb2.ModelVersion:
+    version = resources_pb2.ModelVersion()
+    fill(version, row.spec)
+    version.id, version.user_id, version.app_id = row.id, row.user_id, row.app_id
+    version.status.code = row.status_code
+    stamp(version, row)
+    return version
+
+
+def to_proto(row: ModelRow, version: ModelVersionRow | None) -> resources_pb2.Model:
+    model = resources_pb2.Model()
+    fill(model, row.spec)
+    model.id, model.user_id, model.app_id = row.id, row.user_id, row.app_id
+    model.model_type_id = row.model_type_id
+    if version is not None:
+        model.model_version.CopyFrom(version_to_proto(version))
+    stamp(model, row)
+    return model
+
+
+def _model(
+    call: Call,
+    request: service_pb2.GetModelRequest
+    | service_pb2.PostModelVersionsRequest
+    | service_pb2.ListModelVersionsRequest
+    | service_pb2.GetModelVersionRequest
+    | service_pb2.DeleteModelRequest,
+) -> ModelRow:
+    owner = call.owner(request.user_app_id.user_id)
+    return service.find_model(call.session, owner, request.user_app_id.app_id, request.model_id)
+
+
+@router.rpc("PostModels")
+def post(request: service_pb2.PostModelsRequest, call: Call) -> service_pb2.SingleModelResponse:
+    owner = call.owner(request.user_app_id.user_id)
+    models = list(request.models) or ([request.model] if request.HasField("model") else [])
+    if len(models) != 1:
+        raise errors.InvalidRequest("send exactly one model in PostModels")
+    model = models[0]
+    spec = {k: v for k, v in as_dict(model).items() if k not in _MODEL_OUTPUT}
+    row = service.create_model(
+        call.session, owner, request.user_app_id.app_id or model.app_id, model.id, spec
+    )
+    return service_pb2.SingleModelResponse(model=to_proto(row, None))
+
+
+@router.rpc("GetModel")
+def get(request: service_pb2.GetModelRequest, call: Call) -> service_pb2.SingleModelResponse:
+    row = _model(call, request)
+    if request.version_id:
+        version: ModelVersionRow | None = service.get_model_version(
+            call.session, row, request.version_id
+        )
+    else:
+        version = service.latest_model_version(call.session, row)
+    return service_pb2.SingleModelResponse(model=to_proto(row, version))
+
+
+@router.rpc("ListModels")
+def list_(request: service_pb2.ListModelsRequest, call: Call) -> service_pb2.MultiModelResponse:
+    owner = call.owner(request.user_app_id.user_id)
+    rows = service.list_models(call.session, owner, request.user_app_id.app_id, page(request))
+    return service_pb2.MultiModelResponse(
+        models=[to_proto(r, service.latest_model_version(call.session, r)) for r in rows]
+    )
+
+
+@router.rpc("DeleteModel")
+def delete(request: service_pb2.DeleteModelRequest, call: Call) -> status_pb2.BaseResponse:
+    row = _model(call, request)
+    call.session.delete(row)
+    return done(call, f"removed model {row.id!r} and its versions")
+
+
+@router.rpc("PostModelVersions")
+def post_versions(
+    request: service_pb2.PostModelVersionsRequest, call: Call
+) -> service_pb2.SingleModelResponse:
+    row = _model(call, request)
+    if len(request.model_versions) > 1:
+        raise errors.InvalidRequest("send at most one model version in PostModelVersions")
+    spec = {}
+    if request.model_versions:
+        spec = {
+            k: v for k, v in as_dict(request.model_versions[0]).items() if k not in _VERSION_OUTPUT
+        }
+    if request.description:
+        spec["description"] = request.description
+    version = service.create_model_version(call.session, row, spec)
+    return service_pb2.SingleModelResponse(model=to_proto(row, version))
+
+
+@router.rpc("GetModelVersion")
+def get_version(
+    request: service_pb2.GetModelVersionRequest, call: Call
+) -> service_pb2.SingleModelVersionResponse:
+    version = service.get_model_version(call.session, _model(call, request), request.version_id)
+    return service_pb2.SingleModelVersionResponse(model_version=version_to_proto(version))
+
+
+@router.rpc("ListModelVersions")
+def list_versions(
+    request: service_pb2.ListModelVersionsRequest, call: Call
+) -> service_pb2.MultiModelVersionResponse:
+    rows = service.list_model_versions(call.session, _model(call, request), page(request))
+    return service_pb2.MultiModelVersionResponse(model_versions=[version_to_proto(r) for r in rows])

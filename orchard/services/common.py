@@ -1,0 +1,31 @@
+"""Small pieces every service uses: pages and conflict detection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select
+
+from orchard import errors
+
+DEFAULT_PER_PAGE = 128
+MAX_PER_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Page:
+    page: int = 1
+    per_page: int = DEFAULT_PER_PAGE
+
+    @classmethod
+    def of(cls, page: int, per_page: int) -> Page:
+        """From a request's ``page``/``per_page`` (zero means the default)."""
+        if per_page > MAX_PER_PAGE:
+            raise errors.InvalidRequest(
+                f"per_page {per_page} is too large; ask for at most {MAX_PER_PAGE} per page"
+            )
+        return cls(page=page or 1, per_page=per_page or DEFAULT_PER_PAGE)
+
+    def apply(self, query: Select[Any]) -> Select[Any]:
+        return query.limit(self.per_page).offset((self.page - 1) * self.per_page)

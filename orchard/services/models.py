@@ -1,0 +1,149 @@
+"""Models and model versions.
+
+Versions created through ``PostModelVersions`` carry no package (the seed system's local-runner
+flow creates them this way): they are ready at once for runners that are attached by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from clarifai_grpc.grpc.api.status import status_code_pb2
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from orchard import errors
+from orchard.configs import check_id
+from orchard.services.apps import get_app
+from orchard.services.common import Page
+from orchard.store.models import ModelRow, ModelVersionRow
+
+
+def _model_not_found(owner: str, app_id: str, model_id: str) -> errors.ModelNotFound:
+    return errors.ModelNotFound(
+        f"model {model_id!r} not found in app {app_id!r} of user {owner!r}; "
+        "upload it with `orchard model upload` or create it with App.create_model"
+    )
+
+
+def create_model(
+    session: Session, owner: str, app_id: str, model_id: str, spec: dict[str, Any]
+) -> ModelRow:
+    try:
+        check_id(model_id, "model id")
+    except ValueError as exc:
+        raise errors.ModelInvalid(str(exc)) from None
+    get_app(session, owner, app_id)
+    if session.get(ModelRow, (owner, app_id, model_id)) is not None:
+        raise errors.ModelConflict(f"model {model_id!r} already exists in app {app_id!r}")
+    row = ModelRow(
+        user_id=owner,
+        app_id=app_id,
+        id=model_id,
+        model_type_id=spec.get("model_type_id", "") or "any-to-any",
+        spec=spec,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_model(session: Session, owner: str, app_id: str, model_id: str) -> ModelRow:
+    row = session.get(ModelRow, (owner, app_id, model_id))
+    if row is None:
+        raise _model_not_found(owner, app_id, model_id)
+    return row
+
+
+def find_model(session: Session, owner: str, app_id: str, model_id: str) -> ModelRow:
+    """A model by id; without an app id, the user's only model of that id."""
+    if app_id:
+        return get_model(session, owner, app_id, model_id)
+    rows = list(
+        session.scalars(
+            select(ModelRow).where(ModelRow.user_id == owner, ModelRow.id == model_id).limit(2)
+        )
+    )
+    if not rows:
+        raise _model_not_found(owner, "(any)", model_id)
+    if len(rows) > 1:
+        raise errors.ModelInvalid(
+            f"model id {model_id!r} exists in several apps of user "
+            f"{owner!r}; name the app with app_id"
+        )
+    return rows[0]
+
+
+def list_models(session: Session, owner: str, app_id: str, page: Page) -> list[ModelRow]:
+    query = select(ModelRow).where(ModelRow.user_id == owner)
+    if app_id:
+        query = query.where(ModelRow.app_id == app_id)
+    return list(session.scalars(page.apply(query.order_by(ModelRow.app_id, ModelRow.id))))
+
+
+def delete_model(session: Session, owner: str, app_id: str, model_id: str) -> None:
+    session.delete(get_model(session, owner, app_id, model_id))
+
+
+def create_model_version(
+    session: Session,
+    model: ModelRow,
+    spec: dict[str, Any],
+    status_code: int = status_code_pb2.MODEL_TRAINED,
+) -> ModelVersionRow:
+    last = session.scalar(
+        select(func.max(ModelVersionRow.seq)).where(
+            ModelVersionRow.user_id == model.user_id,
+            ModelVersionRow.app_id == model.app_id,
+            ModelVersionRow.model_id == model.id,
+        )
+    )
+    row = ModelVersionRow(
+        user_id=model.user_id,
+        app_id=model.app_id,
+        model_id=model.id,
+        id=uuid.uuid4().hex,
+        seq=(last or 0) + 1,
+        status_code=status_code,
+        spec=spec,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_model_version(session: Session, model: ModelRow, version_id: str) -> ModelVersionRow:
+    row = session.get(ModelVersionRow, (model.user_id, model.app_id, model.id, version_id))
+    if row is None:
+        raise errors.ModelVersionNotFound(
+            f"version {version_id!r} of model {model.id!r} not found; list them with "
+            "ListModelVersions"
+        )
+    return row
+
+
+def latest_model_version(session: Session, model: ModelRow) -> ModelVersionRow | None:
+    return session.scalar(
+        select(ModelVersionRow)
+        .where(
+            ModelVersionRow.user_id == model.user_id,
+            ModelVersionRow.app_id == model.app_id,
+            ModelVersionRow.model_id == model.id,
+        )
+        .order_by(ModelVersionRow.seq.desc())
+        .limit(1)
+    )
+
+
+def list_model_versions(session: Session, model: ModelRow, page: Page) -> list[ModelVersionRow]:
+    query = (
+        select(ModelVersionRow)
+        .where(
+            ModelVersionRow.user_id == model.user_id,
+            ModelVersionRow.app_id == model.app_id,
+            ModelVersionRow.model_id == model.id,
+        )
+        .order_by(ModelVersionRow.seq.desc())
+    )
+    return list(session.scalars(page.apply(query)))

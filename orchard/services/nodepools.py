@@ -1,0 +1,227 @@
+"""Nodepools: groups of instances of one shape inside a compute cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchard import errors
+from orchard.configs import ComputeInfoSpec, InstanceTypeSpec, NodepoolSpec, check_id
+from orchard.providers import ComputeShape, Provider, ProviderRegistry
+from orchard.quantities import byte_count, cpu_count, format_bytes
+from orchard.services.common import Page
+from orchard.store.models import (
+    ComputeClusterRow,
+    DeploymentNodepoolRow,
+    DeploymentRow,
+    NodepoolRow,
+)
+
+_NOT_IN_SPEC = {"id", "compute_cluster"}
+
+
+@dataclass
+class Removal:
+    """What a delete removed, said back to the caller."""
+
+    compute_clusters: list[str] = field(default_factory=list)
+    nodepools: list[str] = field(default_factory=list)
+    deployments_deleted: list[str] = field(default_factory=list)
+    deployments_updated: list[str] = field(default_factory=list)
+
+    def merge(self, other: Removal) -> None:
+        self.compute_clusters += other.compute_clusters
+        self.nodepools += other.nodepools
+        self.deployments_deleted += other.deployments_deleted
+        self.deployments_updated += other.deployments_updated
+
+    def describe(self) -> str:
+        parts = []
+        for label, items in (
+            ("compute clusters", self.compute_clusters),
+            ("nodepools", self.nodepools),
+            ("deployments deleted (no nodepool left)", self.deployments_deleted),
+            ("deployments that lost a nodepool", self.deployments_updated),
+        ):
+            if items:
+                parts.append(f"{label}: {', '.join(items)}")
+        return "removed " + "; ".join(parts) if parts else "nothing removed"
+
+
+def not_found(owner: str, cluster_id: str, nodepool_id: str) -> errors.NodepoolNotFound:
+    return errors.NodepoolNotFound(
+        f"nodepool {nodepool_id!r} not found in compute cluster {cluster_id!r} of user "
+        f"{owner!r}; list them with `orchard nodepool list {cluster_id}`"
+    )
+
+
+def _shape(info: ComputeInfoSpec) -> ComputeShape:
+    return ComputeShape(
+        cpus=cpu_count(info.cpu_limit) if info.cpu_limit else 0.0,
+        memory_bytes=byte_count(info.cpu_memory) if info.cpu_memory else 0,
+        num_accelerators=info.num_accelerators,
+        accelerator_types=tuple(info.accelerator_type),
+        accelerator_memory_bytes=byte_count(info.accelerator_memory)
+        if info.accelerator_memory
+        else 0,
+    )
+
+
+def _resolve_instance_type(
+    provider: Provider, region: str, item: InstanceTypeSpec, where: str
+) -> InstanceTypeSpec:
+    """Fill a bare instance type id from the provider's catalogue, and check the shape fits."""
+    if item.compute_info is None:
+        known = {t.id: t for t in provider.instance_types(region)}
+        if item.id not in known:
+            raise errors.NodepoolInvalid(
+                f"{where}.id: instance type {item.id!r} is not offered by provider "
+                f"{provider.id!r} in region {region!r}; use one of: {', '.join(known)} "
+                "or give compute_info"
+            )
+        shape = known[item.id].shape
+        info = ComputeInfoSpec(
+            cpu_limit=f"{shape.cpus:g}",
+            cpu_memory=format_bytes(shape.memory_bytes),
+            num_accelerators=shape.num_accelerators,
+            accelerator_type=list(shape.accelerator_types),
+            accelerator_memory=format_bytes(shape.accelerator_memory_bytes)
+            if shape.accelerator_memory_bytes
+            else "",
+        )
+        item = item.model_copy(update={"compute_info": info})
+    assert item.compute_info is not None
+    problems = provider.check_shape(_shape(item.compute_info))
+    if problems:
+        raise errors.NodepoolInvalid(
+            "; ".join(f"{where}.compute_info.{name}: {reason}" for name, reason in problems)
+        )
+    return item
+
+
+def _checked(
+    spec: NodepoolSpec, cluster: ComputeClusterRow, providers: ProviderRegistry, where: str
+) -> NodepoolSpec:
+    provider = providers.get(cluster.cloud_provider)
+    if provider is None:
+        raise errors.NodepoolInvalid(
+            f"compute cluster {cluster.id!r} uses provider {cluster.cloud_provider!r}, which "
+            "this server no longer has; delete the cluster or restore the provider"
+        )
+    items = [
+        _resolve_instance_type(provider, cluster.region, item, f"{where}.instance_types[{i}]")
+        for i, item in enumerate(spec.instance_types)
+    ]
+    return spec.model_copy(update={"instance_types": items})
+
+
+def create_nodepool(
+    session: Session,
+    cluster: ComputeClusterRow,
+    spec: NodepoolSpec,
+    providers: ProviderRegistry,
+    where: str = "nodepool",
+) -> NodepoolRow:
+    try:
+        check_id(spec.id, "nodepool id")
+    except ValueError as exc:
+        raise errors.NodepoolInvalid(f"{where}.id: {exc}") from None
+    spec = _checked(spec, cluster, providers, where)
+    if session.get(NodepoolRow, (cluster.user_id, cluster.id, spec.id)) is not None:
+        raise errors.NodepoolConflict(
+            f"nodepool {spec.id!r} already exists in compute cluster {cluster.id!r}; pick another "
+            f"id or delete it with `orchard nodepool delete {cluster.id} {spec.id}`"
+        )
+    row = NodepoolRow(
+        user_id=cluster.user_id,
+        compute_cluster_id=cluster.id,
+        id=spec.id,
+        min_instances=spec.min_instances,
+        max_instances=spec.max_instances,
+        spec=spec.model_dump(exclude_none=True, exclude=_NOT_IN_SPEC),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def update_nodepool(
+    session: Session,
+    cluster: ComputeClusterRow,
+    spec: NodepoolSpec,
+    providers: ProviderRegistry,
+    where: str,
+) -> NodepoolRow:
+    row = get_nodepool(session, cluster.user_id, cluster.id, spec.id)
+    spec = _checked(spec, cluster, providers, where)
+    row.min_instances, row.max_instances = spec.min_instances, spec.max_instances
+    row.spec = spec.model_dump(exclude_none=True, exclude=_NOT_IN_SPEC)
+    return row
+
+
+def get_nodepool(session: Session, owner: str, cluster_id: str, nodepool_id: str) -> NodepoolRow:
+    row = session.get(NodepoolRow, (owner, cluster_id, nodepool_id))
+    if row is None:
+        raise not_found(owner, cluster_id, nodepool_id)
+    return row
+
+
+def find_nodepool(session: Session, owner: str, cluster_id: str, nodepool_id: str) -> NodepoolRow:
+    """A nodepool by id; without a cluster id, the user's only nodepool of that id."""
+    if cluster_id:
+        return get_nodepool(session, owner, cluster_id, nodepool_id)
+    rows = list(
+        session.scalars(
+            select(NodepoolRow)
+            .where(NodepoolRow.user_id == owner, NodepoolRow.id == nodepool_id)
+            .limit(2)
+        )
+    )
+    if not rows:
+        raise errors.NodepoolNotFound(
+            f"nodepool {nodepool_id!r} not found for user {owner!r}; list them with "
+            "`orchard nodepool list`"
+        )
+    if len(rows) > 1:
+        raise errors.NodepoolInvalid(
+            f"nodepool id {nodepool_id!r} exists in several compute clusters; name the cluster "
+            "with compute_cluster: {id: ...}"
+        )
+    return rows[0]
+
+
+def list_nodepools(session: Session, owner: str, cluster_id: str, page: Page) -> list[NodepoolRow]:
+    query = select(NodepoolRow).where(NodepoolRow.user_id == owner)
+    if cluster_id:
+        query = query.where(NodepoolRow.compute_cluster_id == cluster_id)
+    order = (NodepoolRow.compute_cluster_id, NodepoolRow.id)
+    return list(session.scalars(page.apply(query.order_by(*order))))
+
+
+def delete_nodepool_rows(session: Session, rows: list[NodepoolRow]) -> Removal:
+    """Delete nodepools; each deployment loses them, and one left with none is deleted."""
+    removal = Removal()
+    touched: dict[tuple[str, str], DeploymentRow] = {}
+    for row in rows:
+        uses = session.scalars(
+            select(DeploymentNodepoolRow).where(
+                DeploymentNodepoolRow.user_id == row.user_id,
+                DeploymentNodepoolRow.compute_cluster_id == row.compute_cluster_id,
+                DeploymentNodepoolRow.nodepool_id == row.id,
+            )
+        )
+        for use in uses:
+            touched[(use.user_id, use.deployment_id)] = use.deployment
+            use.deployment.placements.remove(use)
+        removal.nodepools.append(f"{row.compute_cluster_id}/{row.id}")
+        session.delete(row)
+    for deployment in touched.values():
+        if deployment.placements:
+            removal.deployments_updated.append(deployment.id)
+        else:
+            removal.deployments_deleted.append(deployment.id)
+            session.delete(deployment)
+    session.flush()
+    return removal

@@ -1,0 +1,105 @@
+"""Users and personal access tokens. Tokens are random, shown once, and stored as SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchard import errors
+from orchard.configs import check_id
+from orchard.services.common import Page
+from orchard.store.models import PatRow, UserRow
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+def create_user(session: Session, user_id: str, *, is_admin: bool = False) -> UserRow:
+    try:
+        check_id(user_id, "user id")
+    except ValueError as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+    if session.get(UserRow, user_id) is not None:
+        raise errors.InvalidRequest(f"user {user_id!r} already exists; pick another id")
+    row = UserRow(id=user_id, is_admin=is_admin)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def create_pat(
+    session: Session, user_id: str, *, description: str = "", token: str | None = None
+) -> tuple[PatRow, str]:
+    """A new PAT for ``user_id``: the row and the token (the only time it is known)."""
+    token = token or new_token()
+    digest = hash_token(token)
+    if session.scalar(select(PatRow).where(PatRow.token_hash == digest)) is not None:
+        raise errors.InvalidRequest("that token is already in use; choose another")
+    row = PatRow(
+        id=secrets.token_hex(8),
+        user_id=user_id,
+        token_hash=digest,
+        description=description,
+        last4=token[-4:],
+    )
+    session.add(row)
+    session.flush()
+    return row, token
+
+
+def authenticate(session: Session, token: str) -> str:
+    """The user id a PAT belongs to."""
+    row = session.scalar(select(PatRow).where(PatRow.token_hash == hash_token(token)))
+    if row is None:
+        raise errors.AuthenticationError(
+            "the PAT is not valid on this server; create one with `orchard pat create` "
+            "or use the one `orchard serve` printed"
+        )
+    return row.user_id
+
+
+def list_pats(session: Session, user_id: str, page: Page) -> list[PatRow]:
+    query = select(PatRow).where(PatRow.user_id == user_id).order_by(PatRow.created_at, PatRow.id)
+    return list(session.scalars(page.apply(query)))
+
+
+def delete_pat(session: Session, user_id: str, pat_id: str) -> None:
+    row = session.get(PatRow, pat_id)
+    if row is None or row.user_id != user_id:
+        raise errors.KeyNotFound(
+            f"PAT {pat_id!r} not found for user {user_id!r}; list them with `orchard pat list`"
+        )
+    session.delete(row)
+
+
+def get_user(session: Session, user_id: str) -> UserRow:
+    row = session.get(UserRow, user_id)
+    if row is None:
+        raise errors.UserNotFound(f"user {user_id!r} not found")
+    return row
+
+
+def ensure_bootstrap(session: Session, user_id: str, token: str | None) -> str | None:
+    """Make sure the bootstrap admin exists and, when ``token`` is given, that it is a PAT of
+    theirs. On an empty store without a given token a PAT is generated and returned (the only
+    time it is known, so the caller saves it); otherwise returns None."""
+    if session.get(UserRow, user_id) is None:
+        if token is None and session.scalar(select(UserRow.id).limit(1)) is not None:
+            return None  # an initialised store whose admin has another name
+        create_user(session, user_id, is_admin=True)
+        if token is None:
+            return create_pat(session, user_id, description="bootstrap")[1]
+    if (
+        token
+        and session.scalar(select(PatRow).where(PatRow.token_hash == hash_token(token))) is None
+    ):
+        create_pat(session, user_id, description="bootstrap", token=token)
+    return None
