@@ -151,7 +151,8 @@ class NodepoolSpec(Spec):
     node_capacity_type: CapacityTypesSpec = CapacityTypesSpec()
     instance_types: list[InstanceTypeSpec] = Field(min_length=1)
     min_instances: int = Field(default=0, ge=0)
-    max_instances: int = Field(default=1, ge=0)
+    # Zero (also what an unset field reads as on the wire) disables the pool, as in the seed.
+    max_instances: int = Field(default=0, ge=0)
     warm_instances: int = Field(default=0, ge=0)
     visibility: VisibilitySpec | None = None
     metadata: dict[str, Any] | None = None

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 import grpc
-from clarifai_grpc.grpc.api import resources_pb2, service_pb2, service_pb2_grpc
+from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from google.protobuf.message import Message
 
-from orchard import errors
+from orchard import errors, wire
 from orchard.client import channels, contexts
 
 DEFAULT_BASE_URL = "http://127.0.0.1:7600"
@@ -122,6 +122,8 @@ class BaseClient:
         app_id: str | None = None,  # accepted for seed compatibility, unused
         _client: BaseClient | None = None,
     ) -> None:
+        self.timeout: float | None
+        self._user_id: str | None
         if _client is not None:
             self.settings: Settings = _client.settings
             self._target: channels.Target = _client._target
@@ -137,8 +139,9 @@ class BaseClient:
             self.timeout = timeout
             self._user_id = self.settings.user_id
         self._metadata = (("authorization", f"Key {self.settings.pat}"),)
-        self._stub_lock = threading.Lock()
-        self._stub: Any = None
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._methods: dict[str, Any] = {}
         self._release: weakref.finalize | None = None
 
     @property
@@ -153,7 +156,9 @@ class BaseClient:
     def user_id(self) -> str:
         """The user this client acts for; asked of the server (owner of the PAT) if not given."""
         if self._user_id is None:
-            request = service_pb2.GetUserRequest(user_app_id=resources_pb2.UserAppIDSet(user_id="me"))
+            request = service_pb2.GetUserRequest(
+                user_app_id=resources_pb2.UserAppIDSet(user_id="me")
+            )
             self._user_id = self._call("GetUser", request).user.id
         return self._user_id
 
@@ -162,7 +167,7 @@ class BaseClient:
 
     def _call(self, rpc_name: str, request: Message) -> Any:
         """Invoke one unary RPC; raise the error-family member for any failure."""
-        method = getattr(self._get_stub(), rpc_name)
+        method = self._method(rpc_name)
         try:
             response = method(request, metadata=self._metadata, timeout=self.timeout)
         except grpc.RpcError as exc:
@@ -170,21 +175,23 @@ class BaseClient:
         errors.raise_for_status(response.status)
         return response
 
-    def _get_stub(self) -> Any:
-        with self._stub_lock:
-            if self._stub is None:
-                channel = channels.POOL.acquire(self._target)
+    def _method(self, rpc_name: str) -> Any:
+        with self._lock:
+            if self._channel is None:
+                self._channel = channels.POOL.acquire(self._target)
                 self._release = weakref.finalize(self, channels.POOL.release, self._target)
                 self._release.atexit = False
-                self._stub = service_pb2_grpc.V2Stub(channel)
-            return self._stub
+            if rpc_name not in self._methods:
+                self._methods[rpc_name] = wire.callable_for(self._channel, rpc_name)
+            return self._methods[rpc_name]
 
     def close(self) -> None:
         """Give up this client's hold on its channel (the channel closes with its last user)."""
-        with self._stub_lock:
+        with self._lock:
             if self._release is not None:
                 self._release()
-            self._release, self._stub = None, None
+            self._release, self._channel = None, None
+            self._methods.clear()
 
     def __enter__(self) -> Self:
         return self

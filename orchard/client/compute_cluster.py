@@ -62,12 +62,17 @@ class ComputeCluster(Resource):
         The ``nodepool_id`` argument wins over the config's id; the config's ``compute_cluster``
         is replaced by this cluster.
         """
-        data = read_config_input(config_filepath, nodepool_config, "nodepool", errors.NodepoolInvalid)
+        data = read_config_input(
+            config_filepath, nodepool_config, "nodepool", errors.NodepoolInvalid
+        )
         require_id(nodepool_id, data, "nodepool", "nodepool_id", "nodepool")
         data["compute_cluster"] = {"id": self.id, "user_id": self.user_id}
         proto = build_proto(
-            configs.NodepoolSpec, data, resources_pb2.Nodepool(),
-            where="nodepool", error=errors.NodepoolInvalid,
+            configs.NodepoolSpec,
+            data,
+            resources_pb2.Nodepool(),
+            where="nodepool",
+            error=errors.NodepoolInvalid,
         )
         request = service_pb2.PostNodepoolsRequest(
             user_app_id=self._user_app_id(), compute_cluster_id=self.id, nodepools=[proto]
@@ -82,8 +87,10 @@ class ComputeCluster(Resource):
 
         def fetch(page: int, size: int) -> Any:
             request = service_pb2.ListNodepoolsRequest(
-                user_app_id=self._user_app_id(), compute_cluster_id=self.id,
-                page=page, per_page=size,
+                user_app_id=self._user_app_id(),
+                compute_cluster_id=self.id,
+                page=page,
+                per_page=size,
             )
             return self._call("ListNodepools", request).nodepools
 
@@ -100,7 +107,8 @@ class ComputeCluster(Resource):
         """Delete nodepools of this cluster (and their deployments' placements); returns the
         server's status (``details`` says what was removed)."""
         request = service_pb2.DeleteNodepoolsRequest(
-            user_app_id=self._user_app_id(), compute_cluster_id=self.id,
+            user_app_id=self._user_app_id(),
+            compute_cluster_id=self.id,
             ids=check_id_list(nodepool_ids, "nodepool_ids"),
         )
         return self._call("DeleteNodepools", request).status

@@ -10,6 +10,7 @@ from typing import Any
 
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 
+from orchard import errors
 from orchard.client.resource import Resource
 
 
@@ -42,3 +43,16 @@ class Deployment(Resource):
             deployment=resources_pb2.Deployment(id=deployment_id, user_id=user_id)
         )
 
+
+def list_deployments_request(
+    user_app_id: resources_pb2.UserAppIDSet, page: int, per_page: int, **filters: Any
+) -> service_pb2.ListDeploymentsRequest:
+    try:
+        return service_pb2.ListDeploymentsRequest(
+            user_app_id=user_app_id, page=page, per_page=per_page, **filters
+        )
+    except (TypeError, ValueError) as exc:  # an unknown filter name or a wrong value type
+        raise errors.UserError(
+            f"invalid deployment filter: {exc}; use nodepool_id, compute_cluster_id, "
+            "model_version_ids, workflow_version_ids or scheduling_priorities"
+        ) from None

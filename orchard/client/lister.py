@@ -19,10 +19,14 @@ ONE_PAGE_PER_PAGE = 16
 Fetch = Callable[[int, int], Sequence[T]]
 
 
-def paginate(fetch: Fetch[T], page_no: int | None = None, per_page: int | None = None) -> Iterator[T]:
+def paginate(
+    fetch: Fetch[T], page_no: int | None = None, per_page: int | None = None
+) -> Iterator[T]:
     """Items from ``fetch(page, per_page)``; see the module docstring for which pages."""
     for name, value in (("page_no", page_no), ("per_page", per_page)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise errors.UserError(f"{name} must be a whole number >= 1, got {value!r}")
     if page_no is None and per_page is None:
         return _walk(fetch)

@@ -4,8 +4,9 @@ Deployments are user-scoped (api-notes 3.4): ``create_deployment``, ``deployment
 ``delete_deployments`` address the user's deployments; only ``create_deployment`` (when the
 config names no nodepool) and ``list_deployments`` use this nodepool.
 
-A nodepool built without its ``compute_cluster_id`` finds its cluster when one is needed, by
-asking each of the user's clusters for it; an id held by several clusters is a UserError.
+A nodepool built without its ``compute_cluster_id`` finds its cluster when one is needed (the
+server answers for the user's only nodepool of that id; an id held by several clusters is an
+error that says so).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
 
 from orchard import configs, errors
-from orchard.client.deployment import Deployment
+from orchard.client.deployment import Deployment, list_deployments_request
 from orchard.client.lister import paginate
 from orchard.client.resource import (
     Resource,
@@ -52,7 +53,7 @@ class Nodepool(Resource):
 
     @property
     def compute_cluster_id(self) -> str:
-        """The cluster holding this nodepool (found by asking the user's clusters if not given)."""
+        """The cluster holding this nodepool (asked of the server if not given)."""
         if not self._compute_cluster_id:
             found = self._find_in_clusters()
             self.proto, self._loaded = found, True
@@ -60,39 +61,12 @@ class Nodepool(Resource):
         return self._compute_cluster_id
 
     def _find_in_clusters(self) -> Any:
-        found = []
-        for cluster_id in self._cluster_ids():
-            request = service_pb2.GetNodepoolRequest(
-                user_app_id=self._user_app_id(), compute_cluster_id=cluster_id, nodepool_id=self.id
-            )
-            try:
-                nodepool = self._call("GetNodepool", request).nodepool
-            except errors.NotFound:
-                continue
-            if not nodepool.compute_cluster.id:
-                nodepool.compute_cluster.id = cluster_id
-            found.append(nodepool)
-        if not found:
-            raise errors.NodepoolNotFound(
-                f"nodepool {self.id!r} not found in any compute cluster of user "
-                f"{self.user_id!r}; list them with `orchard nodepool list`"
-            )
-        if len(found) > 1:
-            clusters = ", ".join(np.compute_cluster.id for np in found)
-            raise errors.UserError(
-                f"nodepool id {self.id!r} exists in several compute clusters ({clusters}); "
-                "name the cluster with compute_cluster_id="
-            )
-        return found[0]
-
-    def _cluster_ids(self) -> Iterator[str]:
-        def fetch(page: int, per_page: int) -> Any:
-            request = service_pb2.ListComputeClustersRequest(
-                user_app_id=self._user_app_id(), page=page, per_page=per_page
-            )
-            return self._call("ListComputeClusters", request).compute_clusters
-
-        return (cluster.id for cluster in paginate(fetch))
+        # GetNodepool without a cluster id answers the user's only nodepool of that id (or a
+        # clear error when none or several clusters hold one).
+        request = service_pb2.GetNodepoolRequest(
+            user_app_id=self._user_app_id(), nodepool_id=self.id
+        )
+        return self._call("GetNodepool", request).nodepool
 
     def _get(self) -> Any:
         request = service_pb2.GetNodepoolRequest(
@@ -123,8 +97,11 @@ class Nodepool(Resource):
             data["nodepools"] = [{"id": self.id, "compute_cluster": cluster}]
         _default_owners(data, self.user_id)
         proto = build_proto(
-            configs.DeploymentSpec, data, resources_pb2.Deployment(),
-            where="deployment", error=errors.DeploymentInvalid,
+            configs.DeploymentSpec,
+            data,
+            resources_pb2.Deployment(),
+            where="deployment",
+            error=errors.DeploymentInvalid,
         )
         request = service_pb2.PostDeploymentsRequest(
             user_app_id=self._user_app_id(), deployments=[proto]
@@ -145,7 +122,7 @@ class Nodepool(Resource):
             filters.setdefault("compute_cluster_id", self._compute_cluster_id)
 
         def fetch(page: int, size: int) -> Any:
-            request = _list_deployments_request(
+            request = list_deployments_request(
                 self._user_app_id(), page, size, nodepool_id=self.id, **filters
             )
             return self._call("ListDeployments", request).deployments
@@ -172,20 +149,6 @@ class Nodepool(Resource):
         return resources_pb2.RunnerSelector(
             nodepool=resources_pb2.Nodepool(id=nodepool_id, compute_cluster=cluster)
         )
-
-
-def _list_deployments_request(
-    user_app_id: resources_pb2.UserAppIDSet, page: int, per_page: int, **filters: Any
-) -> service_pb2.ListDeploymentsRequest:
-    try:
-        return service_pb2.ListDeploymentsRequest(
-            user_app_id=user_app_id, page=page, per_page=per_page, **filters
-        )
-    except (TypeError, ValueError) as exc:
-        raise errors.UserError(
-            f"invalid deployment filter: {exc}; use nodepool_id, compute_cluster_id, "
-            "model_version_ids, workflow_version_ids or scheduling_priorities"
-        ) from None
 
 
 def _default_owners(data: dict[str, Any], user_id: str) -> None:

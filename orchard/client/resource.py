@@ -32,11 +32,15 @@ class Resource(BaseClient):
         proto: Message | None = kwargs.pop("_proto", None)
         client_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in CLIENT_KWARGS}
         user_id = kwargs.pop("user_id", None)
-        resource_id = resource_id or kwargs.pop("id", None) or (proto.id if proto else None)
+        resource_id = resource_id or kwargs.pop("id", None) or getattr(proto, "id", None)
         if not resource_id:
             raise errors.UserError(f"{type(self).__name__} needs {self.ID_ARG}")
-        super().__init__(user_id=user_id, base_url=kwargs.pop("base_url", None),
-                         pat=kwargs.pop("pat", None), **client_kwargs)
+        super().__init__(
+            user_id=user_id,
+            base_url=kwargs.pop("base_url", None),
+            pat=kwargs.pop("pat", None),
+            **client_kwargs,
+        )
         self.id: str = resource_id
         self._loaded = proto is not None
         self.proto: Any = proto if proto is not None else self._local_proto(resource_id, kwargs)

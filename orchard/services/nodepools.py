@@ -215,6 +215,8 @@ def delete_nodepool_rows(session: Session, rows: list[NodepoolRow]) -> Removal:
         for use in uses:
             touched[(use.user_id, use.deployment_id)] = use.deployment
             use.deployment.placements.remove(use)
+    session.flush()  # placements go before their nodepools, which the database would cascade
+    for row in rows:
         removal.nodepools.append(f"{row.compute_cluster_id}/{row.id}")
         session.delete(row)
     for deployment in touched.values():

@@ -1,0 +1,91 @@
+"""Shared fixtures: a real Orchard server on loopback, a raw V2 caller, PostgreSQL when present."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from clarifai_grpc.grpc.api import resources_pb2
+
+from orchard import wire
+from orchard.testing import ServerThread
+
+POSTGRES_ENV = "ORCHARD_TEST_POSTGRES_URL"
+
+
+class Api:
+    """Raw V2 calls as one user: ``api.call("GetUser", user_app_id=...)``."""
+
+    def __init__(self, channel: grpc.Channel, pat: str, user_id: str) -> None:
+        self.channel, self.pat, self.user_id = channel, pat, user_id
+
+    def call(self, name: str, request: Any = None, /, **fields: Any) -> Any:
+        if request is None:
+            fields.setdefault("user_app_id", resources_pb2.UserAppIDSet(user_id=self.user_id))
+            request = wire.request_class(name)(**fields)
+        metadata = (("authorization", f"Key {self.pat}"),)
+        return wire.callable_for(self.channel, name)(request, metadata=metadata, timeout=30)
+
+    def as_user(self, user_id: str, pat: str) -> Api:
+        return Api(self.channel, pat, user_id)
+
+
+def postgres_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+@pytest.fixture
+def fresh_postgres() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (skips when no server is configured)."""
+    admin_url = postgres_url()
+    if admin_url is None:
+        pytest.skip(f"no PostgreSQL server: set {POSTGRES_ENV} (.ci/run does)")
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    name = f"orchard_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at {POSTGRES_ENV} is not reachable: {exc}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store test runs against SQLite and against a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'orchard.db'}"
+    return str(request.getfixturevalue("fresh_postgres"))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerThread]:
+    with ServerThread(tmp_path / "home") as running:
+        yield running
+
+
+@pytest.fixture
+def api(server: ServerThread) -> Iterator[Api]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield Api(channel, server.pat, server.user_id)
+    finally:
+        channel.close()
+
+
+@pytest.fixture
+def other(server: ServerThread, api: Api) -> Api:
+    """A second user of the same server."""
+    return api.as_user("bob", server.create_user("bob"))
