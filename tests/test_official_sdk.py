@@ -1,0 +1,92 @@
+"""The external conformance test: the official `clarifai` SDK and CLI (12.5.0), which nobody
+here wrote, against a live Orchard server.
+
+Marked e2e: the official package is installed into its own virtual environment (cached under
+.cache/ between runs) and runs in its own processes, with a scrubbed environment and a
+temporary HOME so nothing reads or writes a real user's config.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent / "official_sdk"
+CLARIFAI = "12.5.0"
+
+
+def _uv() -> str:
+    found = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    if not Path(found).exists():
+        pytest.fail("uv is needed to build the official SDK's environment; scripts/test.sh "
+                    "installs it")
+    return found
+
+
+@pytest.fixture(scope="session")
+def official_python() -> Path:
+    """A virtual environment with clarifai==12.5.0 and the same wire package as Orchard."""
+    pins = [f"clarifai=={CLARIFAI}", f"clarifai-grpc=={version('clarifai-grpc')}",
+            f"grpcio=={version('grpcio')}", f"protobuf=={version('protobuf')}"]
+    venv = ROOT / ".cache" / "official-sdk" / "-".join(p.replace("==", "") for p in pins)
+    python = venv / "bin" / "python"
+    if not (venv / "ready").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run([_uv(), "venv", "--quiet", str(venv), "--python", sys.executable],
+                       check=True)
+        subprocess.run([_uv(), "pip", "install", "--quiet", "--python", str(python), *pins],
+                       check=True, timeout=600)
+        (venv / "ready").write_text("\n".join(pins))
+    return python
+
+
+def _env(tmp_path: Path, server, **extra: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
+            "CLARIFAI_API_BASE": server.base_url, "CLARIFAI_PAT": server.pat,
+            "CLARIFAI_USER_ID": server.user_id, **extra}
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_official_sdk_crud(official_python, server, tmp_path):
+    done = _run([str(official_python), str(HERE / "scenario.py")],
+                _env(tmp_path, server, CONFIG_DIR=str(HERE)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ok: everything deleted" in done.stdout
+
+
+def test_official_cli(official_python, server, tmp_path):
+    config = tmp_path / "clarifai.yaml"
+    config.write_text(
+        "current_context: orchard\ncontexts:\n  orchard:\n"
+        f"    CLARIFAI_API_BASE: {server.base_url}\n    CLARIFAI_PAT: {server.pat}\n"
+        f"    CLARIFAI_USER_ID: {server.user_id}\n")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    cli = [str(official_python.with_name("clarifai")), "--config", str(config)]
+    nodepool_yaml = tmp_path / "nodepool.yaml"
+    nodepool_yaml.write_text((HERE / "nodepool.yaml").read_text().replace("official-cc", "cli-cc"))
+    steps = [
+        ["computecluster", "create", "cli-cc", "--config", str(HERE / "compute_cluster.yaml")],
+        ["computecluster", "list"],
+        ["nodepool", "create", "cli-cc", "cli-np", "--config", str(nodepool_yaml)],
+        ["nodepool", "list", "cli-cc"],
+        ["nodepool", "delete", "cli-cc", "cli-np"],
+        ["computecluster", "delete", "cli-cc"],
+    ]
+    outputs = []
+    for args in steps:
+        done = _run(cli + args, env)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        outputs.append(done.stdout)
+    assert "cli-cc" in outputs[1] and "cli-np" in outputs[3]
