@@ -29,9 +29,13 @@ class ServeProcess:
             [sys.executable, "-m", "orchard", "serve", "--home", str(self.home), "--port", "0"],
             stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True, env=self.env,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
-        match = self.wait_for(LISTENING, timeout)
-        self.port = int(match.group(1))
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
+        try:
+            self.port = int(self.wait_for(LISTENING, timeout).group(1))
+        except BaseException:
+            self.stop(signal.SIGKILL)
+            raise
         return self
 
     def _pump(self) -> None:
@@ -71,4 +75,7 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._pump_thread.join(timeout=timeout)  # ends at EOF, once the process is gone
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return self.proc.returncode
