@@ -25,6 +25,7 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self
 
 import grpc
@@ -82,12 +83,18 @@ def resolve_settings(
     if "base_url" not in values:
         values["base_url"], sources["base_url"] = DEFAULT_BASE_URL, "default"
     if "pat" not in values:
-        raise errors.UserError(
-            "no personal access token (PAT) found; log in with `orchard login BASE_URL --pat PAT` "
-            "or set ORCHARD_PAT (looked in: argument pat=, ORCHARD_PAT, CLARIFAI_PAT, the "
-            f"context of {contexts.config_path(config_path)})"
-        )
+        raise _no_pat(context, contexts.config_path(config_path))
     return Settings(values["base_url"], values["pat"], values.get("user_id"), sources)
+
+
+def _no_pat(context: str | None, path: Path) -> errors.UserError:
+    where = f"context {context!r}" if context else "the current context"
+    missing = "" if path.exists() else ", which does not exist"
+    return errors.UserError(
+        "no personal access token (PAT) found; log in with `orchard login BASE_URL --pat PAT` "
+        "or set ORCHARD_PAT (looked in: argument pat=, env ORCHARD_PAT and CLARIFAI_PAT, "
+        f"{where} of the config file {path}{missing})"
+    )
 
 
 def _from_argument_or_env(key: str, given: str | None) -> tuple[str, str] | None:
