@@ -27,7 +27,10 @@ class ServeProcess:
     def start(self, timeout: float = 60) -> ServeProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchard", "serve", "--home", str(self.home), "--port", "0"],
-            stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True, env=self.env,
+            stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=self.env,
         )
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()

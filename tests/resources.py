@@ -17,26 +17,36 @@ def ok(response: Any) -> Any:
 
 
 def cluster(id: str = "cc", **fields: Any) -> r.ComputeCluster:
-    data = {"id": id, "cloud_provider": {"id": "local"}, "region": "local",
-            "cluster_type": "dedicated", "managed_by": "user"} | fields
+    data = {
+        "id": id,
+        "cloud_provider": {"id": "local"},
+        "region": "local",
+        "cluster_type": "dedicated",
+        "managed_by": "user",
+    } | fields
     return json_format.ParseDict(data, r.ComputeCluster())
 
 
 def nodepool(id: str = "np", **fields: Any) -> r.Nodepool:
-    data = {"id": id, "instance_types": [{"id": "local-cpu-1"}],
-            "node_capacity_type": {"capacity_types": [1]},
-            "min_instances": 0, "max_instances": 2} | fields
+    data = {
+        "id": id,
+        "instance_types": [{"id": "local-cpu-1"}],
+        "node_capacity_type": {"capacity_types": [1]},
+        "min_instances": 0,
+        "max_instances": 2,
+    } | fields
     return json_format.ParseDict(data, r.Nodepool())
 
 
-def deployment(id: str = "dep", model: str = "m", version: str = "", nodepools: Any = None,
-               **fields: Any) -> r.Deployment:
+def deployment(
+    id: str = "dep", model: str = "m", version: str = "", nodepools: Any = None, **fields: Any
+) -> r.Deployment:
     data = {
         "id": id,
-        "worker": {"model": {"id": model, "app_id": "app",
-                             "model_version": {"id": version}}},
+        "worker": {"model": {"id": model, "app_id": "app", "model_version": {"id": version}}},
         "scheduling_choice": 4,
-        "nodepools": nodepools if nodepools is not None
+        "nodepools": nodepools
+        if nodepools is not None
         else [{"id": "np", "compute_cluster": {"id": "cc"}}],
         "autoscale_config": {"min_replicas": 0, "max_replicas": 2},
     } | fields
@@ -44,24 +54,31 @@ def deployment(id: str = "dep", model: str = "m", version: str = "", nodepools: 
 
 
 def make_cluster(api: Any, id: str = "cc", **fields: Any) -> r.ComputeCluster:
-    return ok(api.call("PostComputeClusters", compute_clusters=[cluster(id, **fields)])
-              ).compute_clusters[0]
+    return ok(
+        api.call("PostComputeClusters", compute_clusters=[cluster(id, **fields)])
+    ).compute_clusters[0]
 
 
 def make_nodepool(api: Any, cc: str = "cc", id: str = "np", **fields: Any) -> r.Nodepool:
-    return ok(api.call("PostNodepools", compute_cluster_id=cc,
-                       nodepools=[nodepool(id, **fields)])).nodepools[0]
+    return ok(
+        api.call("PostNodepools", compute_cluster_id=cc, nodepools=[nodepool(id, **fields)])
+    ).nodepools[0]
 
 
 def make_model(api: Any, model: str = "m", app: str = "app") -> str:
     """An app, a model and one version; returns the version id."""
-    if api.call("GetApp", user_app_id=r.UserAppIDSet(user_id=api.user_id, app_id=app)
-                ).status.code != SUCCESS:
+    if (
+        api.call("GetApp", user_app_id=r.UserAppIDSet(user_id=api.user_id, app_id=app)).status.code
+        != SUCCESS
+    ):
         ok(api.call("PostApps", apps=[r.App(id=app)]))
     uid = r.UserAppIDSet(user_id=api.user_id, app_id=app)
     ok(api.call("PostModels", user_app_id=uid, models=[r.Model(id=model)]))
-    response = ok(api.call("PostModelVersions", user_app_id=uid, model_id=model,
-                           model_versions=[r.ModelVersion()]))
+    response = ok(
+        api.call(
+            "PostModelVersions", user_app_id=uid, model_id=model, model_versions=[r.ModelVersion()]
+        )
+    )
     return str(response.model.model_version.id)
 
 

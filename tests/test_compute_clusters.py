@@ -39,8 +39,10 @@ def test_the_pat_given_as_key_is_never_stored_or_returned(api):
 def test_pagination(api):
     for i in range(5):
         make_cluster(api, f"cc{i}")
-    pages = [[c.id for c in ok(api.call("ListComputeClusters", page=p, per_page=2)
-                                ).compute_clusters] for p in (1, 2, 3, 4)]
+    pages = [
+        [c.id for c in ok(api.call("ListComputeClusters", page=p, per_page=2)).compute_clusters]
+        for p in (1, 2, 3, 4)
+    ]
     assert pages == [["cc0", "cc1"], ["cc2", "cc3"], ["cc4"], []]
     too_many = api.call("ListComputeClusters", per_page=5000)
     assert too_many.status.code == sc.CONN_INVALID_REQUEST
@@ -50,17 +52,32 @@ def test_pagination(api):
 @pytest.mark.parametrize(
     ("fields", "code", "text"),
     [
-        ({"cloud_provider": {"id": "aws"}}, sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
-         "compute_clusters[0].cloud_provider.id: 'aws' is not a provider of this Orchard server;"
-         " use one of: local"),
-        ({"region": "us-east-1"}, sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
-         "compute_clusters[0].region: 'us-east-1' is not a region of provider 'local'"),
-        ({"region": ""}, sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
-         "compute_clusters[0].region: required field is missing"),
-        ({"cluster_type": "shared"}, sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
-         "compute_clusters[0].cluster_type: Input should be 'dedicated' or 'local-dev'"),
-        ({"visibility": {"gettable": 20}}, sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
-         "compute_clusters[0].visibility.gettable: Input should be 10, 30 or 50"),
+        (
+            {"cloud_provider": {"id": "aws"}},
+            sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
+            "compute_clusters[0].cloud_provider.id: 'aws' is not a provider of this Orchard server;"
+            " use one of: local",
+        ),
+        (
+            {"region": "us-east-1"},
+            sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
+            "compute_clusters[0].region: 'us-east-1' is not a region of provider 'local'",
+        ),
+        (
+            {"region": ""},
+            sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
+            "compute_clusters[0].region: required field is missing",
+        ),
+        (
+            {"cluster_type": "shared"},
+            sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
+            "compute_clusters[0].cluster_type: Input should be 'dedicated' or 'local-dev'",
+        ),
+        (
+            {"visibility": {"gettable": 20}},
+            sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
+            "compute_clusters[0].visibility.gettable: Input should be 10, 30 or 50",
+        ),
     ],
 )
 def test_invalid_clusters_are_refused_and_write_nothing(api, fields, code, text):
@@ -85,8 +102,9 @@ def test_duplicate_id_is_refused(api):
 
 
 def test_one_bad_cluster_in_a_batch_writes_none(api):
-    response = api.call("PostComputeClusters",
-                        compute_clusters=[cluster("good"), cluster("bad", region="mars")])
+    response = api.call(
+        "PostComputeClusters", compute_clusters=[cluster("good"), cluster("bad", region="mars")]
+    )
     assert response.status.code == sc.COMPUTE_CLUSTER_INVALID_ARGUMENT
     assert ok(api.call("ListComputeClusters")).compute_clusters == []
 
@@ -103,9 +121,15 @@ def test_delete_cascades_to_nodepools_and_deployments(api):
     make_nodepool(api, cc="cc2", id="np2")
     make_deployment(api, "only-cc", version=version)
     make_model(api, "m2")
-    make_deployment(api, "both", model="m2", nodepools=[
-        {"id": "np", "compute_cluster": {"id": "cc"}},
-        {"id": "np2", "compute_cluster": {"id": "cc2"}}])
+    make_deployment(
+        api,
+        "both",
+        model="m2",
+        nodepools=[
+            {"id": "np", "compute_cluster": {"id": "cc"}},
+            {"id": "np2", "compute_cluster": {"id": "cc2"}},
+        ],
+    )
     response = ok(api.call("DeleteComputeClusters", ids=["cc"]))
     assert response.status.details == (
         "removed compute clusters: cc; nodepools: cc/np; "
@@ -125,10 +149,16 @@ def test_delete_unknown_id_deletes_nothing(api):
 
 def test_patch_description_and_refuse_region_change(api):
     make_cluster(api, "cc1")
-    patched = ok(api.call("PatchComputeClusters", action="overwrite",
-                          compute_clusters=[cluster("cc1", description="new")]))
+    patched = ok(
+        api.call(
+            "PatchComputeClusters",
+            action="overwrite",
+            compute_clusters=[cluster("cc1", description="new")],
+        )
+    )
     assert patched.compute_clusters[0].description == "new"
-    moved = api.call("PatchComputeClusters", action="overwrite",
-                     compute_clusters=[cluster("cc1", region="na")])
+    moved = api.call(
+        "PatchComputeClusters", action="overwrite", compute_clusters=[cluster("cc1", region="na")]
+    )
     assert moved.status.code == sc.COMPUTE_CLUSTER_INVALID_ARGUMENT
     assert "cannot change" in moved.status.description

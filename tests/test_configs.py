@@ -17,38 +17,54 @@ def _problems(spec, data, where):
 
 
 def test_unknown_field_lists_the_allowed_ones():
-    message = _problems(configs.NodepoolSpec, {
-        "instance_types": [{"id": "x", "compute_info": {"cpu_limt": "1"}}]}, "nodepool")
-    assert message.startswith("invalid config: nodepool.instance_types[0].compute_info.cpu_limt:"
-                              " unknown field; allowed here: accelerator_memory")
+    message = _problems(
+        configs.NodepoolSpec,
+        {"instance_types": [{"id": "x", "compute_info": {"cpu_limt": "1"}}]},
+        "nodepool",
+    )
+    assert message.startswith(
+        "invalid config: nodepool.instance_types[0].compute_info.cpu_limt:"
+        " unknown field; allowed here: accelerator_memory"
+    )
     assert "cpu_limit" in message
 
 
 def test_wrong_types_are_not_coerced():
-    message = _problems(configs.NodepoolSpec, {
-        "instance_types": [{"id": "x"}], "min_instances": "1"}, "nodepool")
+    message = _problems(
+        configs.NodepoolSpec, {"instance_types": [{"id": "x"}], "min_instances": "1"}, "nodepool"
+    )
     assert "nodepool.min_instances: Input should be a valid integer (got '1')" in message
 
 
 def test_every_problem_is_reported_at_once():
-    message = _problems(configs.ComputeClusterSpec, {"id": "a b", "cloud_provider": {}},
-                        "compute_cluster")
+    message = _problems(
+        configs.ComputeClusterSpec, {"id": "a b", "cloud_provider": {}}, "compute_cluster"
+    )
     assert message.count(";") >= 2
     assert "compute_cluster.cloud_provider.id: required field is missing" in message
     assert "compute_cluster.region: required field is missing" in message
 
 
 def test_removed_enable_packing_says_what_to_write():
-    message = _problems(configs.DeploymentSpec, {
-        "nodepools": [{"id": "np"}], "worker": {"model": {"id": "m"}},
-        "autoscale_config": {"enable_packing": True}}, "deployment")
+    message = _problems(
+        configs.DeploymentSpec,
+        {
+            "nodepools": [{"id": "np"}],
+            "worker": {"model": {"id": "m"}},
+            "autoscale_config": {"enable_packing": True},
+        },
+        "deployment",
+    )
     assert "write disable_packing: true" in message
 
 
 def test_autoscale_defaults_fill_zeros():
-    spec = configs.validate(configs.DeploymentSpec, {
-        "nodepools": [{"id": "np"}], "worker": {"model": {"id": "m"}}},
-        where="deployment", error=errors.DeploymentInvalid)
+    spec = configs.validate(
+        configs.DeploymentSpec,
+        {"nodepools": [{"id": "np"}], "worker": {"model": {"id": "m"}}},
+        where="deployment",
+        error=errors.DeploymentInvalid,
+    )
     auto = spec.autoscale_config
     assert (auto.min_replicas, auto.max_replicas, auto.scale_to_zero_delay_seconds) == (0, 5, 1800)
     assert spec.scheduling_choice == configs.SCHEDULING_PERFORMANCE
@@ -67,10 +83,19 @@ def test_load_config_file_problems(tmp_path):
         configs.load_config_file(wrong_key, "nodepool", errors.NodepoolInvalid)
 
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("2", 2), ("500m", 0.5), ("4.5", 4.5), ("1Ki", 1024), ("1500Mi", 1500 * 2**20),
-    ("3Gi", 3 * 2**30), ("8G", 8 * 10**9), ("1e3", 1000),
-])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("2", 2),
+        ("500m", 0.5),
+        ("4.5", 4.5),
+        ("1Ki", 1024),
+        ("1500Mi", 1500 * 2**20),
+        ("3Gi", 3 * 2**30),
+        ("8G", 8 * 10**9),
+        ("1e3", 1000),
+    ],
+)
 def test_quantities(text, value):
     assert float(parse_quantity(text)) == value
 

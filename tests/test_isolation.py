@@ -11,9 +11,14 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from orchard.server.app import build_router
 from tests.resources import cluster, deployment, make_deployment, make_stack, nodepool, ok
 
-NOT_FOUND = {sc.CONN_DOES_NOT_EXIST, sc.COMPUTE_CLUSTER_DOES_NOT_EXIST,
-             sc.NODEPOOL_DOES_NOT_EXIST, sc.DEPLOYMENT_DOES_NOT_EXIST, sc.MODEL_DOES_NOT_EXIST,
-             sc.CONN_KEY_NOT_FOUND}
+NOT_FOUND = {
+    sc.CONN_DOES_NOT_EXIST,
+    sc.COMPUTE_CLUSTER_DOES_NOT_EXIST,
+    sc.NODEPOOL_DOES_NOT_EXIST,
+    sc.DEPLOYMENT_DOES_NOT_EXIST,
+    sc.MODEL_DOES_NOT_EXIST,
+    sc.CONN_KEY_NOT_FOUND,
+}
 
 
 def _attacks(owner: str, version: str) -> dict[str, dict]:
@@ -39,10 +44,16 @@ def _attacks(owner: str, version: str) -> dict[str, dict]:
         "DeleteComputeClusters": {"user_app_id": uid, "ids": ["cc"]},
         "ListNodepools": {"user_app_id": uid, "compute_cluster_id": "cc"},
         "GetNodepool": {"user_app_id": uid, "compute_cluster_id": "cc", "nodepool_id": "np"},
-        "PostNodepools": {"user_app_id": uid, "compute_cluster_id": "cc",
-                          "nodepools": [nodepool("x")]},
-        "PatchNodepools": {"user_app_id": uid, "compute_cluster_id": "cc",
-                           "nodepools": [nodepool("np")]},
+        "PostNodepools": {
+            "user_app_id": uid,
+            "compute_cluster_id": "cc",
+            "nodepools": [nodepool("x")],
+        },
+        "PatchNodepools": {
+            "user_app_id": uid,
+            "compute_cluster_id": "cc",
+            "nodepools": [nodepool("np")],
+        },
         "DeleteNodepools": {"user_app_id": uid, "compute_cluster_id": "cc", "ids": ["np"]},
         "ListDeployments": {"user_app_id": uid},
         "GetDeployment": {"user_app_id": uid, "deployment_id": "dep"},
@@ -90,9 +101,20 @@ def test_other_user_naming_the_owner_gets_does_not_exist(api, other, owned, rpc)
     assert _snapshot(api) == before
 
 
-@pytest.mark.parametrize("rpc", ["GetComputeCluster", "GetNodepool", "GetDeployment",
-                                 "GetModel", "GetModelVersion", "DeleteComputeClusters",
-                                 "DeleteNodepools", "DeleteDeployments", "PatchDeployments"])
+@pytest.mark.parametrize(
+    "rpc",
+    [
+        "GetComputeCluster",
+        "GetNodepool",
+        "GetDeployment",
+        "GetModel",
+        "GetModelVersion",
+        "DeleteComputeClusters",
+        "DeleteNodepools",
+        "DeleteDeployments",
+        "PatchDeployments",
+    ],
+)
 def test_other_user_naming_themselves_finds_nothing(api, other, owned, rpc):
     before = _snapshot(api)
     request = _attacks(other.user_id, owned)[rpc]
@@ -103,14 +125,19 @@ def test_other_user_naming_themselves_finds_nothing(api, other, owned, rpc):
 
 def test_other_user_cannot_deploy_into_the_owners_nodepool_or_model(api, other, owned):
     version = make_stack(other)  # bob's own cc/np/m, same ids
-    into_admin_pool = deployment("x", version=version, nodepools=[
-        {"id": "np", "compute_cluster": {"id": "cc", "user_id": api.user_id}}])
+    into_admin_pool = deployment(
+        "x",
+        version=version,
+        nodepools=[{"id": "np", "compute_cluster": {"id": "cc", "user_id": api.user_id}}],
+    )
     assert other.call("PostDeployments", deployments=[into_admin_pool]).status.code == (
-        sc.NODEPOOL_DOES_NOT_EXIST)
+        sc.NODEPOOL_DOES_NOT_EXIST
+    )
     admin_model = deployment("y", version=owned)
     admin_model.worker.model.user_id = api.user_id
     assert other.call("PostDeployments", deployments=[admin_model]).status.code == (
-        sc.MODEL_DOES_NOT_EXIST)
+        sc.MODEL_DOES_NOT_EXIST
+    )
     # bob's own lists show only bob's resources
     assert [d.id for d in ok(other.call("ListDeployments")).deployments] == []
 
@@ -118,8 +145,7 @@ def test_other_user_cannot_deploy_into_the_owners_nodepool_or_model(api, other, 
 def test_listing_shows_only_own_resources(api, other, owned):
     make_stack(other)
     assert [c.user_id for c in ok(other.call("ListComputeClusters")).compute_clusters] == ["bob"]
-    assert [n.compute_cluster.user_id for n in ok(other.call("ListNodepools")).nodepools] == [
-        "bob"]
+    assert [n.compute_cluster.user_id for n in ok(other.call("ListNodepools")).nodepools] == ["bob"]
 
 
 def test_bad_or_missing_pat(api):
@@ -128,7 +154,8 @@ def test_bad_or_missing_pat(api):
     from orchard import wire
 
     anonymous = wire.callable_for(api.channel, "ListComputeClusters")(
-        wire.request_class("ListComputeClusters")(), timeout=30)
+        wire.request_class("ListComputeClusters")(), timeout=30
+    )
     assert anonymous.status.code == sc.CONN_KEY_INVALID
     assert "authorization: Key <PAT>" in anonymous.status.description
 

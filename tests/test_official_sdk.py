@@ -27,32 +27,46 @@ CLARIFAI = "12.5.0"
 def _uv() -> str:
     found = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
     if not Path(found).exists():
-        pytest.fail("uv is needed to build the official SDK's environment; scripts/test.sh "
-                    "installs it")
+        pytest.fail(
+            "uv is needed to build the official SDK's environment; scripts/test.sh installs it"
+        )
     return found
 
 
 @pytest.fixture(scope="session")
 def official_python() -> Path:
     """A virtual environment with clarifai==12.5.0 and the same wire package as Orchard."""
-    pins = [f"clarifai=={CLARIFAI}", f"clarifai-grpc=={version('clarifai-grpc')}",
-            f"grpcio=={version('grpcio')}", f"protobuf=={version('protobuf')}"]
+    pins = [
+        f"clarifai=={CLARIFAI}",
+        f"clarifai-grpc=={version('clarifai-grpc')}",
+        f"grpcio=={version('grpcio')}",
+        f"protobuf=={version('protobuf')}",
+    ]
     venv = ROOT / ".cache" / "official-sdk" / "-".join(p.replace("==", "") for p in pins)
     python = venv / "bin" / "python"
     if not (venv / "ready").exists():
         shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run([_uv(), "venv", "--quiet", str(venv), "--python", sys.executable],
-                       check=True)
-        subprocess.run([_uv(), "pip", "install", "--quiet", "--python", str(python), *pins],
-                       check=True, timeout=600)
+        subprocess.run(
+            [_uv(), "venv", "--quiet", str(venv), "--python", sys.executable], check=True
+        )
+        subprocess.run(
+            [_uv(), "pip", "install", "--quiet", "--python", str(python), *pins],
+            check=True,
+            timeout=600,
+        )
         (venv / "ready").write_text("\n".join(pins))
     return python
 
 
 def _env(tmp_path: Path, server, **extra: str) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-            "CLARIFAI_API_BASE": server.base_url, "CLARIFAI_PAT": server.pat,
-            "CLARIFAI_USER_ID": server.user_id, **extra}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "CLARIFAI_API_BASE": server.base_url,
+        "CLARIFAI_PAT": server.pat,
+        "CLARIFAI_USER_ID": server.user_id,
+        **extra,
+    }
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -60,8 +74,10 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 
 def test_official_sdk_crud(official_python, server, tmp_path):
-    done = _run([str(official_python), str(HERE / "scenario.py")],
-                _env(tmp_path, server, CONFIG_DIR=str(HERE)))
+    done = _run(
+        [str(official_python), str(HERE / "scenario.py")],
+        _env(tmp_path, server, CONFIG_DIR=str(HERE)),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok: everything deleted" in done.stdout
 
@@ -71,7 +87,8 @@ def test_official_cli(official_python, server, tmp_path):
     config.write_text(
         "current_context: orchard\ncontexts:\n  orchard:\n"
         f"    CLARIFAI_API_BASE: {server.base_url}\n    CLARIFAI_PAT: {server.pat}\n"
-        f"    CLARIFAI_USER_ID: {server.user_id}\n")
+        f"    CLARIFAI_USER_ID: {server.user_id}\n"
+    )
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
     cli = [str(official_python.with_name("clarifai")), "--config", str(config)]
     nodepool_yaml = tmp_path / "nodepool.yaml"

@@ -22,8 +22,18 @@ def test_migrations_create_the_schema_and_are_idempotent(database_url):
     second = Store(database_url)  # upgrading an up-to-date schema is a no-op
     tables = set(inspect(second.engine).get_table_names())
     second.close()
-    assert {"users", "pats", "apps", "models", "model_versions", "compute_clusters",
-            "nodepools", "deployments", "deployment_nodepools", "alembic_version"} <= tables
+    assert {
+        "users",
+        "pats",
+        "apps",
+        "models",
+        "model_versions",
+        "compute_clusters",
+        "nodepools",
+        "deployments",
+        "deployment_nodepools",
+        "alembic_version",
+    } <= tables
 
 
 def test_failed_session_writes_nothing(database_url):
@@ -73,8 +83,10 @@ def test_rejected_request_leaves_no_row(database_url, tmp_path):
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             api = Api(channel, server.pat, "admin")
-            response = api.call("PostComputeClusters",
-                                compute_clusters=[cluster("a"), cluster("b", region="nowhere")])
+            response = api.call(
+                "PostComputeClusters",
+                compute_clusters=[cluster("a"), cluster("b", region="nowhere")],
+            )
             assert response.status.code != 10000
         assert server.server is not None
         with server.server.store.session() as session:

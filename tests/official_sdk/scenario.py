@@ -26,11 +26,20 @@ def step(text):
 
 
 user = User(user_id=user_id, base_url=base, pat=pat)
-user.create_compute_cluster(compute_cluster_id="official-cc",
-                            config_filepath=str(configs / "compute_cluster.yaml"))
-user.create_compute_cluster(compute_cluster_config={"compute_cluster": {
-    "cloud_provider": {"id": "local"}, "region": "local", "managed_by": "user",
-    "cluster_type": "dedicated"}}, compute_cluster_id="official-cc2")
+user.create_compute_cluster(
+    compute_cluster_id="official-cc", config_filepath=str(configs / "compute_cluster.yaml")
+)
+user.create_compute_cluster(
+    compute_cluster_config={
+        "compute_cluster": {
+            "cloud_provider": {"id": "local"},
+            "region": "local",
+            "managed_by": "user",
+            "cluster_type": "dedicated",
+        }
+    },
+    compute_cluster_id="official-cc2",
+)
 ids = sorted(cc.id for cc in user.list_compute_clusters())
 assert ids == ["official-cc", "official-cc2"], ids
 assert user.compute_cluster("official-cc").id == "official-cc"
@@ -43,8 +52,9 @@ assert types, types
 step(f"providers {providers}, instance types {types}")
 
 cc = ComputeCluster(compute_cluster_id="official-cc", user_id=user_id, base_url=base, pat=pat)
-nodepool = cc.create_nodepool(nodepool_id="official-np",
-                              config_filepath=str(configs / "nodepool.yaml"))
+nodepool = cc.create_nodepool(
+    nodepool_id="official-np", config_filepath=str(configs / "nodepool.yaml")
+)
 assert nodepool.id == "official-np"
 assert [n.id for n in cc.list_nodepools()] == ["official-np"]
 assert cc.nodepool("official-np").id == "official-np"
@@ -52,22 +62,34 @@ step("nodepool created, listed, fetched")
 
 user.create_app(app_id="official-app")
 model = App(app_id="official-app", user_id=user_id, base_url=base, pat=pat).create_model(
-    model_id="official-model", model_type_id="any-to-any")
+    model_id="official-model", model_type_id="any-to-any"
+)
 version = model.create_version(pretrained_model_config={"local_dev": True})
 version_id = version.model_version.id
 assert version_id
 step(f"app, model and version {version_id} created")
 
 np = Nodepool(nodepool_id="official-np", user_id=user_id, base_url=base, pat=pat)
-deployment = np.create_deployment(deployment_id="official-dep", deployment_config={
-    "deployment": {
-        "worker": {"model": {"id": "official-model", "model_version": {"id": version_id},
-                             "user_id": user_id, "app_id": "official-app"}},
-        "scheduling_choice": 4,
-        "nodepools": [{"id": "official-np", "compute_cluster": {"id": "official-cc",
-                                                                  "user_id": user_id}}],
-        "autoscale_config": {"min_replicas": 0, "max_replicas": 2},
-    }})
+deployment = np.create_deployment(
+    deployment_id="official-dep",
+    deployment_config={
+        "deployment": {
+            "worker": {
+                "model": {
+                    "id": "official-model",
+                    "model_version": {"id": version_id},
+                    "user_id": user_id,
+                    "app_id": "official-app",
+                }
+            },
+            "scheduling_choice": 4,
+            "nodepools": [
+                {"id": "official-np", "compute_cluster": {"id": "official-cc", "user_id": user_id}}
+            ],
+            "autoscale_config": {"min_replicas": 0, "max_replicas": 2},
+        }
+    },
+)
 assert deployment.id == "official-dep"
 assert [d.id for d in np.list_deployments()] == ["official-dep"]
 got = np.deployment("official-dep")
@@ -76,11 +98,18 @@ Deployment(deployment_id="official-dep", user_id=user_id, base_url=base, pat=pat
 step("deployment created, listed, fetched")
 
 try:
-    np.create_deployment(deployment_id="second", deployment_config={"deployment": {
-        "worker": {"model": {"id": "official-model", "app_id": "official-app",
-                             "user_id": user_id}},
-        "scheduling_choice": 4,
-        "nodepools": [{"id": "official-np", "compute_cluster": {"id": "official-cc"}}]}})
+    np.create_deployment(
+        deployment_id="second",
+        deployment_config={
+            "deployment": {
+                "worker": {
+                    "model": {"id": "official-model", "app_id": "official-app", "user_id": user_id}
+                },
+                "scheduling_choice": 4,
+                "nodepools": [{"id": "official-np", "compute_cluster": {"id": "official-cc"}}],
+            }
+        },
+    )
 except Exception as exc:  # the official SDK raises a plain Exception(status)
     assert "DEPLOYMENT_INVALID_REQUEST" in str(exc) and "official-dep" in str(exc), exc
     step("second deployment of the model in the nodepool refused")
