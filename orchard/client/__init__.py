@@ -4,6 +4,7 @@ from orchard.client.app import App
 from orchard.client.base import BaseClient, Settings, resolve_settings
 from orchard.client.compute_cluster import ComputeCluster
 from orchard.client.deployment import Deployment
+from orchard.client.model import Model
 from orchard.client.nodepool import Nodepool
 from orchard.client.user import User
 
@@ -12,6 +13,7 @@ __all__ = [
     "BaseClient",
     "ComputeCluster",
     "Deployment",
+    "Model",
     "Nodepool",
     "Settings",
     "User",
