@@ -238,3 +238,27 @@ def test_seed_sdk_flow(server, files, api):
     assert list(user.list_compute_clusters()) == []
     for client in (user, cc, np, dep):
         client.close()
+
+
+# -- admin and catalogue -------------------------------------------------------------------
+
+
+def test_user_create_gives_a_working_pat(server, orchard, tmp_path):
+    created = CliRunner().invoke(
+        cli, ["user", "create", "carol", "--home", str(server.settings.home)]
+    )
+    assert created.exit_code == 0, created.output
+    token = created.stdout.rsplit(" ", 1)[-1].strip()
+    carol = User(user_id="carol", base_url=server.base_url, pat=token)
+    assert carol.get_user_info().id == "carol"
+    again = CliRunner().invoke(
+        cli, ["user", "create", "carol", "--home", str(server.settings.home)]
+    )
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    nowhere = CliRunner().invoke(cli, ["user", "create", "dave", "--home", str(tmp_path / "empty")])
+    assert nowhere.exit_code == 1 and "no Orchard state" in nowhere.stderr
+
+
+def test_list_instances_shows_this_host(orchard):
+    table = rows(ok(orchard("list-instances")))
+    assert table[0][:3] == ["local", "local", "local-cpu-1"]

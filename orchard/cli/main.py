@@ -17,6 +17,7 @@ from orchard.cli.compute_cluster import computecluster
 from orchard.cli.config import config
 from orchard.cli.deployment import deployment
 from orchard.cli.groups import OrchardGroup
+from orchard.cli.instances import list_instances
 from orchard.cli.login import login
 from orchard.cli.nodepool import nodepool
 from orchard.cli.pat import pat
@@ -57,6 +58,7 @@ cli.add_command(deployment, aliases=["dp"])
 cli.add_command(config)
 cli.add_command(login)
 cli.add_command(pat)
+cli.add_command(list_instances, aliases=["li"])
 
 
 # Written with the server; imported only when used, since they load the whole server.

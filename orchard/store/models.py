@@ -156,6 +156,7 @@ class DeploymentRow(Timestamps, Base):
         cascade="all, delete-orphan",
         passive_deletes=True,
         order_by="DeploymentNodepoolRow.position",
+        lazy="selectin",  # every read of a deployment needs them; one query per page
     )
 
 

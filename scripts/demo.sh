@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The main job, end to end on the embedded default (this host, SQLite), from a fresh clone:
+# start `orchard serve`, log in, create a compute cluster and a nodepool from the example
+# YAML, register a model version, deploy it, show everything, then delete it all and stop.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+work=$(mktemp -d /tmp/orchard-demo.XXXXXX)
+export ORCHARD_CONFIG="$work/config"
+orchard=.venv/bin/orchard
+examples=examples/quickstart
+
+.venv/bin/orchard serve --home "$work/home" --port 0 >"$work/serve.log" 2>&1 &
+server=$!
+cleanup() { kill "$server" 2>/dev/null && wait "$server" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+for _ in $(seq 300); do  # up to 30 s for the server to say where it listens
+  port=$(sed -n 's/.*Orchard listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/serve.log")
+  [ -n "$port" ] && break
+  kill -0 "$server" 2>/dev/null || { cat "$work/serve.log"; exit 1; }
+  sleep 0.1
+done
+[ -n "$port" ] || { echo "orchard serve did not start:"; cat "$work/serve.log"; exit 1; }
+
+run() { echo; echo "\$ orchard $*"; "$orchard" "$@"; }
+run login "http://127.0.0.1:$port" --pat "$(cat "$work/home/admin.pat")"
+run list-instances
+run computecluster create local-cc --config "$examples/compute_cluster.yaml"
+run nodepool create local-cc cpu-pool --config "$examples/nodepool.yaml"
+
+echo; echo "# a model version to deploy (model upload builds these from a folder)"
+.venv/bin/python - <<'PY'
+from orchard import User
+
+model = User().create_app("examples").create_model("echo")
+print(f"model 'echo' version {model.create_version(description='demo').id}")
+PY
+
+run deployment create cpu-pool echo-dep --config "$examples/deployment.yaml"
+run computecluster list
+run nodepool list
+run deployment list
+run deployment get echo-dep
+run deployment delete echo-dep
+run nodepool delete local-cc cpu-pool
+run computecluster delete local-cc
+echo; echo "Done: the control plane ran end to end on this host."
