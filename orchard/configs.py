@@ -43,6 +43,14 @@ def check_id(value: str, what: str) -> str:
     return value
 
 
+def ensure_id(value: str, what: str, error: type[errors.OrchardError], where: str = "") -> str:
+    """``check_id`` for the services: the problem as ``error``, prefixed by its field path."""
+    try:
+        return check_id(value, what)
+    except ValueError as exc:
+        raise error(f"{where}.id: {exc}" if where else str(exc)) from None
+
+
 class Spec(BaseModel):
     """Strict: no unknown fields, no silent type coercion."""
 

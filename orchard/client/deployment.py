@@ -6,12 +6,16 @@ the protobuf (``dep.autoscale_config``, ``dep.worker``) issues one GetDeployment
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
+from clarifai_grpc.grpc.api.status import status_pb2
 
 from orchard import errors
-from orchard.client.resource import Resource
+from orchard.client.base import BaseClient
+from orchard.client.lister import paginate
+from orchard.client.resource import Resource, check_id_list
 
 
 class Deployment(Resource):
@@ -44,15 +48,33 @@ class Deployment(Resource):
         )
 
 
-def list_deployments_request(
-    user_app_id: resources_pb2.UserAppIDSet, page: int, per_page: int, **filters: Any
-) -> service_pb2.ListDeploymentsRequest:
-    try:
-        return service_pb2.ListDeploymentsRequest(
-            user_app_id=user_app_id, page=page, per_page=per_page, **filters
-        )
-    except (TypeError, ValueError) as exc:  # an unknown filter name or a wrong value type
-        raise errors.UserError(
-            f"invalid deployment filter: {exc}; use nodepool_id, compute_cluster_id, "
-            "model_version_ids, workflow_version_ids or scheduling_priorities"
-        ) from None
+# Deployments are user-scoped: User and Nodepool share these calls.
+
+
+def list_deployments(
+    client: BaseClient, filters: Mapping[str, Any], page_no: int | None, per_page: int | None
+) -> Iterator[Deployment]:
+    def fetch(page: int, size: int) -> Any:
+        try:
+            request = service_pb2.ListDeploymentsRequest(
+                user_app_id=client._user_app_id(), page=page, per_page=size, **filters
+            )
+        except (TypeError, ValueError) as exc:  # an unknown filter name or a wrong value type
+            raise errors.UserError(
+                f"invalid deployment filter: {exc}; use nodepool_id, compute_cluster_id, "
+                "model_version_ids, workflow_version_ids or scheduling_priorities"
+            ) from None
+        return client._call("ListDeployments", request).deployments
+
+    return (Deployment._from_proto(d, client) for d in paginate(fetch, page_no, per_page))
+
+
+def get_deployment(client: BaseClient, deployment_id: str) -> Deployment:
+    return Deployment(deployment_id, _client=client).refresh()
+
+
+def delete_deployments(client: BaseClient, deployment_ids: list[str]) -> status_pb2.Status:
+    request = service_pb2.DeleteDeploymentsRequest(
+        user_app_id=client._user_app_id(), ids=check_id_list(deployment_ids, "deployment_ids")
+    )
+    return client._call("DeleteDeployments", request).status

@@ -19,12 +19,11 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
 
 from orchard import configs, errors
-from orchard.client.deployment import Deployment, list_deployments_request
-from orchard.client.lister import paginate
+from orchard.client import deployment as deployments
+from orchard.client.deployment import Deployment
 from orchard.client.resource import (
     Resource,
     build_proto,
-    check_id_list,
     first_or,
     read_config_input,
     require_id,
@@ -117,28 +116,18 @@ class Nodepool(Resource):
     ) -> Iterator[Deployment]:
         """Deployments placed in this nodepool; ``filter_by`` adds ListDeployments filters
         (``model_version_ids``, ``compute_cluster_id``, ...)."""
-        filters = dict(filter_by or {})
+        filters = {"nodepool_id": self.id, **dict(filter_by or {})}
         if self._compute_cluster_id:
             filters.setdefault("compute_cluster_id", self._compute_cluster_id)
-
-        def fetch(page: int, size: int) -> Any:
-            request = list_deployments_request(
-                self._user_app_id(), page, size, nodepool_id=self.id, **filters
-            )
-            return self._call("ListDeployments", request).deployments
-
-        return (Deployment._from_proto(d, self) for d in paginate(fetch, page_no, per_page))
+        return deployments.list_deployments(self, filters, page_no, per_page)
 
     def deployment(self, deployment_id: str) -> Deployment:
         """The user's deployment ``deployment_id`` (GetDeployment)."""
-        return Deployment(deployment_id, _client=self).refresh()
+        return deployments.get_deployment(self, deployment_id)
 
     def delete_deployments(self, deployment_ids: list[str]) -> status_pb2.Status:
         """Delete the user's deployments; returns the server's status (``details`` says what)."""
-        request = service_pb2.DeleteDeploymentsRequest(
-            user_app_id=self._user_app_id(), ids=check_id_list(deployment_ids, "deployment_ids")
-        )
-        return self._call("DeleteDeployments", request).status
+        return deployments.delete_deployments(self, deployment_ids)
 
     @staticmethod
     def get_runner_selector(

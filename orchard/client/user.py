@@ -16,10 +16,11 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
 
 from orchard import configs, errors
+from orchard.client import deployment as deployments
 from orchard.client.app import App
 from orchard.client.base import CLIENT_KWARGS, BaseClient
 from orchard.client.compute_cluster import ComputeCluster
-from orchard.client.deployment import Deployment, list_deployments_request
+from orchard.client.deployment import Deployment
 from orchard.client.lister import paginate
 from orchard.client.nodepool import Nodepool
 from orchard.client.resource import (
@@ -127,25 +128,15 @@ class User(BaseClient):
         per_page: int | None = None,
     ) -> Iterator[Deployment]:
         """The user's deployments across all nodepools (ListDeployments without nodepool_id)."""
-
-        def fetch(page: int, size: int) -> Any:
-            request = list_deployments_request(
-                self._user_app_id(), page, size, **dict(filter_by or {})
-            )
-            return self._call("ListDeployments", request).deployments
-
-        return (Deployment._from_proto(d, self) for d in paginate(fetch, page_no, per_page))
+        return deployments.list_deployments(self, dict(filter_by or {}), page_no, per_page)
 
     def deployment(self, deployment_id: str) -> Deployment:
         """The deployment ``deployment_id`` (GetDeployment)."""
-        return Deployment(deployment_id, _client=self).refresh()
+        return deployments.get_deployment(self, deployment_id)
 
     def delete_deployments(self, deployment_ids: list[str]) -> status_pb2.Status:
         """Delete deployments (user-scoped: no nodepool needed); returns the server's status."""
-        request = service_pb2.DeleteDeploymentsRequest(
-            user_app_id=self._user_app_id(), ids=check_id_list(deployment_ids, "deployment_ids")
-        )
-        return self._call("DeleteDeployments", request).status
+        return deployments.delete_deployments(self, deployment_ids)
 
     # -- catalogue -----------------------------------------------------------------------------
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import Any
+
+from orchard.quantities import format_bytes
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,18 @@ class ComputeShape:
     num_accelerators: int = 0
     accelerator_types: tuple[str, ...] = ()
     accelerator_memory_bytes: int = 0
+
+    def compute_info(self) -> dict[str, Any]:
+        """The shape as ``ComputeInfo`` fields (quantity strings)."""
+        info: dict[str, Any] = {
+            "cpu_limit": f"{self.cpus:g}",
+            "cpu_memory": format_bytes(self.memory_bytes),
+            "num_accelerators": self.num_accelerators,
+            "accelerator_type": list(self.accelerator_types),
+        }
+        if self.accelerator_memory_bytes:
+            info["accelerator_memory"] = format_bytes(self.accelerator_memory_bytes)
+        return info
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 
 from orchard import errors
 from orchard.providers import InstanceTypeInfo, Provider
-from orchard.quantities import format_bytes
 from orchard.server.rpc import Call, Router
 
 router = Router()
@@ -25,16 +24,7 @@ def _provider(call: Call, provider_id: str) -> Provider:
 def instance_type_to_proto(
     provider: Provider, region: str, info: InstanceTypeInfo
 ) -> resources_pb2.InstanceType:
-    shape = info.shape
-    compute = resources_pb2.ComputeInfo(
-        cpu_limit=f"{shape.cpus:g}",
-        cpu_memory=format_bytes(shape.memory_bytes),
-        num_accelerators=shape.num_accelerators,
-        accelerator_type=list(shape.accelerator_types),
-        accelerator_memory=format_bytes(shape.accelerator_memory_bytes)
-        if shape.accelerator_memory_bytes
-        else "",
-    )
+    compute = resources_pb2.ComputeInfo(**info.shape.compute_info())
     return resources_pb2.InstanceType(
         id=info.id,
         description=info.description,

@@ -8,16 +8,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.configs import check_id
+from orchard.configs import ensure_id
 from orchard.services.common import Page
 from orchard.store.models import AppRow
 
 
 def create_app(session: Session, owner: str, app_id: str, spec: dict[str, Any]) -> AppRow:
-    try:
-        check_id(app_id, "app id")
-    except ValueError as exc:
-        raise errors.AppInvalid(str(exc)) from None
+    ensure_id(app_id, "app id", errors.AppInvalid)
     if session.get(AppRow, (owner, app_id)) is not None:
         raise errors.AppInvalid(f"app {app_id!r} already exists for user {owner!r}")
     row = AppRow(user_id=owner, id=app_id, spec=spec)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select
+from sqlalchemy.orm import Session
 
 from orchard import errors
 
@@ -29,3 +30,18 @@ class Page:
 
     def apply(self, query: Select[Any]) -> Select[Any]:
         return query.limit(self.per_page).offset((self.page - 1) * self.per_page)
+
+
+def only_one(
+    session: Session,
+    query: Select[Any],
+    missing: errors.OrchardError,
+    ambiguous: errors.OrchardError,
+) -> Any:
+    """The single row ``query`` finds; ``missing`` or ``ambiguous`` when not exactly one."""
+    rows = list(session.scalars(query.limit(2)))
+    if not rows:
+        raise missing
+    if len(rows) > 1:
+        raise ambiguous
+    return rows[0]

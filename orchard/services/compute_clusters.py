@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.configs import ComputeClusterSpec, check_id
+from orchard.configs import ComputeClusterSpec, ensure_id
 from orchard.providers import ProviderRegistry
 from orchard.services.common import Page
 from orchard.services.nodepools import Removal, delete_nodepool_rows
@@ -44,10 +44,7 @@ def create_compute_cluster(
     providers: ProviderRegistry,
     where: str = "compute_cluster",
 ) -> ComputeClusterRow:
-    try:
-        check_id(spec.id, "compute cluster id")
-    except ValueError as exc:
-        raise errors.ComputeClusterInvalid(f"{where}.id: {exc}") from None
+    ensure_id(spec.id, "compute cluster id", errors.ComputeClusterInvalid, where)
     check_provider(spec, providers, where)
     if session.get(ComputeClusterRow, (owner, spec.id)) is not None:
         raise errors.ComputeClusterConflict(

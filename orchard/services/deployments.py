@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.configs import DeploymentSpec, check_id
+from orchard.configs import DeploymentSpec, ensure_id
 from orchard.services import models as model_service
 from orchard.services.common import Page
 from orchard.services.nodepools import find_nodepool
@@ -153,10 +153,7 @@ def _write(session: Session, row: DeploymentRow, spec: DeploymentSpec, where: st
 def create_deployment(
     session: Session, owner: str, spec: DeploymentSpec, where: str = "deployment"
 ) -> DeploymentRow:
-    try:
-        check_id(spec.id, "deployment id")
-    except ValueError as exc:
-        raise errors.DeploymentInvalid(f"{where}.id: {exc}") from None
+    ensure_id(spec.id, "deployment id", errors.DeploymentInvalid, where)
     if spec.user_id and spec.user_id != owner:
         raise errors.UserNotFound(f"{where}.user_id: user {spec.user_id!r} not found")
     if session.get(DeploymentRow, (owner, spec.id)) is not None:

@@ -10,13 +10,13 @@ import uuid
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.configs import check_id
+from orchard.configs import ensure_id
 from orchard.services.apps import get_app
-from orchard.services.common import Page
+from orchard.services.common import Page, only_one
 from orchard.store.models import ModelRow, ModelVersionRow
 
 
@@ -30,10 +30,7 @@ def _model_not_found(owner: str, app_id: str, model_id: str) -> errors.ModelNotF
 def create_model(
     session: Session, owner: str, app_id: str, model_id: str, spec: dict[str, Any]
 ) -> ModelRow:
-    try:
-        check_id(model_id, "model id")
-    except ValueError as exc:
-        raise errors.ModelInvalid(str(exc)) from None
+    ensure_id(model_id, "model id", errors.ModelInvalid)
     get_app(session, owner, app_id)
     if session.get(ModelRow, (owner, app_id, model_id)) is not None:
         raise errors.ModelConflict(f"model {model_id!r} already exists in app {app_id!r}")
@@ -60,19 +57,15 @@ def find_model(session: Session, owner: str, app_id: str, model_id: str) -> Mode
     """A model by id; without an app id, the user's only model of that id."""
     if app_id:
         return get_model(session, owner, app_id, model_id)
-    rows = list(
-        session.scalars(
-            select(ModelRow).where(ModelRow.user_id == owner, ModelRow.id == model_id).limit(2)
-        )
+    return only_one(
+        session,
+        select(ModelRow).where(ModelRow.user_id == owner, ModelRow.id == model_id),
+        missing=_model_not_found(owner, "(any)", model_id),
+        ambiguous=errors.ModelInvalid(
+            f"model id {model_id!r} exists in several apps of user {owner!r}; "
+            "name the app with app_id"
+        ),
     )
-    if not rows:
-        raise _model_not_found(owner, "(any)", model_id)
-    if len(rows) > 1:
-        raise errors.ModelInvalid(
-            f"model id {model_id!r} exists in several apps of user "
-            f"{owner!r}; name the app with app_id"
-        )
-    return rows[0]
 
 
 def list_models(session: Session, owner: str, app_id: str, page: Page) -> list[ModelRow]:
@@ -123,8 +116,9 @@ def get_model_version(session: Session, model: ModelRow, version_id: str) -> Mod
     return row
 
 
-def latest_model_version(session: Session, model: ModelRow) -> ModelVersionRow | None:
-    return session.scalar(
+def _versions(model: ModelRow) -> Select[Any]:
+    """The model's versions, newest first."""
+    return (
         select(ModelVersionRow)
         .where(
             ModelVersionRow.user_id == model.user_id,
@@ -132,18 +126,12 @@ def latest_model_version(session: Session, model: ModelRow) -> ModelVersionRow |
             ModelVersionRow.model_id == model.id,
         )
         .order_by(ModelVersionRow.seq.desc())
-        .limit(1)
     )
+
+
+def latest_model_version(session: Session, model: ModelRow) -> ModelVersionRow | None:
+    return session.scalar(_versions(model).limit(1))
 
 
 def list_model_versions(session: Session, model: ModelRow, page: Page) -> list[ModelVersionRow]:
-    query = (
-        select(ModelVersionRow)
-        .where(
-            ModelVersionRow.user_id == model.user_id,
-            ModelVersionRow.app_id == model.app_id,
-            ModelVersionRow.model_id == model.id,
-        )
-        .order_by(ModelVersionRow.seq.desc())
-    )
-    return list(session.scalars(page.apply(query)))
+    return list(session.scalars(page.apply(_versions(model))))

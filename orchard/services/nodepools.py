@@ -8,10 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.configs import ComputeInfoSpec, InstanceTypeSpec, NodepoolSpec, check_id
+from orchard.configs import ComputeInfoSpec, InstanceTypeSpec, NodepoolSpec, ensure_id
 from orchard.providers import ComputeShape, Provider, ProviderRegistry
-from orchard.quantities import byte_count, cpu_count, format_bytes
-from orchard.services.common import Page
+from orchard.quantities import byte_count, cpu_count
+from orchard.services.common import Page, only_one
 from orchard.store.models import (
     ComputeClusterRow,
     DeploymentNodepoolRow,
@@ -81,16 +81,7 @@ def _resolve_instance_type(
                 f"{provider.id!r} in region {region!r}; use one of: {', '.join(known)} "
                 "or give compute_info"
             )
-        shape = known[item.id].shape
-        info = ComputeInfoSpec(
-            cpu_limit=f"{shape.cpus:g}",
-            cpu_memory=format_bytes(shape.memory_bytes),
-            num_accelerators=shape.num_accelerators,
-            accelerator_type=list(shape.accelerator_types),
-            accelerator_memory=format_bytes(shape.accelerator_memory_bytes)
-            if shape.accelerator_memory_bytes
-            else "",
-        )
+        info = ComputeInfoSpec(**known[item.id].shape.compute_info())
         item = item.model_copy(update={"compute_info": info})
     assert item.compute_info is not None
     problems = provider.check_shape(_shape(item.compute_info))
@@ -124,10 +115,7 @@ def create_nodepool(
     providers: ProviderRegistry,
     where: str = "nodepool",
 ) -> NodepoolRow:
-    try:
-        check_id(spec.id, "nodepool id")
-    except ValueError as exc:
-        raise errors.NodepoolInvalid(f"{where}.id: {exc}") from None
+    ensure_id(spec.id, "nodepool id", errors.NodepoolInvalid, where)
     spec = _checked(spec, cluster, providers, where)
     if session.get(NodepoolRow, (cluster.user_id, cluster.id, spec.id)) is not None:
         raise errors.NodepoolConflict(
@@ -172,24 +160,18 @@ def find_nodepool(session: Session, owner: str, cluster_id: str, nodepool_id: st
     """A nodepool by id; without a cluster id, the user's only nodepool of that id."""
     if cluster_id:
         return get_nodepool(session, owner, cluster_id, nodepool_id)
-    rows = list(
-        session.scalars(
-            select(NodepoolRow)
-            .where(NodepoolRow.user_id == owner, NodepoolRow.id == nodepool_id)
-            .limit(2)
-        )
-    )
-    if not rows:
-        raise errors.NodepoolNotFound(
+    return only_one(
+        session,
+        select(NodepoolRow).where(NodepoolRow.user_id == owner, NodepoolRow.id == nodepool_id),
+        missing=errors.NodepoolNotFound(
             f"nodepool {nodepool_id!r} not found for user {owner!r}; list them with "
             "`orchard nodepool list`"
-        )
-    if len(rows) > 1:
-        raise errors.NodepoolInvalid(
+        ),
+        ambiguous=errors.NodepoolInvalid(
             f"nodepool id {nodepool_id!r} exists in several compute clusters; name the cluster "
             "with compute_cluster: {id: ...}"
-        )
-    return rows[0]
+        ),
+    )
 
 
 def list_nodepools(session: Session, owner: str, cluster_id: str, page: Page) -> list[NodepoolRow]:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.configs import check_id
+from orchard.configs import ensure_id
 from orchard.services.common import Page
 from orchard.store.models import PatRow, UserRow
 
@@ -23,10 +23,7 @@ def new_token() -> str:
 
 
 def create_user(session: Session, user_id: str, *, is_admin: bool = False) -> UserRow:
-    try:
-        check_id(user_id, "user id")
-    except ValueError as exc:
-        raise errors.InvalidRequest(str(exc)) from None
+    ensure_id(user_id, "user id", errors.InvalidRequest)
     if session.get(UserRow, user_id) is not None:
         raise errors.InvalidRequest(f"user {user_id!r} already exists; pick another id")
     row = UserRow(id=user_id, is_admin=is_admin)
