@@ -262,3 +262,27 @@ def test_user_create_gives_a_working_pat(server, orchard, tmp_path):
 def test_list_instances_shows_this_host(orchard):
     table = rows(ok(orchard("list-instances")))
     assert table[0][:3] == ["local", "local", "local-cpu-1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("compute_cluster:\n  region: [local\n", "YAML syntax error at line"),
+        (
+            "compute_cluster:\n  cloud_provider: {id: local}\n  region: 7\n",
+            "compute_cluster.region: Input should be a valid string (got 7)",
+        ),
+        (
+            "compute_cluster:\n  cloud_provider: {id: local}\n  region: local\n  colour: red\n",
+            "compute_cluster.colour: unknown field; allowed here:",
+        ),
+        ("nodepool: {}\n", "the config must have a top-level 'compute_cluster:' key"),
+    ],
+)
+def test_malformed_config_files_give_one_error_and_write_nothing(
+    orchard, api, tmp_path, text, expected
+):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert expected in error(orchard("cc", "create", "cc1", "--config", bad))
+    assert list(api.call("ListComputeClusters").compute_clusters) == []

@@ -164,3 +164,11 @@ def test_unimplemented_rpc_says_so(api):
     response = api.call("PostInputs")
     assert response.status.code == sc.NOT_IMPLEMENTED
     assert "PostInputs is not implemented by Orchard" in response.status.description
+
+
+def test_other_user_cannot_delete_the_owners_pat_by_its_handle(api, other):
+    handle = ok(api.call("ListKeys")).keys[0].id
+    response = other.call("DeleteKey", key_id=handle)
+    assert response.status.code == sc.CONN_KEY_NOT_FOUND
+    assert [k.id for k in ok(api.call("ListKeys")).keys] == [handle]
+    assert ok(api.call("GetUser")).user.id == api.user_id  # the PAT still works
