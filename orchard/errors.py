@@ -139,6 +139,14 @@ class ModelConflict(OrchardError):
     code = SC.MODEL_INVALID_REQUEST
 
 
+class ModelUploadFailed(OrchardError):
+    code = SC.MODEL_UPLOADING_FAILED
+
+
+class ModelBuildFailed(OrchardError):
+    code = SC.MODEL_BUILDING_FAILED
+
+
 class AppInvalid(OrchardError):
     code = SC.CONN_INVALID_REQUEST
 
@@ -176,6 +184,8 @@ _BY_CODE: dict[int, type[OrchardError]] = {
         ModelNotFound,
         ModelInvalid,
         ModelConflict,
+        ModelUploadFailed,
+        ModelBuildFailed,
         InstanceTypeNotFound,
         KeyNotFound,
     )

@@ -28,6 +28,8 @@ TABLE = [
     (errors.ModelNotFound, sc.MODEL_DOES_NOT_EXIST),
     (errors.ModelInvalid, sc.MODEL_INVALID_ARGUMENT),
     (errors.ModelConflict, sc.MODEL_INVALID_REQUEST),
+    (errors.ModelUploadFailed, sc.MODEL_UPLOADING_FAILED),
+    (errors.ModelBuildFailed, sc.MODEL_BUILDING_FAILED),
     (errors.InstanceTypeNotFound, sc.INSTANCE_TYPE_DOES_NOT_EXIST),
     (errors.KeyNotFound, sc.CONN_KEY_NOT_FOUND),
 ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -181,6 +182,18 @@ class BaseClient:
             raise channels.translate_rpc_error(exc, rpc_name, self._target, self.timeout) from exc
         errors.raise_for_status(response.status)
         return response
+
+    def _stream(
+        self, rpc_name: str, requests: Iterator[Message], timeout: float | None = None
+    ) -> Iterator[Any]:
+        """Invoke a bidi RPC (no deadline unless given); responses come back as they are
+        (their statuses are the caller's to read), transport failures as error-family
+        members."""
+        method = self._method(rpc_name)
+        try:
+            yield from method(requests, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise channels.translate_rpc_error(exc, rpc_name, self._target, self.timeout) from exc
 
     def _method(self, rpc_name: str) -> Any:
         with self._lock:

@@ -8,11 +8,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import uv
 
 from orchard.providers import ProviderRegistry
-from orchard.server import apps, cloud, compute_clusters, deployments, models, nodepools, users
-from orchard.server.rpc import Dispatcher, Router
+from orchard.server import (
+    apps,
+    cloud,
+    compute_clusters,
+    deployments,
+    logs,
+    models,
+    nodepools,
+    uploads,
+    users,
+)
+from orchard.server.builds import BuildQueue
+from orchard.server.rpc import Dispatcher, Router, Runtime
 from orchard.services import users as user_service
+from orchard.services.builds import BuildSettings, EnvBuilder
+from orchard.services.packages import PackageStore
 from orchard.store import Store
 from orchard.store.db import sqlite_url
 
@@ -29,6 +43,11 @@ class Settings:
     database_url: str | None = None
     bootstrap_user: str = "admin"
     bootstrap_pat: str | None = None
+    # Model environments: extra wheel folders, no index at all, and whether a python_version
+    # that is not installed may be built with the server's own Python (logged when it is).
+    find_links: list[Path] = field(default_factory=list)
+    offline: bool = False
+    python_fallback: bool = True
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -49,7 +68,8 @@ class Settings:
 
 def build_router() -> Router:
     router = Router()
-    for module in (users, apps, models, cloud, compute_clusters, nodepools, deployments):
+    modules = (users, apps, models, uploads, logs, cloud, compute_clusters, nodepools, deployments)
+    for module in modules:
         router.include(module.router)
     return router
 
@@ -77,7 +97,22 @@ class OrchardServer:
         settings.home.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.url)
         self.pat_file = bootstrap(self.store, settings)
-        self.dispatcher = Dispatcher(build_router(), self.store, providers or ProviderRegistry())
+        packages = PackageStore(settings.home / "packages")
+        builder = EnvBuilder(
+            BuildSettings(
+                envs=settings.home / "envs",
+                runtime=settings.home / "runtime",
+                uv=uv.find_uv_bin(),
+                find_links=settings.find_links,
+                offline=settings.offline,
+                python_fallback=settings.python_fallback,
+            )
+        )
+        self.builds = BuildQueue(self.store, packages, builder)
+        runtime = Runtime(
+            providers=providers or ProviderRegistry(), packages=packages, builds=self.builds
+        )
+        self.dispatcher = Dispatcher(build_router(), self.store, runtime)
         self.port = 0
         self._grpc: grpc.aio.Server | None = None
 
@@ -98,6 +133,7 @@ class OrchardServer:
             )
         await server.start()
         self._grpc = server
+        await self.builds.resume()
         return self.port
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -105,6 +141,7 @@ class OrchardServer:
         if self._grpc is not None:
             await self._grpc.stop(grace)
             self._grpc = None
+        await self.builds.close()
         self.dispatcher.close()
         self.store.close()
 

@@ -33,6 +33,7 @@ def version_to_proto(row: ModelVersionRow) -> resources_pb2.ModelVersion:
     fill(version, row.spec)
     version.id, version.user_id, version.app_id = row.id, row.user_id, row.app_id
     version.status.code = row.status_code
+    version.status.description = row.status_description
     stamp(version, row)
     return version
 

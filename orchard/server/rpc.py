@@ -1,12 +1,19 @@
 """RPC plumbing: authentication, the error mapping, and "not implemented" for the rest.
 
 Every method of the ``clarifai.api.V2`` service gets a handler. Methods Orchard implements are
-registered on a :class:`Router` by the per-resource modules (``orchard.server.<noun>``); each
-is a short sync function ``(request, call) -> response`` that parses, authorizes, converts and
-calls one service function. It runs in a worker thread with one database session, which the
-wrapper commits on success and rolls back on error. Errors become the response's ``status``
-here and only here: an :class:`~orchard.errors.OrchardError` keeps its code and message; any
-other exception is logged with a request id and answered as "internal error (request id ...)".
+registered on a :class:`Router` by the per-resource modules (``orchard.server.<noun>``):
+
+- a **unary** handler is a short sync function ``(request, call) -> response`` that parses,
+  authorizes, converts and calls one service function. It runs in a worker thread with one
+  database session, which is committed on success and rolled back on error;
+- a **stream** handler is an async generator ``(requests, call) -> responses`` for the
+  bidirectional RPCs (uploads); it runs on the event loop and does its database work in
+  transactions of its own through :meth:`StreamCall.db`.
+
+Errors become the response's ``status`` here and only here: an
+:class:`~orchard.errors.OrchardError` keeps its code and message; any other exception is
+logged with a request id and answered as "internal error (request id ...)". A stream ends
+with that one status message.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
@@ -34,29 +41,64 @@ from orchard.wire import SERVICE
 
 log = logging.getLogger(__name__)
 ME = "me"
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    """The server's long-lived parts that handlers reach: providers, packages, builds."""
+
+    providers: ProviderRegistry
+    packages: Any = None  # services.packages.PackageStore
+    builds: Any = None  # server.builds.BuildQueue
+
+
+def resolve_owner(caller: str, requested: str) -> str:
+    """The user whose resources a request names; only the caller's own are reachable, and
+    another user's id answers "not found" whether that user exists or not."""
+    if requested in ("", ME, caller):
+        return caller
+    raise errors.UserNotFound(
+        f"user {requested!r} not found or not accessible with this PAT; your user id is {caller!r}"
+    )
 
 
 @dataclass
 class Call:
-    """One authenticated call: who is calling, and the session it runs in."""
+    """One authenticated unary call: who is calling, and the session it runs in."""
 
     user_id: str
     request_id: str
     session: Session
-    providers: ProviderRegistry
+    runtime: Runtime
+
+    @property
+    def providers(self) -> ProviderRegistry:
+        return self.runtime.providers
 
     def owner(self, requested: str) -> str:
-        """The user whose resources a request names; only the caller's own are reachable,
-        and another user's id answers "not found" whether that user exists or not."""
-        if requested in ("", ME, self.user_id):
-            return self.user_id
-        raise errors.UserNotFound(
-            f"user {requested!r} not found or not accessible with this PAT; "
-            f"your user id is {self.user_id!r}"
-        )
+        return resolve_owner(self.user_id, requested)
+
+
+@dataclass
+class StreamCall:
+    """One authenticated streaming call; database work goes through :meth:`db`."""
+
+    user_id: str
+    request_id: str
+    runtime: Runtime
+    dispatcher: Dispatcher
+
+    def owner(self, requested: str) -> str:
+        return resolve_owner(self.user_id, requested)
+
+    async def db(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction on a worker thread."""
+        return await self.dispatcher.in_session(work)
 
 
 Handler = Callable[[Any, Call], Message]
+StreamHandler = Callable[[AsyncIterator[Any], StreamCall], AsyncIterator[Message]]
 
 
 class Router:
@@ -64,10 +106,15 @@ class Router:
 
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
+        self.stream_handlers: dict[str, StreamHandler] = {}
 
-    def rpc(self, name: str) -> Callable[[Handler], Handler]:
+    @staticmethod
+    def _check(name: str) -> None:
         if name not in SERVICE.methods_by_name:
             raise ValueError(f"{name} is not a method of clarifai.api.V2")
+
+    def rpc(self, name: str) -> Callable[[Handler], Handler]:
+        self._check(name)
 
         def register(fn: Handler) -> Handler:
             self.handlers[name] = fn
@@ -75,8 +122,21 @@ class Router:
 
         return register
 
+    def stream(self, name: str) -> Callable[[StreamHandler], StreamHandler]:
+        self._check(name)
+
+        def register(fn: StreamHandler) -> StreamHandler:
+            self.stream_handlers[name] = fn
+            return fn
+
+        return register
+
     def include(self, other: Router) -> None:
         self.handlers.update(other.handlers)
+        self.stream_handlers.update(other.stream_handlers)
+
+    def served(self) -> set[str]:
+        return set(self.handlers) | set(self.stream_handlers)
 
 
 def success(request_id: str) -> status_pb2.Status:
@@ -95,52 +155,77 @@ def _token(context: grpc.aio.ServicerContext) -> str:
     )
 
 
-class Dispatcher:
-    """Turns the router's sync handlers into grpc.aio method handlers for the whole service."""
+def _classes(method: MethodDescriptor) -> tuple[Any, Any]:
+    return (
+        message_factory.GetMessageClass(method.input_type),
+        message_factory.GetMessageClass(method.output_type),
+    )
 
-    def __init__(
-        self, router: Router, store: Store, providers: ProviderRegistry, workers: int = 8
-    ) -> None:
+
+class Dispatcher:
+    """Turns the router's handlers into grpc.aio method handlers for the whole service."""
+
+    def __init__(self, router: Router, store: Store, runtime: Runtime, workers: int = 8) -> None:
         self.router = router
         self.store = store
-        self.providers = providers
+        self.runtime = runtime
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orchard-rpc")
 
-    def _run(self, handler: Handler, request: Message, token: str, request_id: str) -> Message:
-        with self.store.session() as session:
-            user_id = users.authenticate(session, token)
-            return handler(request, Call(user_id, request_id, session, self.providers))
+    async def in_session(self, work: Callable[[Session], T]) -> T:
+        def run() -> T:
+            with self.store.session() as session:
+                return work(session)
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+
+    def _error_status(self, exc: BaseException, method: str, request_id: str) -> status_pb2.Status:
+        if isinstance(exc, errors.OrchardError):
+            exc.req_id = request_id
+            return exc.to_status()
+        log.error("internal error in %s (request id %s)", method, request_id, exc_info=exc)
+        return errors.InternalError(
+            f"internal error (request id {request_id}); the server log has the details",
+            req_id=request_id,
+        ).to_status()
 
     async def _unary(
         self, method: MethodDescriptor, request: Message, context: grpc.aio.ServicerContext
     ) -> Message:
-        response_cls = message_factory.GetMessageClass(method.output_type)
-        request_id = uuid.uuid4().hex[:16]
         handler = self.router.handlers[method.name]
+        request_id = uuid.uuid4().hex[:16]
         try:
             token = _token(context)
-            loop = asyncio.get_running_loop()
-            response: Any = await loop.run_in_executor(
-                self.executor, self._run, handler, request, token, request_id
-            )
+
+            def run(session: Session) -> Message:
+                call = Call(users.authenticate(session, token), request_id, session, self.runtime)
+                return handler(request, call)
+
+            response: Any = await self.in_session(run)
             if not response.HasField("status"):
                 response.status.CopyFrom(success(request_id))
             return response
-        except errors.OrchardError as exc:
-            exc.req_id = request_id
-            return response_cls(status=exc.to_status())
-        except Exception:
-            log.exception("internal error in %s (request id %s)", method.name, request_id)
-            return response_cls(
-                status=errors.InternalError(
-                    f"internal error (request id {request_id}); the server log has the details",
-                    req_id=request_id,
-                ).to_status()
-            )
+        except Exception as exc:
+            return _classes(method)[1](status=self._error_status(exc, method.name, request_id))
+
+    async def _stream(
+        self,
+        method: MethodDescriptor,
+        requests: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[Message]:
+        handler = self.router.stream_handlers[method.name]
+        request_id = uuid.uuid4().hex[:16]
+        try:
+            token = _token(context)
+            user_id = await self.in_session(lambda session: users.authenticate(session, token))
+            call = StreamCall(user_id, request_id, self.runtime, self)
+            async for response in handler(requests, call):
+                yield response
+        except Exception as exc:
+            yield _classes(method)[1](status=self._error_status(exc, method.name, request_id))
 
     def _not_implemented(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
-        response_cls = message_factory.GetMessageClass(method.output_type)
-        request_cls = message_factory.GetMessageClass(method.input_type)
+        response_cls = _classes(method)[1]
 
         def answer() -> Message:
             return response_cls(
@@ -150,7 +235,7 @@ class Dispatcher:
                 ).to_status()
             )
 
-        async def unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Message:
             return answer()
 
         async def streaming(
@@ -158,39 +243,43 @@ class Dispatcher:
         ) -> AsyncIterator[Message]:
             yield answer()
 
-        kwargs = {
-            "request_deserializer": request_cls.FromString,
-            "response_serializer": response_cls.SerializeToString,
-        }
-        if method.client_streaming and method.server_streaming:
-            return grpc.stream_stream_rpc_method_handler(streaming, **kwargs)
-        if method.client_streaming:
-            return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
-        if method.server_streaming:
-            return grpc.unary_stream_rpc_method_handler(streaming, **kwargs)
-        return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
+        return _method_handler(method, unary, streaming)
 
-    def generic_handler(self) -> grpc.GenericRpcHandler:
-        handlers: dict[str, grpc.RpcMethodHandler] = {}
-        for method in SERVICE.methods:
-            if method.name in self.router.handlers:
-                handlers[method.name] = self._unary_handler(method)
-            else:
-                handlers[method.name] = self._not_implemented(method)
-        return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)
-
-    def _unary_handler(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
-        request_cls = message_factory.GetMessageClass(method.input_type)
-        response_cls = message_factory.GetMessageClass(method.output_type)
-
-        async def handle(request: Message, context: grpc.aio.ServicerContext) -> Message:
+    def _served(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
+        async def unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
             return await self._unary(method, request, context)
 
-        return grpc.unary_unary_rpc_method_handler(
-            handle,
-            request_deserializer=request_cls.FromString,
-            response_serializer=response_cls.SerializeToString,
-        )
+        async def streaming(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Message]:
+            async for response in self._stream(method, requests, context):
+                yield response
+
+        return _method_handler(method, unary, streaming)
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        served = self.router.served()
+        handlers = {
+            m.name: self._served(m) if m.name in served else self._not_implemented(m)
+            for m in SERVICE.methods
+        }
+        return grpc.method_handlers_generic_handler(SERVICE.full_name, handlers)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _method_handler(method: MethodDescriptor, unary: Any, streaming: Any) -> grpc.RpcMethodHandler:
+    """A grpc method handler of the method's shape (stream handlers serve bidi methods)."""
+    request_cls, response_cls = _classes(method)
+    kwargs = {
+        "request_deserializer": request_cls.FromString,
+        "response_serializer": response_cls.SerializeToString,
+    }
+    if method.client_streaming and method.server_streaming:
+        return grpc.stream_stream_rpc_method_handler(streaming, **kwargs)
+    if method.client_streaming:
+        return grpc.stream_unary_rpc_method_handler(unary, **kwargs)
+    if method.server_streaming:
+        return grpc.unary_stream_rpc_method_handler(streaming, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(unary, **kwargs)

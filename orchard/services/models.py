@@ -7,6 +7,7 @@ flow creates them this way): they are ready at once for runners that are attache
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2
@@ -135,3 +136,39 @@ def latest_model_version(session: Session, model: ModelRow) -> ModelVersionRow |
 
 def list_model_versions(session: Session, model: ModelRow, page: Page) -> list[ModelVersionRow]:
     return list(session.scalars(page.apply(_versions(model))))
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    user_id: str
+    app_id: str
+    model_id: str
+    version_id: str
+
+    @classmethod
+    def of(cls, row: ModelVersionRow) -> VersionRef:
+        return cls(row.user_id, row.app_id, row.model_id, row.id)
+
+
+def version_row(session: Session, ref: VersionRef) -> ModelVersionRow:
+    row = session.get(ModelVersionRow, (ref.user_id, ref.app_id, ref.model_id, ref.version_id))
+    if row is None:
+        raise errors.ModelVersionNotFound(
+            f"version {ref.version_id!r} of model {ref.model_id!r} not found (was it deleted?)"
+        )
+    return row
+
+
+def set_version_status(
+    session: Session, ref: VersionRef, code: int, description: str, **columns: Any
+) -> ModelVersionRow:
+    """Move a version to a new status (and set ``package_digest``/``env_key``/``spec``)."""
+    row = version_row(session, ref)
+    row.status_code, row.status_description = code, description[:1024]
+    for name, value in columns.items():
+        setattr(row, name, value)
+    return row
+
+
+def versions_with_status(session: Session, code: int) -> list[ModelVersionRow]:
+    return list(session.scalars(select(ModelVersionRow).where(ModelVersionRow.status_code == code)))

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -103,6 +104,11 @@ class ModelVersionRow(Timestamps, Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, default=0)
     status_code: Mapped[int] = mapped_column(Integer)
+    status_description: Mapped[str] = mapped_column(String(1024), default="")
+    # The uploaded package (sha256 of its tar.gz) and the environment built for it; both
+    # empty for versions created without a package.
+    package_digest: Mapped[str] = mapped_column(String(64), default="")
+    env_key: Mapped[str] = mapped_column(String(64), default="")
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
@@ -197,3 +203,20 @@ class DeploymentNodepoolRow(Base):
     app_id: Mapped[str] = mapped_column(ID)
     model_id: Mapped[str] = mapped_column(ID)
     deployment: Mapped[DeploymentRow] = relationship(back_populates="placements")
+
+
+class LogEntryRow(Base):
+    """One line of a log kept by the server: a model version's build log ("builder"), and later
+    runner and event logs. Append-only; read in ``id`` order."""
+
+    __tablename__ = "log_entries"
+    __table_args__ = (
+        Index("ix_log_entries_by_version", "user_id", "model_version_id", "log_type", "id"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ID)
+    log_type: Mapped[str] = mapped_column(String(32))
+    model_id: Mapped[str] = mapped_column(ID, default="")
+    model_version_id: Mapped[str] = mapped_column(String(32), default="")
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,43 @@
+"""``ListLogEntries``: a model version's build log (log type ``builder``)."""
+
+from __future__ import annotations
+
+from clarifai_grpc.grpc.api import resources_pb2, service_pb2
+
+from orchard import errors
+from orchard.server.convert import page
+from orchard.server.rpc import Call, Router
+from orchard.services import logs
+from orchard.services import models as model_service
+
+router = Router()
+LOG_TYPES = (logs.BUILDER,)
+
+
+@router.rpc("ListLogEntries")
+def list_(
+    request: service_pb2.ListLogEntriesRequest, call: Call
+) -> service_pb2.MultiLogEntryResponse:
+    owner = call.owner(request.user_app_id.user_id)
+    if request.log_type not in LOG_TYPES:
+        raise errors.InvalidRequest(
+            f"log_type {request.log_type!r} is not kept by Orchard yet; "
+            f"use one of: {', '.join(LOG_TYPES)}"
+        )
+    if not (request.model_id and request.model_version_id):
+        raise errors.InvalidRequest("name the model version: set model_id and model_version_id")
+    model = model_service.find_model(
+        call.session, owner, request.user_app_id.app_id, request.model_id
+    )
+    model_service.get_model_version(call.session, model, request.model_version_id)
+    ref = logs.LogRef(owner, model.id, request.model_version_id, request.log_type)
+    wanted = page(request)
+    rows = logs.list_logs(call.session, ref, wanted)
+    return service_pb2.MultiLogEntryResponse(
+        log_entries=[
+            resources_pb2.LogEntry(message=r.message, log_type=r.log_type, url=f"log-entry/{r.id}")
+            for r in rows
+        ],
+        page=wanted.page,
+        per_page=wanted.per_page,
+    )

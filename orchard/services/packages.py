@@ -1,0 +1,70 @@
+"""Package archives, stored content-addressed under the server's home.
+
+HOME/packages/blobs/<sha256>.tar.gz     the uploaded archive
+HOME/packages/unpacked/<sha256>/        its files, extracted once for builds and runners
+HOME/packages/incoming/<version>.part   an upload in progress
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import BinaryIO
+
+from orchard.packaging.package import Package, load_package, unpack
+
+
+class PackageStore:
+    def __init__(self, root: Path) -> None:
+        self.blobs = root / "blobs"
+        self.unpacked = root / "unpacked"
+        self.incoming = root / "incoming"
+        for folder in (self.blobs, self.unpacked, self.incoming):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def blob(self, digest: str) -> Path:
+        return self.blobs / f"{digest}.tar.gz"
+
+    def receive(self, upload_id: str) -> Upload:
+        return Upload(self, self.incoming / f"{upload_id}.part")
+
+    def unpacked_package(self, digest: str) -> Package:
+        """The package's files (extracted on first use; later calls reuse them)."""
+        target = self.unpacked / digest
+        if not target.is_dir():
+            staging = Path(tempfile.mkdtemp(dir=self.unpacked, prefix=f".{digest[:12]}-"))
+            try:
+                unpack(self.blob(digest), staging)
+                os.replace(staging, target)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+        return load_package(target)
+
+
+class Upload:
+    """Bytes of one upload, hashed as they arrive; ``finish`` files them by digest."""
+
+    def __init__(self, store: PackageStore, path: Path) -> None:
+        self.store, self.path = store, path
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._file: BinaryIO = path.open("wb")
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def finish(self) -> str:
+        self._file.close()
+        digest = self._hash.hexdigest()
+        os.replace(self.path, self.store.blob(digest))
+        return digest
+
+    def abort(self) -> None:
+        self._file.close()
+        self.path.unlink(missing_ok=True)
