@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from orchard.server.app import OrchardServer, Settings
 from orchard.services import users
@@ -22,8 +23,15 @@ from orchard.services import users
 
 class ServerThread:
     def __init__(
-        self, home: Path, *, database_url: str | None = None, user_id: str = "admin"
+        self,
+        home: Path,
+        *,
+        database_url: str | None = None,
+        user_id: str = "admin",
+        **settings: Any,
     ) -> None:
+        """``settings`` are further :class:`~orchard.server.app.Settings` fields (e.g.
+        ``offline=True`` to build model environments from uv's cache only)."""
         self.pat = secrets.token_hex(16)
         self.user_id = user_id
         self.settings = Settings(
@@ -32,6 +40,7 @@ class ServerThread:
             database_url=database_url,
             bootstrap_user=user_id,
             bootstrap_pat=self.pat,
+            **settings,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(

@@ -72,7 +72,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerThread]:
-    with ServerThread(tmp_path / "home") as running:
+    with ServerThread(tmp_path / "home", offline=True) as running:
         yield running
 
 

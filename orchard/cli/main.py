@@ -19,6 +19,7 @@ from orchard.cli.deployment import deployment
 from orchard.cli.groups import OrchardGroup
 from orchard.cli.instances import list_instances
 from orchard.cli.login import login
+from orchard.cli.model import model
 from orchard.cli.nodepool import nodepool
 from orchard.cli.pat import pat
 
@@ -58,6 +59,7 @@ cli.add_command(deployment, aliases=["dp"])
 cli.add_command(config)
 cli.add_command(login)
 cli.add_command(pat)
+cli.add_command(model)
 cli.add_command(list_instances, aliases=["li"])
 
 

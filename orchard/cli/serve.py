@@ -55,13 +55,49 @@ async def _serve(settings: Settings) -> None:
     envvar="ORCHARD_DATABASE_URL",
     help="SQLAlchemy URL, e.g. postgresql://user@host/db. Default: SQLite under home.",
 )
+@click.option(
+    "--find-links",
+    "find_links",
+    multiple=True,
+    envvar="ORCHARD_FIND_LINKS",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="A folder of wheels model environments may install from (repeatable).",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    envvar="ORCHARD_OFFLINE",
+    help="Build model environments from --find-links and uv's cache only (no index).",
+)
+@click.option(
+    "--python-fallback/--no-python-fallback",
+    default=True,
+    show_default=True,
+    help="Build with the server's Python when a model asks for one that is not installed.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
-    home: Path | None, host: str, port: int, database_url: str | None, log_level: str
+    home: Path | None,
+    host: str,
+    port: int,
+    database_url: str | None,
+    find_links: tuple[Path, ...],
+    offline: bool,
+    python_fallback: bool,
+    log_level: str,
 ) -> None:
     """Run the Orchard API server."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = Settings.from_env(home=home, host=host, port=port, database_url=database_url)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    settings = Settings.from_env(
+        home=home,
+        host=host,
+        port=port,
+        database_url=database_url,
+        find_links=[path.resolve() for path in find_links],
+        offline=offline,
+        python_fallback=python_fallback,
+    )
     asyncio.run(_serve(settings))

@@ -1,0 +1,216 @@
+"""Model packages: checks before upload, the upload stream, and builds with uv.
+
+Builds here are real (uv creates environments) and hermetic: the test server builds offline,
+from uv's cache, which scripts/setup.sh fills when it installs Orchard's own dependencies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from clarifai_grpc.grpc.api import resources_pb2 as r
+from clarifai_grpc.grpc.api import service_pb2
+from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+
+from orchard import errors, wire
+from orchard.client.uploads import upload_model
+from orchard.services.builds import installed_interpreters
+from tests.resources import ok
+from tests.waiting import wait_for
+
+CONFIG = """\
+model:
+  id: echo
+  app_id: examples
+  model_type_id: text-to-text
+build_info:
+  python_version: "{python}"
+inference_compute_info:
+  cpu_limit: "1"
+  cpu_memory: 512Mi
+num_threads: 4
+"""
+MODEL = """\
+from orchard.authoring import ModelClass
+
+
+class Echo(ModelClass):
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return text
+"""
+OWN_PYTHON = next(iter(installed_interpreters()))
+
+
+def write_package(
+    root: Path,
+    *,
+    config: str | None = None,
+    requirements: str | None = "",
+    model: str | None = MODEL,
+) -> Path:
+    (root / "1").mkdir(parents=True, exist_ok=True)
+    (root / "config.yaml").write_text(
+        CONFIG.format(python=OWN_PYTHON) if config is None else config
+    )
+    if requirements is not None:
+        (root / "requirements.txt").write_text(requirements)
+    if model is not None:
+        (root / "1" / "model.py").write_text(model)
+    return root
+
+
+def upload(server, path: Path, lines: list[str] | None = None) -> r.ModelVersion:
+    sink = lines if lines is not None else []
+    return upload_model(
+        path, user_id=server.user_id, base_url=server.base_url, pat=server.pat, on_log=sink.append
+    )
+
+
+def test_upload_builds_and_a_second_version_reuses_the_environment(server, api, tmp_path):
+    package = write_package(tmp_path / "echo")
+    first_log: list[str] = []
+    first = upload(server, package, first_log)
+    assert first.status.code == sc.MODEL_TRAINED
+    assert any("creating environment" in line for line in first_log)
+    second_log: list[str] = []
+    second = upload(server, package, second_log)
+    assert second.status.code == sc.MODEL_TRAINED and second.id != first.id
+    assert any("is cached; reusing it" in line for line in second_log)
+    uid = r.UserAppIDSet(user_id=api.user_id, app_id="examples")
+    versions = ok(api.call("ListModelVersions", user_app_id=uid, model_id="echo")).model_versions
+    assert [v.id for v in versions] == [second.id, first.id]
+    served = ok(
+        api.call(
+            "ListLogEntries",
+            user_app_id=uid,
+            model_id="echo",
+            model_version_id=first.id,
+            log_type="builder",
+        )
+    ).log_entries
+    assert [e.message for e in served] == first_log
+
+
+def test_unsatisfiable_requirement_fails_the_build_and_the_log_names_it(server, api, tmp_path):
+    package = write_package(tmp_path / "echo", requirements="no-such-package-orchard==9.9\n")
+    lines: list[str] = []
+    with pytest.raises(errors.ModelBuildFailed, match="build failed"):
+        upload(server, package, lines)
+    assert any("no-such-package-orchard" in line for line in lines)
+    uid = r.UserAppIDSet(user_id=api.user_id, app_id="examples")
+    version = ok(api.call("ListModelVersions", user_app_id=uid, model_id="echo")).model_versions[0]
+    assert version.status.code == sc.MODEL_BUILDING_FAILED
+
+
+def test_missing_python_is_an_error_unless_fallback_is_allowed(server, tmp_path):
+    package = write_package(tmp_path / "old", config=CONFIG.format(python="3.4"))
+    lines: list[str] = []
+    assert upload(server, package, lines).status.code == sc.MODEL_TRAINED
+    assert any(
+        "Python 3.4 (build_info.python_version) is not installed" in line
+        and "building with Python" in line
+        for line in lines
+    )
+    server.server.builds.builder.settings.python_fallback = False
+    with pytest.raises(errors.ModelBuildFailed, match=f"installed: .*{OWN_PYTHON}"):
+        upload(server, package)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"config": None, "remove": "config.yaml"}, "config.yaml: missing"),
+        ({"config": "model: [unclosed\n"}, "config.yaml: YAML syntax error at line"),
+        (
+            {"config": "model: {id: echo}\nnum_threads: many\n"},
+            "config.yaml: invalid config: num_threads: Input should be a valid integer",
+        ),
+        ({"config": "model: {id: echo}\ncolour: red\n"}, "colour: unknown field"),
+        ({"config": "model: {id: has.dot}\n"}, "model.id: model id 'has.dot' must not contain"),
+        ({"config": "build_info: {}\n"}, "model: required field is missing"),
+        ({"requirements": None}, "requirements.txt: missing"),
+        ({"model": None}, "1/model.py: missing"),
+        ({"model": "def broken(:\n"}, "1/model.py:1: syntax error"),
+        ({"model": "class Nothing:\n    pass\n"}, "defines no ModelClass subclass"),
+    ],
+)
+def test_malformed_packages_upload_nothing(server, api, tmp_path, change, message):
+    remove = change.pop("remove", None)
+    package = write_package(tmp_path / "bad", **change)
+    if remove:
+        (package / remove).unlink()
+    with pytest.raises(errors.ModelInvalid) as info:
+        upload(server, package)
+    assert message in str(info.value)
+    assert ok(api.call("ListModels")).models == []
+
+
+def _stream(api, requests):
+    call = wire.callable_for(api.channel, "PostModelVersionsUpload")
+    return list(call(iter(requests), metadata=(("authorization", f"Key {api.pat}"),), timeout=30))
+
+
+def _config_message(user_id: str, total: int) -> service_pb2.PostModelVersionsUploadRequest:
+    return service_pb2.PostModelVersionsUploadRequest(
+        upload_config=service_pb2.PostModelVersionsUploadConfig(
+            user_app_id=r.UserAppIDSet(user_id=user_id, app_id="examples"),
+            model_id="echo",
+            total_size=total,
+        )
+    )
+
+
+def _part(data: bytes) -> service_pb2.PostModelVersionsUploadRequest:
+    return service_pb2.PostModelVersionsUploadRequest(
+        content_part=r.UploadContentPart(data=data, part_number=1)
+    )
+
+
+@pytest.fixture
+def echo_model(api):
+    uid = r.UserAppIDSet(user_id=api.user_id, app_id="examples")
+    ok(api.call("PostApps", apps=[r.App(id="examples")]))
+    ok(api.call("PostModels", user_app_id=uid, models=[r.Model(id="echo")]))
+    return uid
+
+
+def test_upload_stream_that_ends_early_fails_the_version(api, echo_model):
+    responses = _stream(api, [_config_message(api.user_id, 100), _part(b"x" * 40)])
+    assert responses[-1].status.code == sc.CONN_INVALID_REQUEST
+    assert "ended after 40 of 100 bytes" in responses[-1].status.description
+    version = ok(
+        api.call("ListModelVersions", user_app_id=echo_model, model_id="echo")
+    ).model_versions[0]
+    assert version.status.code == sc.MODEL_UPLOADING_FAILED
+
+
+def test_upload_stream_must_start_with_its_config(api, echo_model):
+    responses = _stream(api, [_part(b"x")])
+    assert "send upload_config first" in responses[-1].status.description
+
+
+def test_upload_into_another_users_model_is_refused(api, other, echo_model):
+    responses = _stream(other, [_config_message(api.user_id, 10), _part(b"x" * 10)])
+    assert responses[-1].status.code == sc.CONN_DOES_NOT_EXIST
+    own_name = _stream(other, [_config_message(other.user_id, 10), _part(b"x" * 10)])
+    assert own_name[-1].status.code == sc.MODEL_DOES_NOT_EXIST
+
+
+def test_a_corrupt_archive_fails_the_build_not_the_server(api, echo_model):
+    responses = _stream(api, [_config_message(api.user_id, 5), _part(b"abcde")])
+    assert responses[-1].status.code == sc.MODEL_BUILDING
+    version_id = responses[-1].model_version_id
+
+    # The build runs in the background; its end is observable through GetModelVersion.
+    def build_ended():
+        version = ok(
+            api.call(
+                "GetModelVersion", user_app_id=echo_model, model_id="echo", version_id=version_id
+            )
+        ).model_version
+        return version if version.status.code != sc.MODEL_BUILDING else None
+
+    version = wait_for(build_ended, timeout=60, what="the build to end")
+    assert version.status.code == sc.MODEL_BUILDING_FAILED
+    assert "not a valid tar.gz archive" in version.status.description
