@@ -13,57 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import secrets
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from common import median_ms, start_server, stop_server
 
 from orchard import User
 from orchard.client.nodepool import Nodepool
-
-LISTENING = re.compile(r"Orchard listening on 127\.0\.0\.1:(\d+)")
-
-
-def start_server(home: Path, pat: str) -> tuple[subprocess.Popen[str], int]:
-    env = {**os.environ, "ORCHARD_BOOTSTRAP_USER": "bench", "ORCHARD_BOOTSTRAP_PAT": pat}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchard",
-            "serve",
-            "--home",
-            str(home),
-            "--port",
-            "0",
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if match := LISTENING.search(line):
-            return proc, int(match.group(1))
-    raise RuntimeError("orchard serve exited before listening")
-
-
-def p50_ms(fn: Callable[[], object], rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1000, 3)
 
 
 def deployment_config(model_id: str) -> dict[str, object]:
@@ -92,13 +50,13 @@ def measure(user: User, nodepool: Nodepool, rounds: int) -> dict[str, float]:
         user.delete_deployments([pending.pop()])
 
     return {
-        "create_p50_ms": p50_ms(create, rounds),
-        "get_p50_ms": p50_ms(lambda: nodepool.deployment("d-0"), rounds),
-        "list_page_p50_ms": p50_ms(
+        "create_p50_ms": median_ms(create, rounds),
+        "get_p50_ms": median_ms(lambda: nodepool.deployment("d-0"), rounds),
+        "list_page_p50_ms": median_ms(
             lambda: list(nodepool.list_deployments(page_no=1, per_page=16)), rounds
         ),
-        "delete_p50_ms": p50_ms(delete, rounds),
-        "getuser_floor_p50_ms": p50_ms(lambda: user.get_user_info(), rounds),
+        "delete_p50_ms": median_ms(delete, rounds),
+        "getuser_floor_p50_ms": median_ms(lambda: user.get_user_info(), rounds),
     }
 
 
@@ -143,8 +101,7 @@ def main() -> None:
             seeding_s = time.perf_counter() - started
             many = measure(user, nodepool, args.rounds)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop_server(proc)
     ratios = {k.replace("_p50_ms", ""): round(many[k] / few[k], 2) for k in few}
     print(
         json.dumps(
