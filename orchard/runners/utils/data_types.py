@@ -40,7 +40,6 @@ __all__ = [
     "Region",
     "Text",
     "Video",
-    "is_ndarray",
     "is_pil_image",
     "require",
 ]
@@ -65,12 +64,6 @@ def is_pil_image(value: Any) -> bool:
     """Whether ``value`` is a ``PIL.Image.Image`` (without importing Pillow)."""
     pil = sys.modules.get("PIL.Image")
     return pil is not None and isinstance(value, pil.Image)
-
-
-def is_ndarray(value: Any) -> bool:
-    """Whether ``value`` is a ``numpy.ndarray`` (without importing numpy)."""
-    np = sys.modules.get("numpy")
-    return np is not None and isinstance(value, np.ndarray)
 
 
 @dataclass
@@ -200,14 +193,17 @@ class Region:
         if self.box is not None:
             xmin, ymin, xmax, ymax = self.box
             info.bounding_box.CopyFrom(
-                resources_pb2.BoundingBox(left_col=xmin, top_row=ymin, right_col=xmax, bottom_row=ymax)
+                resources_pb2.BoundingBox(
+                    left_col=xmin, top_row=ymin, right_col=xmax, bottom_row=ymax
+                )
             )
         if self.mask is not None:
             info.mask.image.CopyFrom(self.mask.to_proto())
         if self.point is not None:
             x, y, z = self.point
             info.point.CopyFrom(resources_pb2.Point(col=x, row=y, z=z))
-        proto.data.concepts.extend(c.to_proto() for c in self.concepts)
+        if self.concepts:  # touching ``data`` at all would mark it present
+            proto.data.concepts.extend(c.to_proto() for c in self.concepts)
         if self.text:
             proto.data.text.raw = self.text
         return proto
@@ -245,7 +241,8 @@ class Frame:
         proto.frame_info.index = self.index
         if self.image is not None:
             proto.data.image.CopyFrom(self.image.to_proto())
-        proto.data.regions.extend(r.to_proto() for r in self.regions)
+        if self.regions:
+            proto.data.regions.extend(r.to_proto() for r in self.regions)
         return proto
 
     @classmethod
@@ -279,7 +276,8 @@ class NamedFields:
         self.__dict__.update(fields)
 
     def __getattr__(self, name: str) -> Any:
-        raise AttributeError(f"{type(self).__name__} has no field {name!r}; it has {self.keys()}")
+        fields = list(self.__dict__)
+        raise AttributeError(f"{type(self).__name__} has no field {name!r}; it has {fields}")
 
     def keys(self) -> list[str]:
         return list(self.__dict__)
