@@ -214,3 +214,30 @@ def test_a_corrupt_archive_fails_the_build_not_the_server(api, echo_model):
     version = wait_for(build_ended, timeout=60, what="the build to end")
     assert version.status.code == sc.MODEL_BUILDING_FAILED
     assert "not a valid tar.gz archive" in version.status.description
+
+
+def test_bad_annotation_is_reported_before_upload(server, api, tmp_path):
+    model = MODEL.replace("def predict(self, text: str) -> str:", "def predict(self, text):")
+    package = write_package(tmp_path / "bad", model=model)
+    with pytest.raises(errors.ModelInvalid, match="predict") as info:
+        upload(server, package)
+    assert "1/model.py" in str(info.value)
+    assert ok(api.call("ListModels")).models == []
+
+
+def test_signatures_are_stored_on_the_version(server, api, tmp_path):
+    version = upload(server, write_package(tmp_path / "echo"))
+    uid = r.UserAppIDSet(user_id=api.user_id, app_id="examples")
+    stored = ok(
+        api.call("GetModelVersion", user_app_id=uid, model_id="echo", version_id=version.id)
+    ).model_version
+    assert [s.name for s in stored.method_signatures] == ["predict"]
+    assert stored.method_signatures[0].input_fields[0].name == "text"
+
+
+def test_an_import_missing_from_requirements_fails_the_build(server, tmp_path):
+    model = "import not_installed_anywhere_xyz\n" + MODEL
+    lines: list[str] = []
+    with pytest.raises(errors.ModelBuildFailed, match="not_installed_anywhere_xyz"):
+        upload(server, write_package(tmp_path / "echo", model=model), lines)
+    assert any("add the package that provides it to requirements.txt" in line for line in lines)

@@ -2,13 +2,16 @@
 
     version = upload_model("examples/models/echo")      # user, PAT, server: as every client
 
-The package is checked locally first (files, config.yaml fields, model.py), so a broken package
-uploads nothing. The app and the model are created when missing. ``on_progress(sent, total)``
-follows the upload and ``on_log(line)`` the build log, which the server keeps.
+The package is checked locally first (files, config.yaml fields, and model.py loaded in a
+separate interpreter with uninstalled imports stubbed, which also gives its method
+signatures), so a broken package uploads nothing. The app and the model are created when
+missing. ``on_progress(sent, total)`` follows the upload and ``on_log(line)`` the build log,
+which the server keeps.
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -17,9 +20,11 @@ from typing import IO, Any
 
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+from google.protobuf import json_format
 
 from orchard import errors
 from orchard.client.base import BaseClient
+from orchard.packaging.inspect import run_inspection
 from orchard.packaging.package import Package, load_package, pack
 
 CHUNK_BYTES = 4 << 20
@@ -34,9 +39,13 @@ def normalized_config(package: Package, user_id: str) -> dict[str, Any]:
     return config
 
 
-def _version_proto(package: Package) -> resources_pb2.ModelVersion:
+def _version_proto(
+    package: Package, signatures: list[dict[str, Any]] | None
+) -> resources_pb2.ModelVersion:
     config = package.config
     version = resources_pb2.ModelVersion(num_threads=config.num_threads)
+    for signature in signatures or []:
+        json_format.ParseDict(signature, version.method_signatures.add())
     info = config.inference_compute_info.model_dump(exclude_defaults=True)
     version.inference_compute_info.CopyFrom(resources_pb2.ComputeInfo(**info))
     for concept in config.concepts:
@@ -47,6 +56,7 @@ def _version_proto(package: Package) -> resources_pb2.ModelVersion:
 def _requests(
     client: BaseClient,
     package: Package,
+    version: resources_pb2.ModelVersion,
     archive: IO[bytes],
     size: int,
     on_progress: Callable[[int, int], None],
@@ -56,7 +66,7 @@ def _requests(
         upload_config=service_pb2.PostModelVersionsUploadConfig(
             user_app_id=client._user_app_id(cfg.app_id),
             model_id=cfg.id,
-            model_version=_version_proto(package),
+            model_version=version,
             total_size=size,
             is_v3=True,
         )
@@ -96,7 +106,10 @@ def ensure_model(client: BaseClient, package: Package) -> None:
 
 
 def send_package(
-    client: BaseClient, package: Package, on_progress: Callable[[int, int], None]
+    client: BaseClient,
+    package: Package,
+    version: resources_pb2.ModelVersion,
+    on_progress: Callable[[int, int], None],
 ) -> str:
     """Stream the packed package; returns the new version's id once the server builds it."""
     with tempfile.TemporaryFile() as archive:
@@ -105,7 +118,8 @@ def send_package(
         archive.seek(0)
         version_id = ""
         for response in client._stream(
-            "PostModelVersionsUpload", _requests(client, package, archive, size, on_progress)
+            "PostModelVersionsUpload",
+            _requests(client, package, version, archive, size, on_progress),
         ):
             version_id = response.model_version_id or version_id
             if response.status.code == sc.MODEL_BUILDING:
@@ -173,9 +187,13 @@ def upload_model(
     """Upload the package at ``path``; with ``wait`` (default) return the built version, or
     raise ``ModelBuildFailed`` with the reason (the build log has the tools' output)."""
     package = load_package(path)
+    signatures = run_inspection(sys.executable, package.root, stub_missing=True)
+    version = _version_proto(package, signatures)
     with BaseClient(user_id=user_id, base_url=base_url, pat=pat, **client_kwargs) as client:
         ensure_model(client, package)
-        version_id = send_package(client, package, on_progress or (lambda sent, total: None))
+        version_id = send_package(
+            client, package, version, on_progress or (lambda sent, total: None)
+        )
         if not wait:
             return resources_pb2.ModelVersion(id=version_id)
         return follow_build(client, package, version_id, on_log or (lambda line: None))

@@ -17,6 +17,7 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from sqlalchemy.orm import Session
 
 from orchard import errors
+from orchard.packaging.inspect import run_inspection
 from orchard.packaging.package import REQUIREMENTS
 from orchard.services import logs
 from orchard.services import models as model_service
@@ -116,5 +117,17 @@ class BuildQueue:
             package.config.build_info.python_version, self.builder.settings, out.line
         )
         key = await self.builder.ensure_env(python, package.root / REQUIREMENTS, out)
+        out.line("loading 1/model.py in the environment to collect its method signatures")
         await out.flush()
-        return {"env_key": key}
+        env_python = str(self.builder.env_path(key) / "bin" / "python")
+        signatures = await asyncio.to_thread(
+            run_inspection, env_python, package.root, stub_missing=False
+        )
+        columns: dict[str, Any] = {"env_key": key}
+        if signatures is not None:
+            spec = await asyncio.to_thread(
+                self._in_session, lambda s: dict(model_service.version_row(s, ref).spec)
+            )
+            columns["spec"] = spec | {"method_signatures": signatures}
+            out.line("methods: " + ", ".join(s["name"] for s in signatures))
+        return columns
