@@ -16,6 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -107,3 +108,51 @@ def test_official_cli(official_python, server, tmp_path):
         assert done.returncode == 0, (args, done.stdout, done.stderr)
         outputs.append(done.stdout)
     assert "cli-cc" in outputs[1] and "cli-np" in outputs[3]
+
+
+EXAMPLES = sorted(
+    p for p in (ROOT / "examples" / "models").glob("*") if (p / "config.yaml").exists()
+)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_official_model_upload_builds_the_example(official_python, server, api, tmp_path, example):
+    """`clarifai model upload` (12.5.0) of each example ends in MODEL_TRAINED on Orchard."""
+    from clarifai_grpc.grpc.api import resources_pb2 as r
+    from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+
+    package = tmp_path / example.name
+    shutil.copytree(example, package)  # the official uploader writes a Dockerfile into it
+    config = tmp_path / "clarifai.yaml"
+    config.write_text(
+        "current_context: orchard\ncontexts:\n  orchard:\n"
+        f"    CLARIFAI_API_BASE: {server.base_url}\n    CLARIFAI_PAT: {server.pat}\n"
+        f"    CLARIFAI_USER_ID: {server.user_id}\n"
+    )
+    tools = f"{official_python.parent}:{Path(sys.executable).parent}"  # uv and ruff
+    env = {
+        "PATH": f"{tools}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(tmp_path),
+        "CLARIFAI_API_BASE": server.base_url,
+        "UV_OFFLINE": "1",
+    }
+    done = subprocess.run(
+        [
+            str(official_python.with_name("clarifai")),
+            "--config",
+            str(config),
+            "model",
+            "upload",
+            str(package),
+        ],
+        env=env,
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    model_id = yaml.safe_load((example / "config.yaml").read_text())["model"]["id"]
+    uid = r.UserAppIDSet(user_id=server.user_id, app_id="examples")
+    versions = api.call("ListModelVersions", user_app_id=uid, model_id=model_id).model_versions
+    assert versions and versions[0].status.code == sc.MODEL_TRAINED, versions[:1]

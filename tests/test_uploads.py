@@ -13,7 +13,9 @@ from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard import errors, wire
-from orchard.client.uploads import upload_model
+from orchard.client.base import BaseClient
+from orchard.client.uploads import _version_proto, ensure_model, send_package, upload_model
+from orchard.packaging.package import load_package
 from orchard.services.builds import installed_interpreters
 from tests.resources import ok
 from tests.waiting import wait_for
@@ -241,3 +243,111 @@ def test_an_import_missing_from_requirements_fails_the_build(server, tmp_path):
     with pytest.raises(errors.ModelBuildFailed, match="not_installed_anywhere_xyz"):
         upload(server, write_package(tmp_path / "echo", model=model), lines)
     assert any("add the package that provides it to requirements.txt" in line for line in lines)
+
+
+def _wheel(folder: Path, name: str, version: str) -> Path:
+    """A minimal pure-Python wheel, written by hand (no build tool, no network)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: orchard-tests\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    records = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        records.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    files[f"{dist}/RECORD"] = "\n".join([*records, f"{dist}/RECORD,,"]) + "\n"
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+def test_environments_build_from_a_local_wheel_folder(server, tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "orchard_local_dep", "0.1.0")
+    server.server.builds.builder.settings.find_links = [wheels]
+    model = "import orchard_local_dep\n" + MODEL
+    package = write_package(
+        tmp_path / "echo", requirements="orchard_local_dep==0.1.0\n", model=model
+    )
+    lines: list[str] = []
+    assert upload(server, package, lines).status.code == sc.MODEL_TRAINED
+    assert any("orchard-local-dep==0.1.0" in line for line in lines)
+
+
+GATED = """\
+import os
+import time
+
+from orchard.authoring import ModelClass
+
+# Holds the build (it loads this file) until the test opens the gate; bounded by a deadline.
+_deadline = time.monotonic() + 120
+while not os.path.exists(os.environ["ORCHARD_TEST_BUILD_GATE"]):
+    if time.monotonic() > _deadline:
+        raise TimeoutError("the test never opened the gate")
+    time.sleep(0.02)
+
+
+class Echo(ModelClass):
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return text
+"""
+
+
+def test_a_build_does_not_block_other_requests(server, api, tmp_path, monkeypatch):
+    gate = tmp_path / "gate"
+    monkeypatch.setenv("ORCHARD_TEST_BUILD_GATE", str(gate))
+    package = write_package(tmp_path / "echo", model=GATED)
+    gate.touch()  # the uploader's own check loads model.py too
+    from orchard.client.base import BaseClient
+    from orchard.client.uploads import _version_proto, ensure_model, send_package
+    from orchard.packaging.package import load_package
+
+    loaded = load_package(package)
+    gate.unlink()
+    with BaseClient(user_id=server.user_id, base_url=server.base_url, pat=server.pat) as client:
+        ensure_model(client, loaded)
+        version_id = send_package(
+            client, loaded, _version_proto(loaded, None), lambda sent, total: None
+        )
+    uid = r.UserAppIDSet(user_id=api.user_id, app_id="examples")
+
+    def status():
+        return ok(
+            api.call("GetModelVersion", user_app_id=uid, model_id="echo", version_id=version_id)
+        ).model_version.status
+
+    def loading_model():
+        entries = ok(
+            api.call(
+                "ListLogEntries",
+                user_app_id=uid,
+                model_id="echo",
+                model_version_id=version_id,
+                log_type="builder",
+            )
+        ).log_entries
+        return any("loading 1/model.py" in e.message for e in entries)
+
+    wait_for(loading_model, timeout=120, what="the build to reach model loading")
+    # The build is held inside model.py; the server keeps answering meanwhile.
+    assert status().code == sc.MODEL_BUILDING
+    assert ok(api.call("ListComputeClusters")).compute_clusters == []
+    gate.touch()
+    final = wait_for(
+        lambda: (s := status()).code != sc.MODEL_BUILDING and s,
+        timeout=120,
+        what="the build to finish",
+    )
+    assert final.code == sc.MODEL_TRAINED
