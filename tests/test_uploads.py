@@ -308,14 +308,8 @@ class Echo(ModelClass):
 def test_a_build_does_not_block_other_requests(server, api, tmp_path, monkeypatch):
     gate = tmp_path / "gate"
     monkeypatch.setenv("ORCHARD_TEST_BUILD_GATE", str(gate))
-    package = write_package(tmp_path / "echo", model=GATED)
-    gate.touch()  # the uploader's own check loads model.py too
-    from orchard.client.base import BaseClient
-    from orchard.client.uploads import _version_proto, ensure_model, send_package
-    from orchard.packaging.package import load_package
-
-    loaded = load_package(package)
-    gate.unlink()
+    # Sent without the uploader's own check, which would load (and wait in) model.py.
+    loaded = load_package(write_package(tmp_path / "echo", model=GATED))
     with BaseClient(user_id=server.user_id, base_url=server.base_url, pat=server.pat) as client:
         ensure_model(client, loaded)
         version_id = send_package(
