@@ -123,6 +123,10 @@ def test_official_model_upload_builds_the_example(official_python, server, api, 
 
     package = tmp_path / example.name
     shutil.copytree(example, package)  # the official uploader writes a Dockerfile into it
+    # The official uploader requires its own package in requirements.txt (and the model then
+    # runs under its ModelClass, which model.py imports first when it is installed).
+    with (package / "requirements.txt").open("a") as requirements:
+        requirements.write(f"\nclarifai=={CLARIFAI}\n")
     config = tmp_path / "clarifai.yaml"
     config.write_text(
         "current_context: orchard\ncontexts:\n  orchard:\n"

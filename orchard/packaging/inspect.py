@@ -29,7 +29,8 @@ from google.protobuf import json_format
 from orchard import errors
 from orchard.packaging.package import MODEL_FILE
 
-OFFICIAL_PREFIX = "clarifai."
+OFFICIAL_PACKAGE = "clarifai"
+OFFICIAL_PREFIX = OFFICIAL_PACKAGE + "."
 
 
 class _Stub:
@@ -58,15 +59,13 @@ class _StubModule(types.ModuleType):
 class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Last on ``sys.meta_path``: answers only for modules nothing else can import."""
 
-    def __init__(self) -> None:
-        self.stubbed: list[str] = []
-
     def find_spec(
         self, name: str, path: Any = None, target: Any = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if name.split(".")[0] == "orchard":
+        # Never stubbed: Orchard itself, and the official SDK, so that a model.py which falls
+        # back to Orchard's ModelClass on ImportError takes that path here as in its env.
+        if name.split(".")[0] in ("orchard", OFFICIAL_PACKAGE):
             return None
-        self.stubbed.append(name)
         return importlib.machinery.ModuleSpec(name, self, is_package=True)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
@@ -118,6 +117,8 @@ def load_model_class(package_dir: Path, *, stub_missing: bool) -> type:
     except errors.OrchardError as exc:
         raise errors.ModelInvalid(f"{path}: {exc.message}") from None
     except ModuleNotFoundError as exc:
+        if finder is not None and (exc.name or "").split(".")[0] == OFFICIAL_PACKAGE:
+            raise OfficialSdkMissing(path) from None
         raise errors.ModelInvalid(
             f"{path}: import of {exc.name!r} failed in the model's environment; add the "
             "package that provides it to requirements.txt"
@@ -131,12 +132,6 @@ def load_model_class(package_dir: Path, *, stub_missing: bool) -> type:
         if finder is not None:
             sys.meta_path.remove(finder)
     classes = _model_classes(module)
-    if (
-        not classes
-        and finder is not None
-        and any(name.startswith(OFFICIAL_PREFIX.rstrip(".")) for name in finder.stubbed)
-    ):
-        raise OfficialSdkMissing(path)
     if len(classes) != 1:
         names = ", ".join(c.__name__ for c in classes) or "none"
         raise errors.ModelInvalid(f"{path}: needs exactly one ModelClass subclass (found: {names})")

@@ -1,0 +1,29 @@
+"""Echo: text back in all three call shapes (predict, generate, stream).
+
+``generate`` yields one item per word (split on whitespace), so joining the items with spaces
+gives the text back with its whitespace collapsed.
+"""
+
+from collections.abc import Iterator
+
+try:  # the official clarifai uploader loads this file with its own ModelClass
+    from clarifai.runners.models.model_class import ModelClass
+except ImportError:  # Orchard (its runner and its uploader)
+    from orchard.authoring import ModelClass
+
+
+class Echo(ModelClass):
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        """The text, unchanged."""
+        return text
+
+    @ModelClass.method
+    def generate(self, text: str) -> Iterator[str]:
+        """The text's words, one per item."""
+        yield from text.split()
+
+    @ModelClass.method
+    def stream(self, input_iterator: Iterator[str]) -> Iterator[str]:
+        """Each incoming item, echoed as it arrives."""
+        yield from input_iterator

@@ -1,0 +1,131 @@
+"""The runner work protocol over ``ProcessRunnerItems`` (one bidi stream per runner replica).
+
+The runner connects out to the server (so it can sit behind NAT, in a Ray actor or a pod) and
+everything travels on that one stream. Orchard's conventions, on the messages of the public
+protocol:
+
+runner → server (``PostRunnerItemOutputsRequest``)
+    hello       ``status.code = RUNNER_STREAM_START``, ``runner_id``, ``nodepool_id``,
+                ``compute_cluster_id``, ``runner_replica_id``; ``status.details`` is JSON
+                ``{"capacity": N}``: how many items the replica runs at once.
+    output      ``runner_item_id`` and one ``runner_item_outputs[0].multi_output_response``;
+                a unary item has one, a streaming item many.
+    item end    ``runner_item_id`` and ``status.code = RUNNER_STREAM_END``: the item is done
+                (after its last output, or at once when it was cancelled).
+    draining    ``status.code = RUNNER_STREAM_END`` without an item id: send nothing new.
+
+server → runner (``MultiRunnerItemResponse.runner_items``)
+    start       ``RunnerItem{id, processing_info.runner_method_type, post_model_outputs_request}``
+    next        ``RunnerItem{id, post_model_outputs_request}``: the next request of a
+                stream-stream item.
+    input end   ``RunnerItem{id, processing_info.status.code = RUNNER_STREAM_END}``: the
+                client's request stream ended.
+    cancel      ``RunnerItem{id, processing_info.status.code = RUNNER_ITEM_CANCELLED}``: the
+                client went away or its deadline passed; the runner stops the item.
+
+A unary call is a stream of one: every call shape is one item with one or more outputs and an
+end.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from clarifai_grpc.grpc.api import resources_pb2, service_pb2
+from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+from clarifai_grpc.grpc.api.status import status_pb2
+
+UNARY = resources_pb2.RunnerMethodType.UNARY_UNARY
+SERVER_STREAM = resources_pb2.RunnerMethodType.UNARY_STREAMING
+BIDI = resources_pb2.RunnerMethodType.STREAMING_STREAMING
+
+Outgoing: TypeAlias = service_pb2.PostRunnerItemOutputsRequest
+Incoming: TypeAlias = service_pb2.MultiRunnerItemResponse
+
+
+@dataclass(frozen=True)
+class Hello:
+    runner_id: str
+    nodepool_id: str
+    compute_cluster_id: str
+    replica_id: str
+    capacity: int
+    user_id: str = ""
+
+
+def hello(h: Hello) -> Outgoing:
+    return Outgoing(
+        user_app_id=resources_pb2.UserAppIDSet(user_id=h.user_id),
+        runner_id=h.runner_id,
+        nodepool_id=h.nodepool_id,
+        compute_cluster_id=h.compute_cluster_id,
+        runner_replica_id=h.replica_id,
+        status=status_pb2.Status(
+            code=sc.RUNNER_STREAM_START, details=json.dumps({"capacity": h.capacity})
+        ),
+    )
+
+
+def read_hello(message: Outgoing) -> Hello:
+    """The hello a runner opened its stream with; ValueError when it is not one."""
+    if message.status.code != sc.RUNNER_STREAM_START:
+        raise ValueError("open the stream with status RUNNER_STREAM_START")
+    try:
+        capacity = int(json.loads(message.status.details or "{}").get("capacity", 1))
+    except (ValueError, AttributeError):
+        raise ValueError('status.details must be JSON like {"capacity": 4}') from None
+    if not message.runner_id or capacity < 1:
+        raise ValueError("the hello needs runner_id and a capacity of at least 1")
+    return Hello(
+        message.runner_id,
+        message.nodepool_id,
+        message.compute_cluster_id,
+        message.runner_replica_id,
+        capacity,
+        message.user_app_id.user_id,
+    )
+
+
+def output(item_id: str, response: service_pb2.MultiOutputResponse) -> Outgoing:
+    return Outgoing(
+        runner_item_id=item_id,
+        runner_item_outputs=[service_pb2.RunnerItemOutput(multi_output_response=response)],
+    )
+
+
+def item_end(item_id: str) -> Outgoing:
+    return Outgoing(runner_item_id=item_id, status=status_pb2.Status(code=sc.RUNNER_STREAM_END))
+
+
+def draining() -> Outgoing:
+    return Outgoing(status=status_pb2.Status(code=sc.RUNNER_STREAM_END))
+
+
+def start(
+    item_id: str, shape: int, request: service_pb2.PostModelOutputsRequest
+) -> service_pb2.RunnerItem:
+    return service_pb2.RunnerItem(
+        id=item_id,
+        processing_info=resources_pb2.ProcessingInfo(runner_method_type=shape),
+        post_model_outputs_request=request,
+    )
+
+
+def next_request(
+    item_id: str, request: service_pb2.PostModelOutputsRequest
+) -> service_pb2.RunnerItem:
+    return service_pb2.RunnerItem(id=item_id, post_model_outputs_request=request)
+
+
+def control(item_id: str, code: int) -> service_pb2.RunnerItem:
+    """An input end (RUNNER_STREAM_END) or a cancel (RUNNER_ITEM_CANCELLED) for an item."""
+    return service_pb2.RunnerItem(
+        id=item_id,
+        processing_info=resources_pb2.ProcessingInfo(status=status_pb2.Status(code=code)),
+    )
+
+
+def items(*runner_items: service_pb2.RunnerItem) -> Incoming:
+    return Incoming(runner_items=list(runner_items))
