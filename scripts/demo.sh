@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on the embedded default (this host, SQLite), from a fresh clone:
 # start `orchard serve`, log in, create a compute cluster and a nodepool from the example
-# YAML, register a model version, deploy it, show everything, then delete it all and stop.
+# YAML, upload the echo model (its environment built with uv), deploy it, show everything,
+# then delete it all and stop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -30,13 +31,8 @@ run list-instances
 run computecluster create local-cc --config "$examples/compute_cluster.yaml"
 run nodepool create local-cc cpu-pool --config "$examples/nodepool.yaml"
 
-echo; echo "# a model version to deploy (model upload builds these from a folder)"
-.venv/bin/python - <<'PY'
-from orchard import User
-
-model = User().create_app("examples").create_model("echo")
-print(f"model 'echo' version {model.create_version(description='demo').id}")
-PY
+run model signatures examples/models/echo
+run model upload examples/models/echo
 
 run deployment create cpu-pool echo-dep --config "$examples/deployment.yaml"
 run computecluster list
