@@ -28,7 +28,9 @@ from orchard.packaging.inspect import run_inspection
 from orchard.packaging.package import Package, load_package, pack
 
 CHUNK_BYTES = 4 << 20
-POLL_SECONDS = 0.5
+# The build is polled quickly at first (a cached environment is ready in well under a second),
+# then less often.
+POLL_FIRST_S, POLL_MAX_S = 0.05, 1.0
 LOG_PAGE = 50
 
 
@@ -137,7 +139,7 @@ def follow_build(
     """Poll the version until its build ends, passing new build log lines to ``on_log``."""
     cfg = package.config.model
     user_app = client._user_app_id(cfg.app_id)
-    seen = 0
+    seen, pause = 0, POLL_FIRST_S
     while True:
         version = client._call(
             "GetModelVersion",
@@ -165,7 +167,8 @@ def follow_build(
                 break
         if version.status.code != sc.MODEL_BUILDING:
             break
-        time.sleep(POLL_SECONDS)
+        time.sleep(pause)
+        pause = min(pause * 1.5, POLL_MAX_S)
     if version.status.code != sc.MODEL_TRAINED:
         raise errors.ModelBuildFailed(
             f"version {version_id} of model {cfg.id!r}: {version.status.description}"

@@ -4,3 +4,7 @@
 loads its model class to collect method signatures. The SDK uses them before uploading and the
 server again when it builds.
 """
+
+CONFIG = "config.yaml"
+REQUIREMENTS = "requirements.txt"
+MODEL_FILE = "1/model.py"

@@ -27,7 +27,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from orchard import errors
-from orchard.packaging.package import MODEL_FILE
+from orchard.packaging import MODEL_FILE
 
 OFFICIAL_PACKAGE = "clarifai"
 OFFICIAL_PREFIX = OFFICIAL_PACKAGE + "."

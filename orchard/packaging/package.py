@@ -23,11 +23,9 @@ from typing import IO, Any
 import yaml
 
 from orchard import configs, errors
+from orchard.packaging import CONFIG, MODEL_FILE, REQUIREMENTS
 from orchard.packaging.config import PackageConfig
 
-CONFIG = "config.yaml"
-REQUIREMENTS = "requirements.txt"
-MODEL_FILE = "1/model.py"
 EXCLUDED_DIRS = {
     "__pycache__",
     ".git",

@@ -10,15 +10,17 @@ unfinished and fails uploads it left half-received.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from sqlalchemy.orm import Session
 
 from orchard import errors
+from orchard.packaging import REQUIREMENTS
 from orchard.packaging.inspect import run_inspection
-from orchard.packaging.package import REQUIREMENTS
 from orchard.services import logs
 from orchard.services import models as model_service
 from orchard.services.builds import BuildError, BuildLog, EnvBuilder, choose_interpreter
@@ -72,6 +74,26 @@ class BuildQueue:
         with self.store.session() as session:
             return work(session)
 
+    async def _signatures(
+        self, key: str, digest: str, package_dir: Path, out: BuildLog
+    ) -> list[dict[str, Any]] | None:
+        """Load model.py in the environment (once per package and environment) for its
+        method signatures; None for a model on the official SDK."""
+        cached = self.builder.env_path(key) / "inspections" / f"{digest}.json"
+        if cached.exists():
+            out.line("model.py was loaded in this environment before; reusing its signatures")
+            result: list[dict[str, Any]] | None = json.loads(cached.read_text())
+            return result
+        out.line("loading 1/model.py in the environment to collect its method signatures")
+        await out.flush()
+        env_python = str(self.builder.env_path(key) / "bin" / "python")
+        signatures = await asyncio.to_thread(
+            run_inspection, env_python, package_dir, stub_missing=False
+        )
+        cached.parent.mkdir(exist_ok=True)
+        cached.write_text(json.dumps(signatures))
+        return signatures
+
     def _log_writer(self, ref: VersionRef) -> BuildLog:
         log_ref = logs.LogRef(ref.user_id, ref.model_id, ref.version_id)
 
@@ -117,12 +139,7 @@ class BuildQueue:
             package.config.build_info.python_version, self.builder.settings, out.line
         )
         key = await self.builder.ensure_env(python, package.root / REQUIREMENTS, out)
-        out.line("loading 1/model.py in the environment to collect its method signatures")
-        await out.flush()
-        env_python = str(self.builder.env_path(key) / "bin" / "python")
-        signatures = await asyncio.to_thread(
-            run_inspection, env_python, package.root, stub_missing=False
-        )
+        signatures = await self._signatures(key, digest, package.root, out)
         columns: dict[str, Any] = {"env_key": key}
         if signatures is not None:
             spec = await asyncio.to_thread(
