@@ -345,3 +345,40 @@ def test_a_build_does_not_block_other_requests(server, api, tmp_path, monkeypatc
         what="the build to finish",
     )
     assert final.code == sc.MODEL_TRAINED
+
+
+EXAMPLES = sorted(
+    p
+    for p in (Path(__file__).parents[1] / "examples" / "models").iterdir()
+    if (p / "config.yaml").exists()
+)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_builds(server, example):
+    version = upload(server, example)
+    assert version.status.code == sc.MODEL_TRAINED
+    assert version.method_signatures
+
+
+def test_cli_upload_shows_the_build_and_fails_with_one_line(server, tmp_path):
+    from click.testing import CliRunner
+
+    from orchard.cli.main import cli
+
+    env = {
+        "ORCHARD_API_BASE": server.base_url,
+        "ORCHARD_PAT": server.pat,
+        "ORCHARD_USER_ID": server.user_id,
+        "ORCHARD_CONFIG": str(tmp_path / "none"),
+    }
+    good = CliRunner().invoke(
+        cli, ["model", "upload", str(write_package(tmp_path / "ok"))], env=env
+    )
+    assert good.exit_code == 0, good.output
+    assert "Model is built and ready to deploy" in good.stdout
+    assert good.stdout.strip().splitlines()[-1].startswith("Built version ")
+    bad = write_package(tmp_path / "bad", requirements="no-such-package-orchard==1\n")
+    failed = CliRunner().invoke(cli, ["model", "upload", str(bad)], env=env)
+    assert failed.exit_code == 1
+    assert failed.stderr.startswith("Error: version ") and "build failed" in failed.stderr
