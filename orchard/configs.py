@@ -419,3 +419,19 @@ def load_config_file(path: str | Path, top_key: str, error: type[errors.OrchardE
     if not isinstance(data, dict) or top_key not in data:
         raise error(f"{file}: the config must have a top-level '{top_key}:' key")
     return data[top_key]
+
+
+class RunnerSpec(Spec):
+    """A runner: who serves what, from which nodepool (the request names the nodepool)."""
+
+    OUTPUT_FIELDS = frozenset({"id", "created_at", "modified_at", "runner_metrics", "nodepool"})
+
+    description: str = ""
+    labels: list[str] = []
+    metadata: dict[str, Any] | None = None
+    worker: WorkerSpec
+    compute_info: ComputeInfoSpec | None = None
+    num_replicas: int = Field(default=1, ge=0)
+    min_replicas: int = Field(default=0, ge=0)
+    priority: int = Field(default=0, ge=0, le=9)
+    special_handling: list[dict[str, Any]] = []

@@ -155,6 +155,40 @@ class InstanceTypeNotFound(NotFound):
     code = SC.INSTANCE_TYPE_DOES_NOT_EXIST
 
 
+class RunnerNotFound(NotFound):
+    code = SC.RUNNER_DOES_NOT_EXIST
+
+
+class RunnerInvalid(OrchardError):
+    code = SC.RUNNER_INVALID_ARGUMENT
+
+
+class DeploymentDisabled(OrchardError):
+    code = SC.DEPLOYMENT_DISABLED
+
+
+class ModelNotDeployed(OrchardError):
+    code = SC.MODEL_NOT_DEPLOYED
+
+
+class ModelDeploying(OrchardError):
+    """No replica became ready in time; the official SDK retries this status."""
+
+    code = SC.MODEL_DEPLOYING
+
+
+class ModelBusy(OrchardError):
+    """The deployment's queue is full; the official SDK retries this status."""
+
+    code = SC.MODEL_BUSY_PLEASE_RETRY
+
+
+class RunnerFailed(OrchardError):
+    """The replica serving a call went away before answering it."""
+
+    code = SC.RUNNER_PROCESSING_FAILED
+
+
 class KeyNotFound(NotFound):
     code = SC.CONN_KEY_NOT_FOUND
 
@@ -187,6 +221,13 @@ _BY_CODE: dict[int, type[OrchardError]] = {
         ModelUploadFailed,
         ModelBuildFailed,
         InstanceTypeNotFound,
+        RunnerNotFound,
+        RunnerInvalid,
+        DeploymentDisabled,
+        ModelNotDeployed,
+        ModelDeploying,
+        ModelBusy,
+        RunnerFailed,
         KeyNotFound,
     )
 }

@@ -31,6 +31,13 @@ TABLE = [
     (errors.ModelUploadFailed, sc.MODEL_UPLOADING_FAILED),
     (errors.ModelBuildFailed, sc.MODEL_BUILDING_FAILED),
     (errors.InstanceTypeNotFound, sc.INSTANCE_TYPE_DOES_NOT_EXIST),
+    (errors.RunnerNotFound, sc.RUNNER_DOES_NOT_EXIST),
+    (errors.RunnerInvalid, sc.RUNNER_INVALID_ARGUMENT),
+    (errors.DeploymentDisabled, sc.DEPLOYMENT_DISABLED),
+    (errors.ModelNotDeployed, sc.MODEL_NOT_DEPLOYED),
+    (errors.ModelDeploying, sc.MODEL_DEPLOYING),
+    (errors.ModelBusy, sc.MODEL_BUSY_PLEASE_RETRY),
+    (errors.RunnerFailed, sc.RUNNER_PROCESSING_FAILED),
     (errors.KeyNotFound, sc.CONN_KEY_NOT_FOUND),
 ]
 # Classes that share their code with a more general one come back as that one.

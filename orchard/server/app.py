@@ -23,7 +23,7 @@ from orchard.server import (
     users,
 )
 from orchard.server.builds import BuildQueue
-from orchard.server.rpc import Dispatcher, Router, Runtime
+from orchard.server.rpc import GrpcAdapter, Router, Runtime
 from orchard.services import users as user_service
 from orchard.services.builds import BuildSettings, EnvBuilder
 from orchard.services.packages import PackageStore
@@ -112,7 +112,7 @@ class OrchardServer:
         runtime = Runtime(
             providers=providers or ProviderRegistry(), packages=packages, builds=self.builds
         )
-        self.dispatcher = Dispatcher(build_router(), self.store, runtime)
+        self.adapter = GrpcAdapter(build_router(), self.store, runtime)
         self.port = 0
         self._grpc: grpc.aio.Server | None = None
 
@@ -124,7 +124,7 @@ class OrchardServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        server.add_generic_rpc_handlers((self.dispatcher.generic_handler(),))
+        server.add_generic_rpc_handlers((self.adapter.generic_handler(),))
         self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         if self.port == 0:
             raise OSError(
@@ -142,7 +142,7 @@ class OrchardServer:
             await self._grpc.stop(grace)
             self._grpc = None
         await self.builds.close()
-        self.dispatcher.close()
+        self.adapter.close()
         self.store.close()
 
     @property

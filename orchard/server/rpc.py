@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,16 +42,19 @@ from orchard.wire import SERVICE
 
 log = logging.getLogger(__name__)
 ME = "me"
+DEFAULT_DEADLINE = 600.0  # seconds a streaming call may run when its client sets no deadline
 T = TypeVar("T")
 
 
 @dataclass
 class Runtime:
-    """The server's long-lived parts that handlers reach: providers, packages, builds."""
+    """The server's long-lived parts that handlers reach."""
 
     providers: ProviderRegistry
     packages: Any = None  # services.packages.PackageStore
     builds: Any = None  # server.builds.BuildQueue
+    dispatcher: Any = None  # dispatch.dispatcher.Dispatcher
+    fetcher: Any = None  # server.predictions.UrlFetcher
 
 
 def resolve_owner(caller: str, requested: str) -> str:
@@ -87,14 +91,15 @@ class StreamCall:
     user_id: str
     request_id: str
     runtime: Runtime
-    dispatcher: Dispatcher
+    adapter: GrpcAdapter
+    deadline: float  # time.monotonic() by which the caller wants its answer
 
     def owner(self, requested: str) -> str:
         return resolve_owner(self.user_id, requested)
 
     async def db(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one transaction on a worker thread."""
-        return await self.dispatcher.in_session(work)
+        return await self.adapter.in_session(work)
 
 
 Handler = Callable[[Any, Call], Message]
@@ -162,7 +167,7 @@ def _classes(method: MethodDescriptor) -> tuple[Any, Any]:
     )
 
 
-class Dispatcher:
+class GrpcAdapter:
     """Turns the router's handlers into grpc.aio method handlers for the whole service."""
 
     def __init__(self, router: Router, store: Store, runtime: Runtime, workers: int = 8) -> None:
@@ -218,7 +223,9 @@ class Dispatcher:
         try:
             token = _token(context)
             user_id = await self.in_session(lambda session: users.authenticate(session, token))
-            call = StreamCall(user_id, request_id, self.runtime, self)
+            remaining = context.time_remaining()
+            deadline = time.monotonic() + (remaining if remaining is not None else DEFAULT_DEADLINE)
+            call = StreamCall(user_id, request_id, self.runtime, self, deadline)
             async for response in handler(requests, call):
                 yield response
         except Exception as exc:
@@ -246,16 +253,28 @@ class Dispatcher:
         return _method_handler(method, unary, streaming)
 
     def _served(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
-        async def unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
-            return await self._unary(method, request, context)
+        if method.name in self.router.handlers:
 
-        async def streaming(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+            async def unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
+                return await self._unary(method, request, context)
+
+            return _method_handler(method, unary, None)
+
+        # A stream handler serves every shape: a single request is a stream of one, and a
+        # single response is the stream's last.
+        async def responses(
+            requests: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Message]:
+            if not method.client_streaming:
+                requests = _one(requests)
             async for response in self._stream(method, requests, context):
                 yield response
 
-        return _method_handler(method, unary, streaming)
+        async def last(requests: Any, context: grpc.aio.ServicerContext) -> Message:
+            answers = [answer async for answer in responses(requests, context)]
+            return answers[-1]
+
+        return _method_handler(method, last, responses)
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         served = self.router.served()
@@ -267,6 +286,10 @@ class Dispatcher:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def _one(request: Any) -> AsyncIterator[Any]:
+    yield request
 
 
 def _method_handler(method: MethodDescriptor, unary: Any, streaming: Any) -> grpc.RpcMethodHandler:

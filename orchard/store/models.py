@@ -220,3 +220,28 @@ class LogEntryRow(Base):
     model_version_id: Mapped[str] = mapped_column(String(32), default="")
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RunnerRow(Timestamps, Base):
+    """A runner: one model version served from one nodepool by ``num_replicas`` replica
+    processes, each of which connects to the server. Ids are server-made UUIDs."""
+
+    __tablename__ = "runners"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["user_id", "compute_cluster_id", "nodepool_id"],
+            ["nodepools.user_id", "nodepools.compute_cluster_id", "nodepools.id"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_runners_by_nodepool", "user_id", "compute_cluster_id", "nodepool_id"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID)
+    compute_cluster_id: Mapped[str] = mapped_column(ID)
+    nodepool_id: Mapped[str] = mapped_column(ID)
+    model_user_id: Mapped[str] = mapped_column(ID)
+    app_id: Mapped[str] = mapped_column(ID)
+    model_id: Mapped[str] = mapped_column(ID)
+    model_version_id: Mapped[str] = mapped_column(String(32))
+    num_replicas: Mapped[int] = mapped_column(Integer, default=1)
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict)

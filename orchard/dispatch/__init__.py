@@ -1,0 +1,1 @@
+"""The dispatcher: requests in, runner replicas chosen, outputs back (see ``dispatcher``)."""

@@ -1,0 +1,216 @@
+"""The dispatcher: one code path for all three call shapes.
+
+A call is resolved to a :class:`~orchard.dispatch.targets.Target` (a model version and the
+nodepools that may serve it), then becomes one *item* on one replica chosen by
+:func:`~orchard.dispatch.choose.choose_replica`; the item's outputs stream back until its end.
+A unary call is an item with one output, a generate call an item with many, a stream call an
+item that also receives the client's later requests.
+
+Holding. With no replica free, a call waits (the scale-from-zero path) until a replica has a
+slot, its deadline, or the hold bound passes; then it fails with MODEL_DEPLOYING (no replica
+connected) or MODEL_BUSY_PLEASE_RETRY (all busy), statuses the official SDK retries. At most
+``max_queue`` calls wait per target; beyond that a call is refused at once (MODEL_BUSY...).
+
+Failures. A client that goes away (or whose deadline passes) cancels its item on the replica.
+A replica that goes away mid-call: a unary call that has no output yet is sent once more to
+another replica; any other call ends with RUNNER_PROCESSING_FAILED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from clarifai_grpc.grpc.api import service_pb2
+from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+
+from orchard import errors
+from orchard.dispatch.choose import ReplicaView, choose_replica
+from orchard.dispatch.sessions import LOST, Item, PoolKey, RunnerSession
+from orchard.dispatch.targets import Target
+from orchard.runners import protocol
+from orchard.services.models import VersionRef
+
+log = logging.getLogger(__name__)
+Request: TypeAlias = service_pb2.PostModelOutputsRequest
+Response: TypeAlias = service_pb2.MultiOutputResponse
+
+
+@dataclass
+class DispatchSettings:
+    hold_seconds: float = 30.0  # how long a call may wait for a replica
+    max_queue: int = 512  # calls waiting per target
+
+
+class Dispatcher:
+    def __init__(self, settings: DispatchSettings | None = None) -> None:
+        self.settings = settings or DispatchSettings()
+        self._sessions: dict[tuple[PoolKey, VersionRef], list[RunnerSession]] = defaultdict(list)
+        self._changed = asyncio.Condition()
+        self._waiting: dict[str, int] = defaultdict(int)
+
+    # -- replicas --------------------------------------------------------------------------
+
+    async def connect(self, session: RunnerSession) -> None:
+        self._sessions[(session.pool, session.version)].append(session)
+        log.info("replica %s connected (capacity %d)", session.key, session.capacity)
+        await self._notify()
+
+    async def disconnect(self, session: RunnerSession) -> None:
+        replicas = self._sessions.get((session.pool, session.version), [])
+        if session in replicas:
+            replicas.remove(session)
+        session.lose_all()
+        log.info("replica %s disconnected", session.key)
+        await self._notify()
+
+    async def received(self, session: RunnerSession, message: protocol.Outgoing) -> None:
+        if session.receive(message):
+            await self._notify()
+
+    def replicas(self, target: Target) -> list[RunnerSession]:
+        found = []
+        for pool, _ in target.pools:
+            for session in self._sessions.get((pool, target.version), []):
+                if not target.runner_id or session.hello.runner_id == target.runner_id:
+                    found.append(session)
+        return found
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- choosing a replica ----------------------------------------------------------------
+
+    def _pick(self, target: Target) -> RunnerSession | None:
+        priority = dict(target.pools)
+        candidates = {s.key: s for s in self.replicas(target)}
+        views = [
+            ReplicaView(s.key, priority[s.pool], len(s.items), s.capacity, s.last_used, s.draining)
+            for s in candidates.values()
+        ]
+        chosen = choose_replica(views)
+        return candidates[chosen] if chosen else None
+
+    async def _acquire(self, target: Target, deadline: float) -> Item:
+        session = self._pick(target)
+        if session is not None:
+            return session.open()
+        if self._waiting[target.queue] >= self.settings.max_queue:
+            raise errors.ModelBusy(
+                f"queue full (queued={self._waiting[target.queue]}, "
+                f"max={self.settings.max_queue}) for {target.label}; retry later"
+            )
+        hold_until = min(deadline, time.monotonic() + self.settings.hold_seconds)
+        self._waiting[target.queue] += 1
+        try:
+            async with self._changed:
+                while (session := self._pick(target)) is None:
+                    remaining = hold_until - time.monotonic()
+                    if remaining <= 0:
+                        raise self._no_replica(target)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), remaining)
+            return session.open()
+        finally:
+            self._waiting[target.queue] -= 1
+
+    def _no_replica(self, target: Target) -> errors.OrchardError:
+        if self.replicas(target):
+            return errors.ModelBusy(
+                f"every replica of {target.label} stayed busy for "
+                f"{self.settings.hold_seconds:g} s; retry later"
+            )
+        return errors.ModelDeploying(
+            f"no replica of {target.label} is ready (model {target.version.model_id!r} "
+            f"version {target.version.version_id}); start one with `orchard runner` or "
+            "wait for the deployment to scale up"
+        )
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def call(
+        self,
+        target: Target,
+        shape: int,
+        first: Request,
+        rest: AsyncIterator[Request] | None,
+        deadline: float,
+    ) -> AsyncIterator[Response]:
+        """The call's responses, in order. Errors end the stream with a final status."""
+        retry_allowed = shape == protocol.UNARY
+        while True:
+            item = await self._acquire(target, deadline)
+            lost_early = False
+            async for response in self._run(item, shape, first, rest, deadline):
+                if response is LOST:
+                    lost_early = True
+                    break
+                retry_allowed = False
+                yield response
+            if not lost_early:
+                return
+            if retry_allowed:
+                log.warning(
+                    "replica %s went away before answering; retrying once", item.session.key
+                )
+                retry_allowed = False
+                continue
+            raise errors.RunnerFailed(
+                f"the replica serving {target.label} went away mid-call; retry the call"
+            )
+
+    async def _run(
+        self,
+        item: Item,
+        shape: int,
+        first: Request,
+        rest: AsyncIterator[Request] | None,
+        deadline: float,
+    ) -> AsyncIterator[Response | object]:
+        session = item.session
+        session.send(protocol.start(item.id, shape, first))
+        feeder = (
+            asyncio.create_task(self._feed(item, rest))
+            if shape == protocol.BIDI and rest is not None
+            else None
+        )
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                async for event in item.outputs():
+                    yield event
+        except TimeoutError:
+            raise errors.OrchardError(
+                "the call's deadline passed before the model answered"
+            ) from None
+        finally:
+            if feeder is not None:
+                feeder.cancel()
+            if not item.finished:
+                session.cancel(item)
+                session.items.pop(item.id, None)
+                await self._notify()
+
+    @staticmethod
+    async def _feed(item: Item, rest: AsyncIterator[Request]) -> None:
+        """Forward a stream call's later requests to its item, then the input end."""
+        try:
+            async for request in rest:
+                if item.finished:
+                    return
+                item.session.send(protocol.next_request(item.id, request))
+        finally:
+            if not item.finished:
+                item.session.send(protocol.control(item.id, sc.RUNNER_STREAM_END))
+
+
+def _loop_time(deadline: float) -> float:
+    """``time.monotonic`` deadline as the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())

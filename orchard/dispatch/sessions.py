@@ -1,0 +1,117 @@
+"""Runner sessions (one per connected replica) and the items in flight on them."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from clarifai_grpc.grpc.api import service_pb2
+from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+
+from orchard.runners import protocol
+from orchard.services.models import VersionRef
+
+
+@dataclass(frozen=True)
+class PoolKey:
+    user_id: str
+    compute_cluster_id: str
+    nodepool_id: str
+
+
+class Ended:
+    """An item's outputs are complete."""
+
+
+class Lost:
+    """The replica went away before the item ended."""
+
+
+END, LOST = Ended(), Lost()
+_order = itertools.count()
+
+
+class Item:
+    """One call in flight on a replica: its outputs arrive in ``events``."""
+
+    def __init__(self, session: RunnerSession) -> None:
+        self.id = uuid.uuid4().hex
+        self.session = session
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.finished = False
+
+    async def outputs(self) -> AsyncIterator[service_pb2.MultiOutputResponse | Lost]:
+        while True:
+            event = await self.events.get()
+            if event is END:
+                return
+            yield event
+            if event is LOST:
+                return
+
+
+@dataclass(eq=False)
+class RunnerSession:
+    hello: protocol.Hello
+    pool: PoolKey
+    version: VersionRef
+    priority_of: dict[PoolKey, int] = field(default_factory=dict)
+    outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    items: dict[str, Item] = field(default_factory=dict)
+    draining: bool = False
+    last_used: float = 0.0
+    order: int = field(default_factory=lambda: next(_order))
+
+    @property
+    def key(self) -> str:
+        return f"{self.hello.runner_id}/{self.hello.replica_id}#{self.order}"
+
+    @property
+    def capacity(self) -> int:
+        return self.hello.capacity
+
+    def open(self) -> Item:
+        item = Item(self)
+        self.items[item.id] = item
+        self.last_used = time.monotonic()
+        return item
+
+    def send(self, *runner_items: service_pb2.RunnerItem) -> None:
+        self.outbox.put_nowait(protocol.items(*runner_items))
+
+    def cancel(self, item: Item) -> None:
+        if not item.finished:
+            self.send(protocol.control(item.id, sc.RUNNER_ITEM_CANCELLED))
+
+    def receive(self, message: protocol.Outgoing) -> bool:
+        """Route one message from the replica; True when an item ended (a slot freed)."""
+        if not message.runner_item_id:
+            if message.status.code == sc.RUNNER_STREAM_END:
+                self.draining = True
+                return True
+            return False
+        item = self.items.get(message.runner_item_id)
+        if item is None:
+            return False  # an item the caller already gave up on
+        for output in message.runner_item_outputs:
+            item.events.put_nowait(output.multi_output_response)
+        if message.status.code == sc.RUNNER_STREAM_END:
+            self.items.pop(item.id, None)
+            item.finished = True
+            item.events.put_nowait(END)
+            return True
+        return False
+
+    def lose_all(self) -> None:
+        for item in self.items.values():
+            item.finished = True
+            item.events.put_nowait(LOST)
+        self.items.clear()
+
+    def close(self) -> None:
+        self.outbox.put_nowait(None)
