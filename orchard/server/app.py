@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import uv
 
+from orchard.dispatch.dispatcher import Dispatcher, DispatchSettings
 from orchard.providers import ProviderRegistry
 from orchard.server import (
     apps,
@@ -19,8 +20,11 @@ from orchard.server import (
     logs,
     models,
     nodepools,
+    predictions,
+    runners,
     uploads,
     users,
+    work,
 )
 from orchard.server.builds import BuildQueue
 from orchard.server.rpc import GrpcAdapter, Router, Runtime
@@ -48,6 +52,9 @@ class Settings:
     find_links: list[Path] = field(default_factory=list)
     offline: bool = False
     python_fallback: bool = True
+    # How long a prediction may wait for a replica of its deployment before it is answered
+    # MODEL_DEPLOYING (which the official SDK retries).
+    hold_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -68,7 +75,20 @@ class Settings:
 
 def build_router() -> Router:
     router = Router()
-    modules = (users, apps, models, uploads, logs, cloud, compute_clusters, nodepools, deployments)
+    modules = (
+        users,
+        apps,
+        models,
+        uploads,
+        logs,
+        cloud,
+        compute_clusters,
+        nodepools,
+        deployments,
+        runners,
+        work,
+        predictions,
+    )
     for module in modules:
         router.include(module.router)
     return router
@@ -109,8 +129,12 @@ class OrchardServer:
             )
         )
         self.builds = BuildQueue(self.store, packages, builder)
+        self.dispatcher = Dispatcher(DispatchSettings(hold_seconds=settings.hold_seconds))
         runtime = Runtime(
-            providers=providers or ProviderRegistry(), packages=packages, builds=self.builds
+            providers=providers or ProviderRegistry(),
+            packages=packages,
+            builds=self.builds,
+            dispatcher=self.dispatcher,
         )
         self.adapter = GrpcAdapter(build_router(), self.store, runtime)
         self.port = 0

@@ -1,0 +1,76 @@
+"""``PostModelOutputs``, ``GenerateModelOutputs`` and ``StreamModelOutputs``: one code path.
+
+Each call is checked (1 to 128 inputs), routed by its runner selector
+(:func:`~orchard.dispatch.targets.resolve_target`), has its URL inputs fetched by the server
+under its fetch policy, and goes to the dispatcher as one item; the responses stream back as
+the replica produces them, each saying where it ran (``runner_selector``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from clarifai_grpc.grpc.api import service_pb2
+
+from orchard import errors
+from orchard.dispatch.targets import resolve_target
+from orchard.runners import protocol
+from orchard.server.rpc import Router, StreamCall
+
+router = Router()
+MAX_INPUTS = 128
+
+
+def _checked(request: service_pb2.PostModelOutputsRequest) -> service_pb2.PostModelOutputsRequest:
+    if len(request.inputs) > MAX_INPUTS:
+        raise errors.InvalidRequest(
+            f"{len(request.inputs)} inputs in one request; send at most {MAX_INPUTS} per call"
+        )
+    return request
+
+
+async def _prepared(
+    call: StreamCall, request: service_pb2.PostModelOutputsRequest
+) -> service_pb2.PostModelOutputsRequest:
+    request = _checked(request)
+    if call.runtime.fetcher is not None:
+        request = await call.runtime.fetcher.resolve(request)
+    return request
+
+
+async def _rest(
+    call: StreamCall, requests: AsyncIterator[Any]
+) -> AsyncIterator[service_pb2.PostModelOutputsRequest]:
+    async for request in requests:
+        yield await _prepared(call, request)
+
+
+async def _predict(
+    requests: AsyncIterator[Any], call: StreamCall, shape: int
+) -> AsyncIterator[Any]:
+    first = await anext(requests, None)
+    if first is None:
+        raise errors.InvalidRequest("the stream ended before its first request")
+    target = await call.db(lambda session: resolve_target(session, call.user_id, first))
+    first = await _prepared(call, first)
+    rest = _rest(call, requests) if shape == protocol.BIDI else None
+    async for response in call.runtime.dispatcher.call(target, shape, first, rest, call.deadline):
+        if target.selector is not None:
+            response.runner_selector.CopyFrom(target.selector)
+        yield response
+
+
+@router.stream("PostModelOutputs")
+def predict(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[Any]:
+    return _predict(requests, call, protocol.UNARY)
+
+
+@router.stream("GenerateModelOutputs")
+def generate(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[Any]:
+    return _predict(requests, call, protocol.SERVER_STREAM)
+
+
+@router.stream("StreamModelOutputs")
+def stream(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[Any]:
+    return _predict(requests, call, protocol.BIDI)
