@@ -20,8 +20,10 @@ from orchard.cli.groups import OrchardGroup
 from orchard.cli.instances import list_instances
 from orchard.cli.login import login
 from orchard.cli.model import model
+from orchard.cli.model_serve import model_serve
 from orchard.cli.nodepool import nodepool
 from orchard.cli.pat import pat
+from orchard.cli.runner import runner
 
 
 def _version() -> str:
@@ -60,6 +62,8 @@ cli.add_command(config)
 cli.add_command(login)
 cli.add_command(pat)
 cli.add_command(model)
+model.add_command(model_serve, aliases=["local-runner"])
+cli.add_command(runner)
 cli.add_command(list_instances, aliases=["li"])
 
 

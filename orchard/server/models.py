@@ -34,6 +34,11 @@ def version_to_proto(row: ModelVersionRow) -> resources_pb2.ModelVersion:
     version.id, version.user_id, version.app_id = row.id, row.user_id, row.app_id
     version.status.code = row.status_code
     version.status.description = row.status_description
+    if row.package_digest:
+        # Where runners on the server's machine find the version (``orchard runner``).
+        version.metadata.update(
+            {"orchard": {"package_sha256": row.package_digest, "environment": row.env_key}}
+        )
     stamp(version, row)
     return version
 
