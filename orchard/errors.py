@@ -193,6 +193,15 @@ class KeyNotFound(NotFound):
     code = SC.CONN_KEY_NOT_FOUND
 
 
+# -- inputs of predictions ---------------------------------------------------------------------
+
+
+class InputFetchError(OrchardError):
+    """A URL input of a prediction that the server refused or failed to fetch."""
+
+    code = SC.INPUT_DOWNLOAD_FAILED
+
+
 # The reverse map: a status code names exactly one class. Classes that share a code with a
 # more general one (ModelVersionNotFound, AppNotFound, UserNotFound) come back as that one.
 _BY_CODE: dict[int, type[OrchardError]] = {
@@ -229,6 +238,7 @@ _BY_CODE: dict[int, type[OrchardError]] = {
         ModelBusy,
         RunnerFailed,
         KeyNotFound,
+        InputFetchError,
     )
 }
 

@@ -7,6 +7,7 @@ holding, cancellation, retries and queue limits can be checked deterministically
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import grpc
@@ -257,3 +258,51 @@ async def test_a_model_without_deployment_is_not_deployed(server, api, deployed)
     ok(api.call("DeleteDeployments", ids=["dep"]))
     response = await client_call(server, "PostModelOutputs", request)
     assert response.status.code == sc.MODEL_NOT_DEPLOYED
+
+
+async def _file_server(body: bytes):
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/cat.txt", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+async def test_url_inputs_are_fetched_by_the_server_when_allowed(server, deployed):
+    web_runner, port = await _file_server(b"fetched text")
+    replica = await FakeReplica(server, deployed).start()
+    server.server.fetcher.policy = dataclasses.replace(
+        server.server.fetcher.policy, allowed_hosts=frozenset({f"127.0.0.1:{port}"})
+    )
+    request = service_pb2.PostModelOutputsRequest(
+        runner_selector=r.RunnerSelector(deployment=r.Deployment(id="dep")),
+        inputs=[r.Input(data=r.Data(text=r.Text(url=f"http://127.0.0.1:{port}/cat.txt")))],
+    )
+    try:
+        call = asyncio.create_task(client_call(server, "PostModelOutputs", request))
+        item = await replica.next_item()
+        text = item.post_model_outputs_request.inputs[0].data.text
+        assert (text.raw, text.url) == ("fetched text", "")
+        replica.send(protocol.output(item.id, text_response("ok")))
+        replica.send(protocol.item_end(item.id))
+        assert (await call).status.code == sc.SUCCESS
+    finally:
+        await replica.close()
+        await web_runner.cleanup()
+
+
+async def test_url_inputs_on_private_addresses_are_refused(server, deployed):
+    request = service_pb2.PostModelOutputsRequest(
+        runner_selector=r.RunnerSelector(deployment=r.Deployment(id="dep")),
+        inputs=[r.Input(data=r.Data(image=r.Image(url="http://10.1.2.3/cat.png")))],
+    )
+    response = await client_call(server, "PostModelOutputs", request)
+    assert response.status.code == sc.INPUT_DOWNLOAD_FAILED
+    assert "10.1.2.3 is a private address" in response.status.description

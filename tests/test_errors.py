@@ -39,6 +39,7 @@ TABLE = [
     (errors.ModelBusy, sc.MODEL_BUSY_PLEASE_RETRY),
     (errors.RunnerFailed, sc.RUNNER_PROCESSING_FAILED),
     (errors.KeyNotFound, sc.CONN_KEY_NOT_FOUND),
+    (errors.InputFetchError, sc.INPUT_DOWNLOAD_FAILED),
 ]
 # Classes that share their code with a more general one come back as that one.
 SHARED = [
@@ -74,8 +75,8 @@ def test_every_error_class_is_in_a_table():
 
 
 def test_unknown_code_keeps_its_code():
-    err = errors.from_status(status_pb2.Status(code=sc.MODEL_DEPLOYING, description="wait"))
-    assert type(err) is errors.OrchardError and err.code == sc.MODEL_DEPLOYING
+    err = errors.from_status(status_pb2.Status(code=sc.MODEL_LOADING, description="wait"))
+    assert type(err) is errors.OrchardError and err.code == sc.MODEL_LOADING
 
 
 def test_success_raises_nothing():

@@ -75,6 +75,17 @@ async def _serve(settings: Settings) -> None:
     show_default=True,
     help="Build with the server's Python when a model asks for one that is not installed.",
 )
+@click.option(
+    "--allow-private-urls",
+    is_flag=True,
+    help="Let URL inputs reach private, loopback and link-local addresses (off: refused).",
+)
+@click.option(
+    "--allow-url-host",
+    "allowed_url_hosts",
+    multiple=True,
+    help="A host or host:port URL inputs may reach even when private (repeatable).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
     home: Path | None,
@@ -84,6 +95,8 @@ def serve(
     find_links: tuple[Path, ...],
     offline: bool,
     python_fallback: bool,
+    allow_private_urls: bool,
+    allowed_url_hosts: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run the Orchard API server."""
@@ -99,5 +112,7 @@ def serve(
         find_links=[path.resolve() for path in find_links],
         offline=offline,
         python_fallback=python_fallback,
+        allow_private_urls=allow_private_urls,
+        allowed_url_hosts=list(allowed_url_hosts),
     )
     asyncio.run(_serve(settings))

@@ -27,9 +27,11 @@ from orchard.server import (
     work,
 )
 from orchard.server.builds import BuildQueue
+from orchard.server.predictions import UrlFetcher
 from orchard.server.rpc import GrpcAdapter, Router, Runtime
 from orchard.services import users as user_service
 from orchard.services.builds import BuildSettings, EnvBuilder
+from orchard.services.fetch import FetchPolicy
 from orchard.services.packages import PackageStore
 from orchard.store import Store
 from orchard.store.db import sqlite_url
@@ -55,6 +57,10 @@ class Settings:
     # How long a prediction may wait for a replica of its deployment before it is answered
     # MODEL_DEPLOYING (which the official SDK retries).
     hold_seconds: float = 30.0
+    # URL inputs: never fetched from private, loopback or link-local addresses unless allowed
+    # (all of them, or the "host[:port]" entries listed).
+    allow_private_urls: bool = False
+    allowed_url_hosts: list[str] = field(default_factory=list)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -130,11 +136,18 @@ class OrchardServer:
         )
         self.builds = BuildQueue(self.store, packages, builder)
         self.dispatcher = Dispatcher(DispatchSettings(hold_seconds=settings.hold_seconds))
+        self.fetcher = UrlFetcher(
+            FetchPolicy(
+                allow_private=settings.allow_private_urls,
+                allowed_hosts=tuple(settings.allowed_url_hosts),
+            )
+        )
         runtime = Runtime(
             providers=providers or ProviderRegistry(),
             packages=packages,
             builds=self.builds,
             dispatcher=self.dispatcher,
+            fetcher=self.fetcher,
         )
         self.adapter = GrpcAdapter(build_router(), self.store, runtime)
         self.port = 0
@@ -166,6 +179,7 @@ class OrchardServer:
             await self._grpc.stop(grace)
             self._grpc = None
         await self.builds.close()
+        await self.fetcher.close()
         self.adapter.close()
         self.store.close()
 

@@ -11,15 +11,37 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from clarifai_grpc.grpc.api import service_pb2
 
 from orchard import errors
 from orchard.dispatch.targets import resolve_target
 from orchard.runners import protocol
 from orchard.server.rpc import Router, StreamCall
+from orchard.services import fetch
 
 router = Router()
 MAX_INPUTS = 128
+
+
+class UrlFetcher:
+    """The server's fetcher of URL inputs: one HTTP session, one policy."""
+
+    def __init__(self, policy: fetch.FetchPolicy) -> None:
+        self.policy = policy
+        self._session: aiohttp.ClientSession | None = None
+
+    async def resolve(
+        self, request: service_pb2.PostModelOutputsRequest
+    ) -> service_pb2.PostModelOutputsRequest:
+        if self._session is None:
+            self._session = fetch.open_fetch_session()
+        return await fetch.resolve_url_inputs(request, self.policy, self._session)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def _checked(request: service_pb2.PostModelOutputsRequest) -> service_pb2.PostModelOutputsRequest:
