@@ -306,3 +306,23 @@ async def test_url_inputs_on_private_addresses_are_refused(server, deployed):
     response = await client_call(server, "PostModelOutputs", request)
     assert response.status.code == sc.INPUT_DOWNLOAD_FAILED
     assert "10.1.2.3 is a private address" in response.status.description
+
+
+async def test_another_user_can_neither_predict_nor_serve_the_owners_deployment(server, deployed):
+    bob = server.create_user("bob")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        metadata = (("authorization", f"Key {bob}"),)
+        predict = wire.callable_for(channel, "PostModelOutputs")
+        request = predict_request()
+        request.runner_selector.deployment.user_id = server.user_id
+        response = await predict(request, metadata=metadata, timeout=30)
+        assert response.status.code == sc.DEPLOYMENT_DOES_NOT_EXIST
+
+        async def hello():
+            yield protocol.hello(protocol.Hello(deployed, "np", "cc", "r", 1))
+
+        work = wire.callable_for(channel, "ProcessRunnerItems")(
+            hello(), metadata=metadata, timeout=30
+        )
+        answers = [message async for message in work]
+        assert answers[-1].status.code == sc.RUNNER_DOES_NOT_EXIST

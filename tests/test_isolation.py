@@ -63,6 +63,15 @@ def _attacks(owner: str, version: str) -> dict[str, dict]:
         "ListKeys": {"user_app_id": uid},
         "PostKeys": {"user_app_id": uid, "keys": [r.Key(description="x")]},
         "DeleteKey": {"user_app_id": uid, "key_id": "whatever"},
+        "PostRunners": {
+            "user_app_id": uid,
+            "compute_cluster_id": "cc",
+            "nodepool_id": "np",
+            "runners": [r.Runner(worker=r.Worker(model=r.Model(id="m", app_id="app")))],
+        },
+        "GetRunner": {"user_app_id": uid, "runner_id": "whatever"},
+        "ListRunners": {"user_app_id": uid},
+        "DeleteRunners": {"user_app_id": uid, "ids": ["whatever"]},
         "ListLogEntries": {
             "user_app_id": uid,
             "log_type": "builder",
@@ -72,9 +81,16 @@ def _attacks(owner: str, version: str) -> dict[str, dict]:
     }
 
 
-# Provider catalogue RPCs are not per user; uploads are streams, covered in test_uploads.
+# Provider catalogue RPCs are not per user; the streaming RPCs are covered where they are
+# tested (test_uploads, test_dispatch).
 PUBLIC = {"ListCloudProviders", "ListCloudRegions", "ListInstanceTypes"}
-STREAMS = {"PostModelVersionsUpload"}
+STREAMS = {
+    "PostModelVersionsUpload",
+    "ProcessRunnerItems",
+    "PostModelOutputs",
+    "GenerateModelOutputs",
+    "StreamModelOutputs",
+}  # covered in test_uploads/dispatch
 
 
 def test_every_served_rpc_is_covered():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -112,3 +113,41 @@ def nodepool_paths(dep: Any) -> list[str]:
 CLUSTER_COLUMNS = ("ID", "PROVIDER", "REGION", "TYPE", "DESCRIPTION", "CREATED")
 NODEPOOL_COLUMNS = ("ID", "CLUSTER", "INSTANCE TYPE(S)", "MIN", "MAX", "STATUS")
 DEPLOYMENT_COLUMNS = ("ID", "MODEL", "VERSION", "NODEPOOLS", "MIN-MAX REPLICAS", "STATUS")
+
+
+# -- prediction outputs ------------------------------------------------------------------------
+
+
+def show_outputs(responses: Iterable[Any], as_json: bool, streaming: bool) -> None:
+    """Each output as it arrives: its text (a stream's text chunks run on in one line), or
+    its data as one line of JSON (always, with ``as_json``)."""
+    open_line = False
+    for response in responses:
+        for output in response.outputs:
+            text = None if as_json else output_text(output.data)
+            if text is None:
+                if open_line:
+                    click.echo()
+                click.echo(json.dumps(_data_dict(output.data)))
+                open_line = False
+            else:
+                click.echo(text, nl=not streaming)
+                open_line = streaming
+    if open_line:
+        click.echo()
+
+
+def output_text(data: Any) -> str | None:
+    """``text.raw`` or ``string_value``, at the top or in the ``return`` part; else None."""
+    if data.HasField("text"):
+        return str(data.text.raw)
+    if data.string_value:
+        return str(data.string_value)
+    for part in data.parts:
+        if part.id == "return":
+            return output_text(part.data) if part.data.ByteSize() else ""
+    return None
+
+
+def _data_dict(data: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(data, preserving_proto_field_name=True)

@@ -49,7 +49,7 @@ class App(Resource):
 
     def model(self, model_id: str) -> Model:
         """The model ``model_id`` of this app (GetModel)."""
-        return Model(model_id, app_id=self.id, _client=self).refresh()
+        return Model(model_id=model_id, app_id=self.id, _client=self).refresh()
 
     def list_models(
         self, page_no: int | None = None, per_page: int | None = None

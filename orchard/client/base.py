@@ -175,25 +175,37 @@ class BaseClient:
 
     def _call(self, rpc_name: str, request: Message) -> Any:
         """Invoke one unary RPC; raise the error-family member for any failure."""
-        method = self._method(rpc_name)
-        try:
-            response = method(request, metadata=self._metadata, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            raise channels.translate_rpc_error(exc, rpc_name, self._target, self.timeout) from exc
+        response = self._unary(rpc_name, request)
         errors.raise_for_status(response.status)
         return response
 
-    def _stream(
-        self, rpc_name: str, requests: Iterator[Message], timeout: float | None = None
-    ) -> Iterator[Any]:
-        """Invoke a bidi RPC (no deadline unless given); responses come back as they are
-        (their statuses are the caller's to read), transport failures as error-family
-        members."""
+    def _unary(self, rpc_name: str, request: Message) -> Any:
+        """Invoke one unary RPC; the response comes back whatever its status (the caller's to
+        read), a transport failure as an error-family member."""
         method = self._method(rpc_name)
         try:
-            yield from method(requests, metadata=self._metadata, timeout=timeout)
+            return method(request, metadata=self._metadata, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise channels.translate_rpc_error(exc, rpc_name, self._target, self.timeout) from exc
+
+    def _stream(
+        self,
+        rpc_name: str,
+        requests: Message | Iterator[Message],
+        timeout: float | None = None,
+    ) -> Iterator[Any]:
+        """Invoke a server-streaming RPC (one request) or a bidi one (an iterator of requests),
+        with no deadline unless given. Responses come back as they are (their statuses are the
+        caller's to read), transport failures as error-family members. Closing the iterator
+        early cancels the call."""
+        method = self._method(rpc_name)
+        call = method(requests, metadata=self._metadata, timeout=timeout)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            raise channels.translate_rpc_error(exc, rpc_name, self._target, timeout) from exc
+        finally:
+            call.cancel()  # a no-op once the call has ended
 
     def _method(self, rpc_name: str) -> Any:
         with self._lock:
