@@ -326,3 +326,21 @@ async def test_another_user_can_neither_predict_nor_serve_the_owners_deployment(
         )
         answers = [message async for message in work]
         assert answers[-1].status.code == sc.RUNNER_DOES_NOT_EXIST
+
+
+async def test_an_item_refused_by_a_draining_replica_goes_to_another(server, deployed):
+    draining = await FakeReplica(server, deployed).start()
+    call = asyncio.create_task(client_call(server, "GenerateModelOutputs", predict_request()))
+    item = await draining.next_item()
+    other = await FakeReplica(server, deployed).start()
+    try:
+        draining.send(protocol.draining())
+        draining.send(protocol.refused(item.id, "draining"))
+        moved = await other.next_item()
+        assert moved.post_model_outputs_request.inputs[0].data.text.raw == "hi"
+        other.send(protocol.output(moved.id, text_response("moved")))
+        other.send(protocol.item_end(moved.id))
+        assert [resp.outputs[0].data.text.raw for resp in await call] == ["moved"]
+    finally:
+        await draining.close()
+        await other.close()

@@ -32,7 +32,7 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard import errors
 from orchard.dispatch.choose import ReplicaView, choose_replica
-from orchard.dispatch.sessions import LOST, Item, PoolKey, RunnerSession
+from orchard.dispatch.sessions import Item, Lost, PoolKey, Refused, RunnerSession
 from orchard.dispatch.targets import Target
 from orchard.runners import protocol
 from orchard.services.models import VersionRef
@@ -40,6 +40,9 @@ from orchard.services.models import VersionRef
 log = logging.getLogger(__name__)
 Request: TypeAlias = service_pb2.PostModelOutputsRequest
 Response: TypeAlias = service_pb2.MultiOutputResponse
+
+
+MAX_ATTEMPTS = 3  # a call refused by draining replicas moves on at most this often
 
 
 @dataclass
@@ -145,26 +148,29 @@ class Dispatcher:
     ) -> AsyncIterator[Response]:
         """The call's responses, in order. Errors end the stream with a final status."""
         retry_allowed = shape == protocol.UNARY
-        while True:
+        for _attempt in range(MAX_ATTEMPTS):
             item = await self._acquire(target, deadline)
-            lost_early = False
+            lost: Lost | None = None
             async for response in self._run(item, shape, first, rest, deadline):
-                if response is LOST:
-                    lost_early = True
+                if isinstance(response, Lost):
+                    lost = response
                     break
                 retry_allowed = False
                 yield response
-            if not lost_early:
+            if lost is None:
                 return
+            if isinstance(lost, Refused):
+                continue  # nothing ran; any shape may go to another replica
             if retry_allowed:
                 log.warning(
                     "replica %s went away before answering; retrying once", item.session.key
                 )
                 retry_allowed = False
                 continue
-            raise errors.RunnerFailed(
-                f"the replica serving {target.label} went away mid-call; retry the call"
-            )
+            break
+        raise errors.RunnerFailed(
+            f"the replica serving {target.label} went away mid-call; retry the call"
+        )
 
     async def _run(
         self,

@@ -32,7 +32,11 @@ class Lost:
     """The replica went away before the item ended."""
 
 
-END, LOST = Ended(), Lost()
+class Refused(Lost):
+    """The replica declined the item (it had begun draining); nothing of it ran."""
+
+
+END, LOST, REFUSED = Ended(), Lost(), Refused()
 _order = itertools.count()
 
 
@@ -51,7 +55,7 @@ class Item:
             if event is END:
                 return
             yield event
-            if event is LOST:
+            if isinstance(event, Lost):
                 return
 
 
@@ -98,6 +102,11 @@ class RunnerSession:
         item = self.items.get(message.runner_item_id)
         if item is None:
             return False  # an item the caller already gave up on
+        if message.status.code == sc.RUNNER_NEEDS_RETRY:  # refused: it began draining
+            self.items.pop(item.id, None)
+            item.finished = True
+            item.events.put_nowait(REFUSED)
+            return True
         for output in message.runner_item_outputs:
             item.events.put_nowait(output.multi_output_response)
         if message.status.code == sc.RUNNER_STREAM_END:

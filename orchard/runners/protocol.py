@@ -13,6 +13,9 @@ runner → server (``PostRunnerItemOutputsRequest``)
     item end    ``runner_item_id`` and ``status.code = RUNNER_STREAM_END``: the item is done
                 (after its last output, or at once when it was cancelled).
     draining    ``status.code = RUNNER_STREAM_END`` without an item id: send nothing new.
+    refused     ``runner_item_id`` and ``status.code = RUNNER_NEEDS_RETRY``, the reason in
+                ``status.description``: the runner did not start that item (a start that
+                crossed its draining message); give it to another runner. No item end follows.
 
 server → runner (``MultiRunnerItemResponse.runner_items``)
     start       ``RunnerItem{id, processing_info.runner_method_type, post_model_outputs_request}``
@@ -22,6 +25,11 @@ server → runner (``MultiRunnerItemResponse.runner_items``)
                 client's request stream ended.
     cancel      ``RunnerItem{id, processing_info.status.code = RUNNER_ITEM_CANCELLED}``: the
                 client went away or its deadline passed; the runner stops the item.
+    refusal     ``MultiRunnerItemResponse{status}`` with no items and a code other than
+                SUCCESS, RUNNER_STREAM_START or RUNNER_NEEDS_RETRY (a bad PAT, a bad hello, an
+                unknown runner), or the call ending with gRPC UNAUTHENTICATED,
+                PERMISSION_DENIED, INVALID_ARGUMENT or UNIMPLEMENTED: the runner exits instead
+                of reconnecting. Any other end of the call is a break: it reconnects.
 
 A unary call is a stream of one: every call shape is one item with one or more outputs and an
 end.
@@ -29,6 +37,7 @@ end.
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -129,3 +138,43 @@ def control(item_id: str, code: int) -> service_pb2.RunnerItem:
 
 def items(*runner_items: service_pb2.RunnerItem) -> Incoming:
     return Incoming(runner_items=list(runner_items))
+
+
+def refused(item_id: str, reason: str) -> Outgoing:
+    return Outgoing(
+        runner_item_id=item_id,
+        status=status_pb2.Status(code=sc.RUNNER_NEEDS_RETRY, description=reason),
+    )
+
+
+class ItemKind(enum.Enum):
+    START = "start"
+    NEXT = "next"
+    INPUT_END = "input end"
+    CANCEL = "cancel"
+    OTHER = "other"
+
+
+def kind_of(item: service_pb2.RunnerItem) -> ItemKind:
+    """Which of the server's messages a runner item is (OTHER: none Orchard sends)."""
+    code = item.processing_info.status.code
+    if code == sc.RUNNER_ITEM_CANCELLED:
+        return ItemKind.CANCEL
+    if code == sc.RUNNER_STREAM_END:
+        return ItemKind.INPUT_END
+    if not item.HasField("post_model_outputs_request"):
+        return ItemKind.OTHER
+    if item.processing_info.runner_method_type != resources_pb2.RunnerMethodType.UNKNOWN:
+        return ItemKind.START
+    return ItemKind.NEXT
+
+
+_NOT_REFUSALS = frozenset({sc.ZERO, sc.SUCCESS, sc.RUNNER_STREAM_START, sc.RUNNER_NEEDS_RETRY})
+
+
+def refusal(message: Incoming) -> str | None:
+    """The server's reason for refusing the runner's stream, when ``message`` is a refusal."""
+    if message.runner_items or message.status.code in _NOT_REFUSALS:
+        return None
+    status = message.status
+    return status.description or status.details or f"status code {status.code}"

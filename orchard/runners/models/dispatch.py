@@ -25,9 +25,10 @@ Arguments come from the input's parts (or its old-format payload, see
 
 Sync or async. Both forms serve every model. The async forms await ``async def`` methods on the
 running loop and run plain methods in worker threads (``asyncio.to_thread``; a sync generator
-is advanced one item per thread hop). The sync forms call plain methods directly and run
-``async def`` methods on a private event loop; called on a thread with a running loop they
-answer a FAILURE telling the runner to use the async form.
+is advanced one item per thread hop, and closed when its consumer stops; cancelled mid-step, it
+is closed once that step returns, see :mod:`orchard.runners.threads`). The sync forms call
+plain methods directly and run ``async def`` methods on a private event loop; called on a thread
+with a running loop they answer a FAILURE telling the runner to use the async form.
 
 Errors never escape. A method that raises fails its output (FAILURE, the exception's type and
 message in ``description``, the message in ``details``; the traceback goes to the
@@ -55,6 +56,7 @@ from orchard.runners.models.model_class import (
     ModelClass,
     begin_output_context,
 )
+from orchard.runners.threads import iterate_in_threads
 
 __all__ = ["agenerate", "apredict", "astream", "generate", "predict", "stream"]
 
@@ -328,7 +330,7 @@ def _aresults(info: MethodInfo, result: Any) -> AsyncIterator[Any]:
         return _just(result)
     if hasattr(result, "__anext__"):
         return result
-    return _in_threads(iter(_streamed(info, result)))
+    return iterate_in_threads(iter(_streamed(info, result)))
 
 
 def _streamed(info: MethodInfo, result: Any) -> Iterable[Any]:
@@ -352,15 +354,6 @@ async def _astep(items: AsyncIterator[Any]) -> Any:
         return await anext(items, _END)
     except Exception as exc:
         return _Raised(exc)
-
-
-async def _in_threads(items: Iterator[Any]) -> AsyncIterator[Any]:
-    """A sync iterator advanced in worker threads, so the loop never blocks on the model."""
-    try:
-        while (value := await asyncio.to_thread(next, items, _END)) is not _END:
-            yield value
-    finally:
-        await asyncio.to_thread(_close, items)
 
 
 async def _just(value: Any) -> AsyncIterator[Any]:

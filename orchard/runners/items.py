@@ -1,0 +1,138 @@
+"""One runner item: the model call of its shape, each response sent as an output naming it.
+
+The item end is not sent here: the session sends it however the item ended (done, failed or
+cancelled), see :mod:`orchard.runners.session`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from orchard.runners import protocol
+from orchard.runners.adapters import ModelAdapter
+from orchard.runners.models import calls
+from orchard.runners.models.calls import SC, Entry, Request, Response
+from orchard.runners.threads import closing
+
+ENTRIES: dict[int, Entry] = {
+    protocol.UNARY: "predict",
+    protocol.SERVER_STREAM: "generate",
+    protocol.BIDI: "stream",
+}
+
+Send = Callable[[protocol.Outgoing], Awaitable[None]]
+
+
+class RequestFeed:
+    """The requests of a stream-stream item as an async iterator: the first, each ``next``
+    that the server sends, then the end (``input end``, or the item was cancelled)."""
+
+    def __init__(self, first: Request) -> None:
+        self._queue: asyncio.Queue[Request | None] = asyncio.Queue()
+        self._queue.put_nowait(first)
+        self._ended = False
+
+    def put(self, request: Request) -> None:
+        if not self._ended:
+            self._queue.put_nowait(request)
+
+    def end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(None)
+
+    def __aiter__(self) -> RequestFeed:
+        return self
+
+    async def __anext__(self) -> Request:
+        request = await self._queue.get()
+        if request is None:
+            self._queue.put_nowait(None)  # every later read sees the end too
+            raise StopAsyncIteration
+        return request
+
+
+@dataclass(eq=False)
+class Item:
+    """An item the server gave this runner."""
+
+    id: str
+    shape: int
+    request: Request
+    feed: RequestFeed | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    ending: bool = False  # its end is being sent
+
+    @classmethod
+    def start(cls, item_id: str, shape: int, request: Request) -> Item:
+        feed = RequestFeed(request) if shape == protocol.BIDI else None
+        return cls(item_id, shape, request, feed)
+
+    @property
+    def entry(self) -> Entry:
+        return ENTRIES.get(self.shape, "predict")
+
+
+async def run_item(item: Item, model: ModelAdapter, send: Send, max_bytes: int) -> str:
+    """Call the model for ``item`` and ``send`` each response as it comes; the outcome is
+    ``ok``, ``mixed`` or ``failed`` (any failed response). A response over ``max_bytes`` is
+    replaced by a FAILURE saying so and ends the item. Cancellation propagates, after the
+    model's generator (if any) was closed."""
+    outcome = _Outcome()
+    stream = responses(item, model)
+    async with closing(stream):
+        async for response in stream:
+            fitted = fit(response, max_bytes)
+            outcome.add(fitted)
+            await send(protocol.output(item.id, fitted))
+            if fitted is not response:
+                break
+    return outcome.word
+
+
+async def responses(item: Item, model: ModelAdapter) -> AsyncIterator[Response]:
+    """The model's responses to ``item``, by its call shape."""
+    if item.shape == protocol.UNARY:
+        yield await model.predict(item.request)
+        return
+    if item.shape == protocol.SERVER_STREAM:
+        produced = model.generate(item.request)
+    elif item.feed is not None:
+        produced = model.stream(item.feed)
+    else:
+        yield calls.failed_response(
+            f"runner method type {item.shape} is not served; Orchard runners serve "
+            "UNARY_UNARY, UNARY_STREAMING and STREAMING_STREAMING items"
+        )
+        return
+    async with closing(produced):
+        async for response in produced:
+            yield response
+
+
+def fit(response: Response, max_bytes: int) -> Response:
+    """``response``, or a FAILURE in its place when it is larger than ``max_bytes``."""
+    size = response.ByteSize()
+    if size <= max_bytes:
+        return response
+    return calls.failed_response(
+        f"the model's output is {size} bytes, over the runner's limit of {max_bytes} bytes; "
+        "return less per call, or stream it in smaller pieces",
+        len(response.outputs),
+    )
+
+
+class _Outcome:
+    def __init__(self) -> None:
+        self.codes: set[int] = set()
+
+    def add(self, response: Response) -> None:
+        self.codes.add(response.status.code)
+
+    @property
+    def word(self) -> str:
+        if self.codes - {SC.SUCCESS, SC.MIXED_STATUS}:
+            return "failed"
+        return "mixed" if SC.MIXED_STATUS in self.codes else "ok"
