@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import http.server
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +17,11 @@ from clarifai_grpc.grpc.api import resources_pb2
 
 from orchard import wire
 from orchard.testing import ServerThread
+from tests.replicas import Replica
+from tests.resources import deploy, make_cluster, make_nodepool
 
 POSTGRES_ENV = "ORCHARD_TEST_POSTGRES_URL"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "models"
 
 
 class Api:
@@ -89,3 +95,53 @@ def api(server: ServerThread) -> Iterator[Api]:
 def other(server: ServerThread, api: Api) -> Api:
     """A second user of the same server."""
     return api.as_user("bob", server.create_user("bob"))
+
+
+# -- end-to-end stacks: real uploads, deployments and runner processes -------------------
+
+
+@pytest.fixture
+def pool(api):
+    make_cluster(api)
+    make_nodepool(api)
+
+
+@pytest.fixture
+def echo(server, api, pool, tmp_path):
+    runner_id, package, python = deploy(server, api, "echo", "echo-dep")
+    replica = Replica(server, runner_id, package, tmp_path, python=str(python)).start()
+    yield replica
+    assert replica.stop() == 0, replica.output()
+
+
+@pytest.fixture
+def file_server(server):
+    """Serve small files on loopback, and let the server fetch from there."""
+    files: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = files.get(self.path.lstrip("/"))
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    host = f"127.0.0.1:{httpd.server_address[1]}"
+    fetcher = server.server.fetcher
+    fetcher.policy = dataclasses.replace(fetcher.policy, allowed_hosts=frozenset({host}))
+
+    def add(name: str, body: bytes) -> str:
+        files[name] = body
+        return f"http://{host}/{name}"
+
+    yield add
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=10)

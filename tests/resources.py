@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from clarifai_grpc.grpc.api import resources_pb2 as r
 from clarifai_grpc.grpc.api.status import status_code_pb2
 from google.protobuf import json_format
 
+from orchard.cli.runner import version_files
+from orchard.client.uploads import upload_model
+from orchard.client.user import User
+
 SUCCESS = status_code_pb2.SUCCESS
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "models"
 
 
 def ok(response: Any) -> Any:
@@ -91,3 +97,53 @@ def make_stack(api: Any) -> str:
 
 def make_deployment(api: Any, id: str = "dep", **fields: Any) -> r.Deployment:
     return ok(api.call("PostDeployments", deployments=[deployment(id, **fields)])).deployments[0]
+
+
+def deploy(server, api, example: str, dep_id: str) -> tuple[str, Path, Path]:
+    """Upload an example, deploy it into cc/np, make a runner; (runner id, package, python)."""
+    version = upload_model(
+        EXAMPLES / example, user_id=server.user_id, base_url=server.base_url, pat=server.pat
+    )
+    model_id = {"echo": "echo", "token-streamer": "token-streamer"}[example]
+    ok(
+        api.call(
+            "PostDeployments",
+            deployments=[
+                r.Deployment(
+                    id=dep_id,
+                    worker=r.Worker(
+                        model=r.Model(
+                            id=model_id,
+                            app_id="examples",
+                            model_version=r.ModelVersion(id=version.id),
+                        )
+                    ),
+                    nodepools=[r.Nodepool(id="np", compute_cluster=r.ComputeCluster(id="cc"))],
+                    scheduling_choice=4,
+                    autoscale_config=r.AutoscaleConfig(max_replicas=2),
+                )
+            ],
+        )
+    )
+    runner = ok(
+        api.call(
+            "PostRunners",
+            compute_cluster_id="cc",
+            nodepool_id="np",
+            runners=[
+                r.Runner(
+                    worker=r.Worker(
+                        model=r.Model(
+                            id=model_id,
+                            app_id="examples",
+                            model_version=r.ModelVersion(id=version.id),
+                        )
+                    )
+                )
+            ],
+        )
+    ).runners[0]
+    user = User(user_id=server.user_id, base_url=server.base_url, pat=server.pat)
+    model = r.Model(id=model_id, app_id="examples", model_version=r.ModelVersion(id=version.id))
+    package, python = version_files(user, model, server.settings.home)
+    return runner.id, package, python

@@ -7,11 +7,8 @@ SIGKILL, a server restarted under running replicas."""
 
 from __future__ import annotations
 
-import dataclasses
-import http.server
 import os
 import signal
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,83 +18,16 @@ from clarifai_grpc.grpc.api import resources_pb2 as r
 from click.testing import CliRunner
 
 from orchard.cli.main import cli
-from orchard.cli.runner import version_files
 from orchard.client.model import Model
-from orchard.client.uploads import upload_model
-from orchard.client.user import User
 from orchard.testing import ServerThread
 from tests.conftest import Api
 from tests.replicas import Replica, free_port
-from tests.resources import make_cluster, make_nodepool, ok
+from tests.resources import deploy, make_cluster, make_nodepool, ok
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "models"
-
-
-def deploy(server, api, example: str, dep_id: str) -> tuple[str, Path, Path]:
-    """Upload an example, deploy it into cc/np, make a runner; (runner id, package, python)."""
-    version = upload_model(
-        EXAMPLES / example, user_id=server.user_id, base_url=server.base_url, pat=server.pat
-    )
-    model_id = {"echo": "echo", "token-streamer": "token-streamer"}[example]
-    ok(
-        api.call(
-            "PostDeployments",
-            deployments=[
-                r.Deployment(
-                    id=dep_id,
-                    worker=r.Worker(
-                        model=r.Model(
-                            id=model_id,
-                            app_id="examples",
-                            model_version=r.ModelVersion(id=version.id),
-                        )
-                    ),
-                    nodepools=[r.Nodepool(id="np", compute_cluster=r.ComputeCluster(id="cc"))],
-                    scheduling_choice=4,
-                    autoscale_config=r.AutoscaleConfig(max_replicas=2),
-                )
-            ],
-        )
-    )
-    runner = ok(
-        api.call(
-            "PostRunners",
-            compute_cluster_id="cc",
-            nodepool_id="np",
-            runners=[
-                r.Runner(
-                    worker=r.Worker(
-                        model=r.Model(
-                            id=model_id,
-                            app_id="examples",
-                            model_version=r.ModelVersion(id=version.id),
-                        )
-                    )
-                )
-            ],
-        )
-    ).runners[0]
-    user = User(user_id=server.user_id, base_url=server.base_url, pat=server.pat)
-    model = r.Model(id=model_id, app_id="examples", model_version=r.ModelVersion(id=version.id))
-    package, python = version_files(user, model, server.settings.home)
-    return runner.id, package, python
-
-
-@pytest.fixture
-def pool(api):
-    make_cluster(api)
-    make_nodepool(api)
-
-
-@pytest.fixture
-def echo(server, api, pool, tmp_path):
-    runner_id, package, python = deploy(server, api, "echo", "echo-dep")
-    replica = Replica(server, runner_id, package, tmp_path, python=str(python)).start()
-    yield replica
-    assert replica.stop() == 0, replica.output()
 
 
 def model_for(server, **routing) -> Model:
@@ -363,36 +293,3 @@ def pool_for_restart(tmp_path):
     yield server, runner_id, package, python
     if server.server is not None:
         server.stop()
-
-
-@pytest.fixture
-def file_server(server):
-    """Serve small files on loopback, and let the server fetch from there."""
-    files: dict[str, bytes] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = files.get(self.path.lstrip("/"))
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Type", "text/plain")
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    host = f"127.0.0.1:{httpd.server_address[1]}"
-    fetcher = server.server.fetcher
-    fetcher.policy = dataclasses.replace(fetcher.policy, allowed_hosts=frozenset({host}))
-
-    def add(name: str, body: bytes) -> str:
-        files[name] = body
-        return f"http://{host}/{name}"
-
-    yield add
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=10)
