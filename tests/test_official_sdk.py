@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.replicas import Replica
+from tests.resources import deploy
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,3 +163,27 @@ def test_official_model_upload_builds_the_example(official_python, server, api, 
     uid = r.UserAppIDSet(user_id=server.user_id, app_id="examples")
     versions = api.call("ListModelVersions", user_app_id=uid, model_id=model_id).model_versions
     assert versions and versions[0].status.code == sc.MODEL_TRAINED, versions[:1]
+
+
+def test_official_sdk_predictions(official_python, server, api, echo, file_server, tmp_path):
+    """The nine *_by_* methods, the typed client and a token stream, from the official SDK."""
+    runner_id, package, python = deploy(server, api, "token-streamer", "tokens")
+    tokens = Replica(
+        server, runner_id, package, tmp_path, python=str(python), replica_id="tokens"
+    ).start()
+    text_file = tmp_path / "in.txt"
+    text_file.write_text("a file")
+    try:
+        done = _run(
+            [str(official_python), str(HERE / "predict_scenario.py")],
+            _env(
+                tmp_path,
+                server,
+                TEXT_URL=file_server("t.txt", b"from a url"),
+                TEXT_FILE=str(text_file),
+            ),
+        )
+        assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+        assert "ok: token streamer generate and predict" in done.stdout
+    finally:
+        assert tokens.stop() == 0, tokens.output()
