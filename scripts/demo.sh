@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on the embedded default (this host, SQLite), from a fresh clone:
 # start `orchard serve`, log in, create a compute cluster and a nodepool from the example
-# YAML, upload the echo model (its environment built with uv), deploy it, show everything,
-# then delete it all and stop.
+# YAML, upload the echo model (its environment built with uv), deploy it, run a replica of
+# it, predict in all three shapes, show everything, then delete it all and stop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -14,7 +14,11 @@ examples=examples/quickstart
 
 .venv/bin/orchard serve --home "$work/home" --port 0 >"$work/serve.log" 2>&1 &
 server=$!
-cleanup() { kill "$server" 2>/dev/null && wait "$server" 2>/dev/null; rm -rf "$work"; }
+cleanup() {
+  [ -n "${runner:-}" ] && kill "$runner" 2>/dev/null && wait "$runner" 2>/dev/null
+  kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 for _ in $(seq 300); do  # up to 30 s for the server to say where it listens
@@ -35,6 +39,16 @@ run model signatures examples/models/echo
 run model upload examples/models/echo
 
 run deployment create cpu-pool echo-dep --config "$examples/deployment.yaml"
+
+echo; echo "\$ orchard runner --deployment echo-dep &   # a replica of echo, in its built environment"
+"$orchard" runner --deployment echo-dep --home "$work/home" >"$work/runner.log" 2>&1 &
+runner=$!
+model_url="http://127.0.0.1:$port/admin/examples/models/echo"
+# The first call is held by the server until the replica has connected, then served.
+run model predict --model_url "$model_url" --deployment_id echo-dep --bytes "hello orchard" --input_type text
+run model predict --model_url "$model_url" --deployment_id echo-dep --bytes "one token at a time" --input_type text --method generate
+run model predict --model_url "$model_url" --deployment_id echo-dep --bytes "streamed both ways" --input_type text --method stream
+kill -TERM "$runner" && wait "$runner" || true
 run computecluster list
 run nodepool list
 run deployment list
@@ -42,4 +56,4 @@ run deployment get echo-dep
 run deployment delete echo-dep
 run nodepool delete local-cc cpu-pool
 run computecluster delete local-cc
-echo; echo "Done: the control plane ran end to end on this host."
+echo; echo "Done: cluster, nodepool, upload, deployment and predictions in all three shapes ran on this host."
