@@ -68,13 +68,30 @@ async def _rest(
         yield await _prepared(call, request)
 
 
+async def _target(call: StreamCall, request: service_pb2.PostModelOutputsRequest) -> Any:
+    """Where the request goes; remembered briefly, since every call of a client asks again."""
+    key = (
+        "target",
+        call.user_id,
+        request.runner_selector.SerializeToString(),
+        request.user_app_id.app_id,
+        request.model_id,
+        request.version_id,
+    )
+    target = call.runtime.memo.get(key)
+    if target is None:
+        target = await call.db(lambda session: resolve_target(session, call.user_id, request))
+        call.runtime.memo.put(key, target)
+    return target
+
+
 async def _predict(
     requests: AsyncIterator[Any], call: StreamCall, shape: int
 ) -> AsyncIterator[Any]:
     first = await anext(requests, None)
     if first is None:
         raise errors.InvalidRequest("the stream ended before its first request")
-    target = await call.db(lambda session: resolve_target(session, call.user_id, first))
+    target = await _target(call, first)
     first = await _prepared(call, first)
     rest = _rest(call, requests) if shape == protocol.BIDI else None
     async for response in call.runtime.dispatcher.call(target, shape, first, rest, call.deadline):

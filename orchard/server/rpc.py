@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
@@ -42,8 +42,32 @@ from orchard.wire import SERVICE
 
 log = logging.getLogger(__name__)
 ME = "me"
+MUTATING = ("Post", "Patch", "Delete")
 DEFAULT_DEADLINE = 600.0  # seconds a streaming call may run when its client sets no deadline
 T = TypeVar("T")
+
+
+class Memo:
+    """Answers the hot path may reuse: valid for ``ttl`` seconds and until the next change
+    (any successful Post*, Patch* or Delete* call), whichever comes first."""
+
+    def __init__(self, ttl: float = 10.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[Any, tuple[Any, float]] = {}
+
+    def get(self, key: Any) -> Any:
+        entry = self._entries.get(key)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key] = (value, time.monotonic() + self.ttl)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 @dataclass
@@ -55,6 +79,11 @@ class Runtime:
     builds: Any = None  # server.builds.BuildQueue
     dispatcher: Any = None  # dispatch.dispatcher.Dispatcher
     fetcher: Any = None  # server.predictions.UrlFetcher
+    memo: Memo = field(default_factory=Memo)
+
+    def changed(self) -> None:
+        """Something in the store changed: forget every remembered answer."""
+        self.memo.clear()
 
 
 def resolve_owner(caller: str, requested: str) -> str:
@@ -183,6 +212,16 @@ class GrpcAdapter:
 
         return await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
+    async def _authenticate(self, token: str) -> str:
+        """The PAT's user, remembered for a few seconds (and forgotten on any change)."""
+        key = users.hash_token(token)
+        cached = self.runtime.memo.get(("pat", key))
+        if cached is not None:
+            return str(cached)
+        user_id = await self.in_session(lambda session: users.authenticate(session, token))
+        self.runtime.memo.put(("pat", key), user_id)
+        return user_id
+
     def _error_status(self, exc: BaseException, method: str, request_id: str) -> status_pb2.Status:
         if isinstance(exc, errors.OrchardError):
             exc.req_id = request_id
@@ -208,6 +247,8 @@ class GrpcAdapter:
             response: Any = await self.in_session(run)
             if not response.HasField("status"):
                 response.status.CopyFrom(success(request_id))
+            if method.name.startswith(MUTATING):
+                self.runtime.changed()
             return response
         except Exception as exc:
             return _classes(method)[1](status=self._error_status(exc, method.name, request_id))
@@ -222,7 +263,7 @@ class GrpcAdapter:
         request_id = uuid.uuid4().hex[:16]
         try:
             token = _token(context)
-            user_id = await self.in_session(lambda session: users.authenticate(session, token))
+            user_id = await self._authenticate(token)
             remaining = context.time_remaining()
             deadline = time.monotonic() + (remaining if remaining is not None else DEFAULT_DEADLINE)
             call = StreamCall(user_id, request_id, self.runtime, self, deadline)

@@ -1,0 +1,72 @@
+"""The wire floor: a bare grpc.aio server answering the same V2 methods and messages as
+Orchard (echo, 300-byte chunks, bidi echo), with no auth, routing or runner hop.
+
+    python benchmarks/bare_echo.py   # prints "port N", serves until stdin closes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+
+import grpc
+from clarifai_grpc.grpc.api import resources_pb2, service_pb2
+from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+
+from orchard.wire import SERVICE, request_class, response_class
+
+CHUNK = "x" * 300
+
+
+def answer(text: str) -> service_pb2.MultiOutputResponse:
+    output = resources_pb2.Output(data=resources_pb2.Data(text=resources_pb2.Text(raw=text)))
+    output.status.code = sc.SUCCESS
+    response = service_pb2.MultiOutputResponse(outputs=[output])
+    response.status.code = sc.SUCCESS
+    return response
+
+
+async def predict(request: service_pb2.PostModelOutputsRequest, context: object
+                  ) -> service_pb2.MultiOutputResponse:
+    return answer(request.inputs[0].data.text.raw)
+
+
+async def generate(request: service_pb2.PostModelOutputsRequest, context: object
+                   ) -> AsyncIterator[service_pb2.MultiOutputResponse]:
+    chunks = int(request.model.model_version.output_info.params["chunks"] or 1000)
+    for _ in range(chunks):
+        yield answer(CHUNK)
+
+
+async def stream(requests: AsyncIterator[service_pb2.PostModelOutputsRequest], context: object
+                 ) -> AsyncIterator[service_pb2.MultiOutputResponse]:
+    async for request in requests:
+        yield answer(request.inputs[0].data.text.raw)
+
+
+async def main() -> None:
+    def codec(name: str) -> dict[str, object]:
+        return {"request_deserializer": request_class(name).FromString,
+                "response_serializer": response_class(name).SerializeToString}
+
+    handlers = {
+        "PostModelOutputs": grpc.unary_unary_rpc_method_handler(
+            predict, **codec("PostModelOutputs")),
+        "GenerateModelOutputs": grpc.unary_stream_rpc_method_handler(
+            generate, **codec("GenerateModelOutputs")),
+        "StreamModelOutputs": grpc.stream_stream_rpc_method_handler(
+            stream, **codec("StreamModelOutputs")),
+    }
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"port {port}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await server.stop(1)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

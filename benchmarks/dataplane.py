@@ -1,0 +1,229 @@
+"""Data-plane throughput and latency: Orchard (server + one runner replica, a no-op model)
+against the wire floor, a bare grpc.aio server answering the same V2 messages, measured in the
+same run with the same client.
+
+- unary_c1: p50 latency of PostModelOutputs, one call at a time;
+- unary_c64: calls/s with 64 calls in flight;
+- generate: chunks/s of a 1,000-chunk GenerateModelOutputs (300-byte chunks);
+- bidi: round trips/s on one StreamModelOutputs (send one, wait for its answer).
+
+Ray Serve, the peer the design compares against, is not measured here yet.
+
+    .venv/bin/python benchmarks/dataplane.py [--seconds 5] [--calls 400] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+from clarifai_grpc.grpc.api import resources_pb2, service_pb2
+from common import start_server, stop_server
+
+from orchard.client.uploads import upload_model
+from orchard.client.user import User
+from orchard.wire import callable_for
+
+HERE = Path(__file__).resolve().parent
+
+
+def request(text: str, selector: resources_pb2.RunnerSelector | None, method: str = "",
+            chunks: int = 0) -> service_pb2.PostModelOutputsRequest:
+    req = service_pb2.PostModelOutputsRequest(
+        inputs=[resources_pb2.Input(data=resources_pb2.Data(text=resources_pb2.Text(raw=text)))])
+    if method:
+        req.inputs[0].data.metadata.update({"_method_name": method})
+    if chunks:
+        req.model.model_version.output_info.params.update({"chunks": chunks})
+    if selector is not None:
+        req.runner_selector.CopyFrom(selector)
+    return req
+
+
+class Target:
+    def __init__(self, address: str, pat: str | None,
+                 selector: resources_pb2.RunnerSelector | None) -> None:
+        self.channel = grpc.aio.insecure_channel(address)
+        self.metadata = (("authorization", f"Key {pat}"),) if pat else ()
+        self.selector = selector
+
+    async def unary(self) -> None:
+        response = await callable_for(self.channel, "PostModelOutputs")(
+            request("x" * 300, self.selector), metadata=self.metadata)
+        assert response.status.code == 10000, response.status
+
+    async def unary_c1(self, calls: int) -> float:
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            await self.unary()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1000
+
+    async def unary_rate(self, concurrency: int, seconds: float) -> float:
+        done = 0
+        stop = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                await self.unary()
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+    async def generate(self, chunks: int) -> float:
+        start = time.perf_counter()
+        received = 0
+        call = callable_for(self.channel, "GenerateModelOutputs")(
+            request("go", self.selector, "generate", chunks), metadata=self.metadata)
+        async for response in call:
+            assert response.status.code == 10000, response.status
+            received += 1
+        assert received == chunks, received
+        return received / (time.perf_counter() - start)
+
+    async def bidi(self, trips: int) -> float:
+        queue: asyncio.Queue[service_pb2.PostModelOutputsRequest | None] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[service_pb2.PostModelOutputsRequest]:
+            while (item := await queue.get()) is not None:
+                yield item
+
+        call = callable_for(self.channel, "StreamModelOutputs")(requests(),
+                                                                 metadata=self.metadata)
+        replies = call.__aiter__()
+        start = time.perf_counter()
+        for _ in range(trips):
+            queue.put_nowait(request("ping", self.selector, "stream"))
+            response = await replies.__anext__()
+            assert response.status.code == 10000, response.status
+        rate = trips / (time.perf_counter() - start)
+        queue.put_nowait(None)
+        call.cancel()
+        return rate
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+async def measure(target: Target, args: argparse.Namespace) -> dict[str, float]:
+    await target.unary_rate(8, 1.0)  # warm up both ends
+    return {
+        "unary_c1_p50_ms": round(await target.unary_c1(args.calls), 3),
+        "unary_c64_per_s": round(await target.unary_rate(64, args.seconds), 1),
+        "generate_chunks_per_s": round(await target.generate(1000), 1),
+        "bidi_round_trips_per_s": round(await target.bidi(args.calls), 1),
+    }
+
+
+def start_bare() -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, str(HERE / "bare_echo.py")], text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline().split()[1])
+
+
+def deploy_noop(base: str, pat: str, home: Path) -> tuple[str, Path, Path]:
+    """Upload the no-op model, deploy it, make a runner: (runner id, package, python)."""
+    version = upload_model(HERE / "noop", user_id="bench", base_url=base, pat=pat)
+    user = User(user_id="bench", base_url=base, pat=pat)
+    cc = user.create_compute_cluster(compute_cluster_id="cc", compute_cluster_config={
+        "cloud_provider": {"id": "local"}, "region": "local"})
+    cc.create_nodepool(nodepool_id="np", nodepool_config={
+        "instance_types": [{"id": "local-cpu-1"}], "max_instances": 1})
+    from orchard.cli.runner import ensure_runner, version_files
+    from orchard.client.nodepool import Nodepool
+
+    pool = Nodepool("np", compute_cluster_id="cc", _client=user)
+    model = {"id": "noop", "app_id": "bench", "model_version": {"id": version.id}}
+    deployment = pool.create_deployment(deployment_id="noop-dep", deployment_config={
+        "worker": {"model": model}, "scheduling_choice": 4,
+        "nodepools": [{"id": "np", "compute_cluster": {"id": "cc"}}]}).proto
+    runner_id = ensure_runner(user, deployment, deployment.nodepools[0])
+    package, python = version_files(user, deployment.worker.model, home)
+    return runner_id, package, python
+
+
+def start_replica(python: Path, package: Path, port: int, pat: str, runner_id: str
+                  ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(python), "-m", "orchard.runners.serve", "--package", str(package), "--server",
+         f"127.0.0.1:{port}", "--pat", pat, "--runner-id", runner_id, "--user-id", "bench",
+         "--nodepool-id", "np", "--compute-cluster-id", "cc", "--concurrency", "64",
+         "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    pat = secrets.token_hex(16)
+    rounds: dict[str, list[dict[str, float]]] = {"bare": [], "orchard": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        server, port = start_server(Path(tmp) / "home", pat, "--offline")
+        bare, bare_port = start_bare()
+        replica = None
+        try:
+            runner_id, package, python = deploy_noop(f"http://127.0.0.1:{port}", pat,
+                                                     Path(tmp) / "home")
+            replica = start_replica(python, package, port, pat, runner_id)
+            selector = resources_pb2.RunnerSelector(
+                deployment=resources_pb2.Deployment(id="noop-dep", user_id="bench"))
+            orchard = Target(f"127.0.0.1:{port}", pat, selector)
+            await orchard.unary()  # held until the replica is connected
+            floor = Target(f"127.0.0.1:{bare_port}", None, None)
+            for _ in range(args.rounds):
+                rounds["bare"].append(await measure(floor, args))
+                rounds["orchard"].append(await measure(orchard, args))
+            await orchard.close()
+            await floor.close()
+        finally:
+            if replica is not None:
+                replica.terminate()
+                replica.wait(timeout=30)
+            bare.communicate("", timeout=30)
+            stop_server(server)
+    return summarize(rounds)
+
+
+def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, object]:
+    med = {side: {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+           for side, runs in rounds.items()}
+    o, b = med["orchard"], med["bare"]
+    return {
+        "benchmark": "dataplane",
+        "median": med,
+        "rounds": rounds,
+        "ratios": {
+            "unary_c1_p50_orchard_over_bare": round(o["unary_c1_p50_ms"] / b["unary_c1_p50_ms"], 2),
+            "unary_c64_orchard_over_bare": round(o["unary_c64_per_s"] / b["unary_c64_per_s"], 3),
+            "generate_orchard_over_bare": round(
+                o["generate_chunks_per_s"] / b["generate_chunks_per_s"], 3),
+            "bidi_orchard_over_bare": round(
+                o["bidi_round_trips_per_s"] / b["bidi_round_trips_per_s"], 3),
+        },
+        "targets": {"unary_c1_p50_max": 2.5, "unary_c64_min": 0.35, "generate_min": 0.5,
+                    "bidi_min": 0.4},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3)
+    print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
+
+
+if __name__ == "__main__":
+    main()
