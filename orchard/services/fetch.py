@@ -437,7 +437,8 @@ async def resolve_url_inputs(
     *,
     resolver: Resolver = SYSTEM_RESOLVER,
 ) -> service_pb2.PostModelOutputsRequest:
-    """A copy of ``request`` whose URL inputs are replaced by the bytes they point at.
+    """``request`` with its URL inputs replaced by the bytes they point at (a copy when there
+    are any; ``request`` itself when there are none).
 
     Every ``data.{image,audio,video}.url`` of every input, and of its ``data.parts[*].data``
     recursively, becomes ``.base64``; every ``data.text.url`` becomes ``.text.raw`` (UTF-8);
@@ -446,11 +447,11 @@ async def resolve_url_inputs(
     bound. ``request`` is never modified. Raises InputFetchError for the first fetch that
     fails; the other fetches are then cancelled.
     """
+    if not any(True for _ in _url_targets(request)):
+        return request  # nothing to fetch: no copy (the common case, on the hot path)
     resolved = service_pb2.PostModelOutputsRequest()
     resolved.CopyFrom(request)
     targets = list(_url_targets(resolved))
-    if not targets:
-        return resolved
     keys = {(kind, media.url) for kind, media in targets}
     bodies = await _fetch_all(keys, policy, session, resolver)
     for kind, media in targets:
