@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -109,3 +110,32 @@ def config_option(fn: F) -> F:
         metavar="PATH",
         help="The resource's YAML config file.",
     )(fn)
+
+
+def build_options(fn: F) -> F:
+    """--find-links, --offline and --python-fallback: how model environments are built."""
+    options = [
+        click.option(
+            "--find-links",
+            "find_links",
+            multiple=True,
+            envvar="ORCHARD_FIND_LINKS",
+            type=click.Path(path_type=Path, exists=True, file_okay=False),
+            help="A folder of wheels environments may install from (repeatable).",
+        ),
+        click.option(
+            "--offline",
+            is_flag=True,
+            envvar="ORCHARD_OFFLINE",
+            help="Build environments from --find-links and uv's cache only (no index).",
+        ),
+        click.option(
+            "--python-fallback/--no-python-fallback",
+            default=True,
+            show_default=True,
+            help="Build with this Python when build_info.python_version is not installed.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn

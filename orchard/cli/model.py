@@ -19,7 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 
 from orchard import errors
 from orchard.cli import output
-from orchard.cli.common import CliState, pass_state
+from orchard.cli.common import CliState, build_options, pass_state
 from orchard.cli.groups import AliasedGroup
 from orchard.client import predictions
 from orchard.client.model import Model
@@ -122,26 +122,7 @@ def _field_type(field: resources_pb2.ModelTypeField) -> str:
     default=None,
     help="Where environments are cached (HOME/local-envs). Default: ~/.orchard",
 )
-@click.option(
-    "--find-links",
-    "find_links",
-    multiple=True,
-    envvar="ORCHARD_FIND_LINKS",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    help="A folder of wheels the environment may install from (repeatable).",
-)
-@click.option(
-    "--offline",
-    is_flag=True,
-    envvar="ORCHARD_OFFLINE",
-    help="Build the environment from --find-links and uv's cache only (no index).",
-)
-@click.option(
-    "--python-fallback/--no-python-fallback",
-    default=True,
-    show_default=True,
-    help="Build with this Python when build_info.python_version is not installed.",
-)
+@build_options
 def local_test(
     model_path: Path,
     home: Path | None,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from orchard.cli.common import build_options
 from orchard.server.app import DEFAULT_PORT, OrchardServer, Settings
 
 
@@ -55,26 +56,7 @@ async def _serve(settings: Settings) -> None:
     envvar="ORCHARD_DATABASE_URL",
     help="SQLAlchemy URL, e.g. postgresql://user@host/db. Default: SQLite under home.",
 )
-@click.option(
-    "--find-links",
-    "find_links",
-    multiple=True,
-    envvar="ORCHARD_FIND_LINKS",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    help="A folder of wheels model environments may install from (repeatable).",
-)
-@click.option(
-    "--offline",
-    is_flag=True,
-    envvar="ORCHARD_OFFLINE",
-    help="Build model environments from --find-links and uv's cache only (no index).",
-)
-@click.option(
-    "--python-fallback/--no-python-fallback",
-    default=True,
-    show_default=True,
-    help="Build with the server's Python when a model asks for one that is not installed.",
-)
+@build_options
 @click.option(
     "--allow-private-urls",
     is_flag=True,
