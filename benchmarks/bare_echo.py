@@ -27,40 +27,49 @@ def answer(text: str) -> service_pb2.MultiOutputResponse:
     return response
 
 
-async def predict(request: service_pb2.PostModelOutputsRequest, context: object
-                  ) -> service_pb2.MultiOutputResponse:
+async def predict(
+    request: service_pb2.PostModelOutputsRequest, context: object
+) -> service_pb2.MultiOutputResponse:
     return answer(request.inputs[0].data.text.raw)
 
 
-async def generate(request: service_pb2.PostModelOutputsRequest, context: object
-                   ) -> AsyncIterator[service_pb2.MultiOutputResponse]:
+async def generate(
+    request: service_pb2.PostModelOutputsRequest, context: object
+) -> AsyncIterator[service_pb2.MultiOutputResponse]:
     chunks = int(request.model.model_version.output_info.params["chunks"] or 1000)
     for _ in range(chunks):
         yield answer(CHUNK)
 
 
-async def stream(requests: AsyncIterator[service_pb2.PostModelOutputsRequest], context: object
-                 ) -> AsyncIterator[service_pb2.MultiOutputResponse]:
+async def stream(
+    requests: AsyncIterator[service_pb2.PostModelOutputsRequest], context: object
+) -> AsyncIterator[service_pb2.MultiOutputResponse]:
     async for request in requests:
         yield answer(request.inputs[0].data.text.raw)
 
 
 async def main() -> None:
     def codec(name: str) -> dict[str, object]:
-        return {"request_deserializer": request_class(name).FromString,
-                "response_serializer": response_class(name).SerializeToString}
+        return {
+            "request_deserializer": request_class(name).FromString,
+            "response_serializer": response_class(name).SerializeToString,
+        }
 
     handlers = {
         "PostModelOutputs": grpc.unary_unary_rpc_method_handler(
-            predict, **codec("PostModelOutputs")),
+            predict, **codec("PostModelOutputs")
+        ),
         "GenerateModelOutputs": grpc.unary_stream_rpc_method_handler(
-            generate, **codec("GenerateModelOutputs")),
+            generate, **codec("GenerateModelOutputs")
+        ),
         "StreamModelOutputs": grpc.stream_stream_rpc_method_handler(
-            stream, **codec("StreamModelOutputs")),
+            stream, **codec("StreamModelOutputs")
+        ),
     }
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(f"port {port}", flush=True)

@@ -37,10 +37,12 @@ from orchard.wire import callable_for
 HERE = Path(__file__).resolve().parent
 
 
-def request(text: str, selector: resources_pb2.RunnerSelector | None, method: str = "",
-            chunks: int = 0) -> service_pb2.PostModelOutputsRequest:
+def request(
+    text: str, selector: resources_pb2.RunnerSelector | None, method: str = "", chunks: int = 0
+) -> service_pb2.PostModelOutputsRequest:
     req = service_pb2.PostModelOutputsRequest(
-        inputs=[resources_pb2.Input(data=resources_pb2.Data(text=resources_pb2.Text(raw=text)))])
+        inputs=[resources_pb2.Input(data=resources_pb2.Data(text=resources_pb2.Text(raw=text)))]
+    )
     if method:
         req.inputs[0].data.metadata.update({"_method_name": method})
     if chunks:
@@ -51,15 +53,17 @@ def request(text: str, selector: resources_pb2.RunnerSelector | None, method: st
 
 
 class Target:
-    def __init__(self, address: str, pat: str | None,
-                 selector: resources_pb2.RunnerSelector | None) -> None:
+    def __init__(
+        self, address: str, pat: str | None, selector: resources_pb2.RunnerSelector | None
+    ) -> None:
         self.channel = grpc.aio.insecure_channel(address)
         self.metadata = (("authorization", f"Key {pat}"),) if pat else ()
         self.selector = selector
 
     async def unary(self) -> None:
         response = await callable_for(self.channel, "PostModelOutputs")(
-            request("x" * 300, self.selector), metadata=self.metadata)
+            request("x" * 300, self.selector), metadata=self.metadata
+        )
         assert response.status.code == 10000, response.status
 
     async def unary_c1(self, calls: int) -> float:
@@ -88,7 +92,8 @@ class Target:
         start = time.perf_counter()
         received = 0
         call = callable_for(self.channel, "GenerateModelOutputs")(
-            request("go", self.selector, "generate", chunks), metadata=self.metadata)
+            request("go", self.selector, "generate", chunks), metadata=self.metadata
+        )
         async for response in call:
             assert response.status.code == 10000, response.status
             received += 1
@@ -102,8 +107,7 @@ class Target:
             while (item := await queue.get()) is not None:
                 yield item
 
-        call = callable_for(self.channel, "StreamModelOutputs")(requests(),
-                                                                 metadata=self.metadata)
+        call = callable_for(self.channel, "StreamModelOutputs")(requests(), metadata=self.metadata)
         replies = call.__aiter__()
         start = time.perf_counter()
         for _ in range(trips):
@@ -130,8 +134,12 @@ async def measure(target: Target, args: argparse.Namespace) -> dict[str, float]:
 
 
 def start_bare() -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, str(HERE / "bare_echo.py")], text=True,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "bare_echo.py")],
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline().split()[1])
 
@@ -140,30 +148,62 @@ def deploy_noop(base: str, pat: str, home: Path) -> tuple[str, Path, Path]:
     """Upload the no-op model, deploy it, make a runner: (runner id, package, python)."""
     version = upload_model(HERE / "noop", user_id="bench", base_url=base, pat=pat)
     user = User(user_id="bench", base_url=base, pat=pat)
-    cc = user.create_compute_cluster(compute_cluster_id="cc", compute_cluster_config={
-        "cloud_provider": {"id": "local"}, "region": "local"})
-    cc.create_nodepool(nodepool_id="np", nodepool_config={
-        "instance_types": [{"id": "local-cpu-1"}], "max_instances": 1})
+    cc = user.create_compute_cluster(
+        compute_cluster_id="cc",
+        compute_cluster_config={"cloud_provider": {"id": "local"}, "region": "local"},
+    )
+    cc.create_nodepool(
+        nodepool_id="np",
+        nodepool_config={"instance_types": [{"id": "local-cpu-1"}], "max_instances": 1},
+    )
     from orchard.cli.runner import ensure_runner, version_files
     from orchard.client.nodepool import Nodepool
 
     pool = Nodepool("np", compute_cluster_id="cc", _client=user)
     model = {"id": "noop", "app_id": "bench", "model_version": {"id": version.id}}
-    deployment = pool.create_deployment(deployment_id="noop-dep", deployment_config={
-        "worker": {"model": model}, "scheduling_choice": 4,
-        "nodepools": [{"id": "np", "compute_cluster": {"id": "cc"}}]}).proto
+    deployment = pool.create_deployment(
+        deployment_id="noop-dep",
+        deployment_config={
+            "worker": {"model": model},
+            "scheduling_choice": 4,
+            "nodepools": [{"id": "np", "compute_cluster": {"id": "cc"}}],
+        },
+    ).proto
     runner_id = ensure_runner(user, deployment, deployment.nodepools[0])
     package, python = version_files(user, deployment.worker.model, home)
     return runner_id, package, python
 
 
-def start_replica(python: Path, package: Path, port: int, pat: str, runner_id: str
-                  ) -> subprocess.Popen[bytes]:
+def start_replica(
+    python: Path, package: Path, port: int, pat: str, runner_id: str
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [str(python), "-m", "orchard.runners.serve", "--package", str(package), "--server",
-         f"127.0.0.1:{port}", "--pat", pat, "--runner-id", runner_id, "--user-id", "bench",
-         "--nodepool-id", "np", "--compute-cluster-id", "cc", "--concurrency", "64",
-         "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(python),
+            "-m",
+            "orchard.runners.serve",
+            "--package",
+            str(package),
+            "--server",
+            f"127.0.0.1:{port}",
+            "--pat",
+            pat,
+            "--runner-id",
+            runner_id,
+            "--user-id",
+            "bench",
+            "--nodepool-id",
+            "np",
+            "--compute-cluster-id",
+            "cc",
+            "--concurrency",
+            "64",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -174,11 +214,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         bare, bare_port = start_bare()
         replica = None
         try:
-            runner_id, package, python = deploy_noop(f"http://127.0.0.1:{port}", pat,
-                                                     Path(tmp) / "home")
+            runner_id, package, python = deploy_noop(
+                f"http://127.0.0.1:{port}", pat, Path(tmp) / "home"
+            )
             replica = start_replica(python, package, port, pat, runner_id)
             selector = resources_pb2.RunnerSelector(
-                deployment=resources_pb2.Deployment(id="noop-dep", user_id="bench"))
+                deployment=resources_pb2.Deployment(id="noop-dep", user_id="bench")
+            )
             orchard = Target(f"127.0.0.1:{port}", pat, selector)
             await orchard.unary()  # held until the replica is connected
             floor = Target(f"127.0.0.1:{bare_port}", None, None)
@@ -197,8 +239,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, object]:
-    med = {side: {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
-           for side, runs in rounds.items()}
+    med = {
+        side: {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+        for side, runs in rounds.items()
+    }
     o, b = med["orchard"], med["bare"]
     return {
         "benchmark": "dataplane",
@@ -208,12 +252,18 @@ def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, object]:
             "unary_c1_p50_orchard_over_bare": round(o["unary_c1_p50_ms"] / b["unary_c1_p50_ms"], 2),
             "unary_c64_orchard_over_bare": round(o["unary_c64_per_s"] / b["unary_c64_per_s"], 3),
             "generate_orchard_over_bare": round(
-                o["generate_chunks_per_s"] / b["generate_chunks_per_s"], 3),
+                o["generate_chunks_per_s"] / b["generate_chunks_per_s"], 3
+            ),
             "bidi_orchard_over_bare": round(
-                o["bidi_round_trips_per_s"] / b["bidi_round_trips_per_s"], 3),
+                o["bidi_round_trips_per_s"] / b["bidi_round_trips_per_s"], 3
+            ),
         },
-        "targets": {"unary_c1_p50_max": 2.5, "unary_c64_min": 0.35, "generate_min": 0.5,
-                    "bidi_min": 0.4},
+        "targets": {
+            "unary_c1_p50_max": 2.5,
+            "unary_c64_min": 0.35,
+            "generate_min": 0.5,
+            "bidi_min": 0.4,
+        },
     }
 
 
