@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-from clarifai_grpc.grpc.api import resources_pb2, service_pb2
+from clarifai_grpc.grpc.api import resources_pb2
 from google.protobuf import json_format
 
 from orchard import errors
 from orchard.cli import output
 from orchard.cli.common import CliState, pass_state
 from orchard.cli.runner import ensure_runner, replica_command, run_replicas
+from orchard.client.model import Model
 from orchard.client.nodepool import Nodepool
 from orchard.client.uploads import ensure_model
 from orchard.client.user import User
@@ -66,23 +67,18 @@ def ensure_cluster_and_nodepool(user: User) -> Any:
 def ensure_version(user: User, package: Package, signatures: list[dict[str, Any]]) -> Any:
     """The model's newest version if it has these signatures, else a new one."""
     cfg = package.config.model
-    uid = user._user_app_id(cfg.app_id)
-    latest = user._call(
-        "GetModel", service_pb2.GetModelRequest(user_app_id=uid, model_id=cfg.id)
-    ).model.model_version
-    wanted = resources_pb2.ModelVersion(
-        description="local runner", pretrained_model_config={"local_dev": True}
-    )
+    model = Model(model_id=cfg.id, app_id=cfg.app_id, _client=user).refresh()
+    wanted = resources_pb2.ModelVersion()
     for signature in signatures:
         json_format.ParseDict(signature, wanted.method_signatures.add())
+    latest = model.proto.model_version
     if latest.id and list(latest.method_signatures) == list(wanted.method_signatures):
         return latest
-    return user._call(
-        "PostModelVersions",
-        service_pb2.PostModelVersionsRequest(
-            user_app_id=uid, model_id=cfg.id, model_versions=[wanted]
-        ),
-    ).model.model_version
+    return model.create_version(
+        description="local runner",
+        pretrained_model_config={"local_dev": True},
+        method_signatures=list(wanted.method_signatures),
+    )
 
 
 def ensure_deployment(user: User, package: Package, version: Any, nodepool: Any) -> Any:
@@ -96,32 +92,22 @@ def ensure_deployment(user: User, package: Package, version: Any, nodepool: Any)
             "model_version": {"id": version.id},
         }
     }
-    config = {
-        "worker": worker,
-        "scheduling_choice": 3,
-        "deploy_latest_version": False,
-        "nodepools": [
-            {
-                "id": nodepool.id,
-                "compute_cluster": {"id": nodepool.compute_cluster.id, "user_id": user.user_id},
-            }
-        ],
-        "autoscale_config": {"min_replicas": 1, "max_replicas": 1},
-    }
     try:
-        user.deployment(dep_id)
-        change = json_format.ParseDict(
-            {"id": dep_id, "desired_worker": worker}, resources_pb2.Deployment()
-        )
-        user._call(
-            "PatchDeployments",
-            service_pb2.PatchDeploymentsRequest(
-                user_app_id=user._user_app_id(), action="overwrite", deployments=[change]
-            ),
-        )
-        return user.deployment(dep_id).proto
+        return user.deployment(dep_id).update(desired_worker=worker).proto
     except errors.DeploymentNotFound:
         pool = Nodepool(nodepool.id, compute_cluster_id=nodepool.compute_cluster.id, _client=user)
+        config = {
+            "worker": worker,
+            "scheduling_choice": 3,
+            "deploy_latest_version": False,
+            "nodepools": [
+                {
+                    "id": nodepool.id,
+                    "compute_cluster": {"id": nodepool.compute_cluster.id, "user_id": user.user_id},
+                }
+            ],
+            "autoscale_config": {"min_replicas": 1, "max_replicas": 1},
+        }
         return pool.create_deployment(deployment_id=dep_id, deployment_config=config).proto
 
 
@@ -130,19 +116,10 @@ def clean_up(
 ) -> None:
     cfg = package.config.model
     user.delete_deployments([deployment.id])
-    user._call(
-        "DeleteRunners",
-        service_pb2.DeleteRunnersRequest(
-            user_app_id=user._user_app_id(),
-            compute_cluster_id=nodepool.compute_cluster.id,
-            nodepool_id=nodepool.id,
-            ids=[runner_id],
-        ),
-    )
-    user._call(
-        "DeleteModel",
-        service_pb2.DeleteModelRequest(user_app_id=user._user_app_id(cfg.app_id), model_id=cfg.id),
-    )
+    Nodepool(
+        nodepool.id, compute_cluster_id=nodepool.compute_cluster.id, _client=user
+    ).delete_runners([runner_id])
+    user.app(cfg.app_id).delete_model(cfg.id)
     output.say(
         f"Removed deployment '{deployment.id}', runner {runner_id}, version "
         f"{version.id} and model '{cfg.id}'."

@@ -18,56 +18,38 @@ from pathlib import Path
 from typing import Any
 
 import click
-from clarifai_grpc.grpc.api import resources_pb2, service_pb2
+from google.protobuf import json_format
 
 from orchard import errors
 from orchard.cli import output
 from orchard.cli.common import CliState, pass_state
 from orchard.client.base import BaseClient
+from orchard.client.model import Model
+from orchard.client.nodepool import Nodepool
 
 
 def ensure_runner(client: BaseClient, deployment: Any, nodepool: Any) -> str:
     """The id of a runner of the deployment's version in ``nodepool`` (made if missing)."""
     model = deployment.worker.model
-    cc, np = nodepool.compute_cluster.id, nodepool.id
-    listed = client._call(
-        "ListRunners",
-        service_pb2.ListRunnersRequest(
-            user_app_id=client._user_app_id(),
-            compute_cluster_id=cc,
-            nodepool_id=np,
-            model_version_ids=[model.model_version.id],
-        ),
-    ).runners
-    if listed:
-        return str(listed[0].id)
-    runner = resources_pb2.Runner(
-        description=f"replicas of deployment {deployment.id}",
-        worker=resources_pb2.Worker(model=model),
-        num_replicas=1,
+    pool = Nodepool(nodepool.id, compute_cluster_id=nodepool.compute_cluster.id, _client=client)
+    for runner in pool.list_runners(model_version_ids=[model.model_version.id]):
+        return str(runner.id)
+    worker = json_format.MessageToDict(model, preserving_proto_field_name=True)
+    created = pool.create_runner(
+        {
+            "description": f"replicas of deployment {deployment.id}",
+            "worker": {"model": worker},
+            "num_replicas": 1,
+        }
     )
-    created = client._call(
-        "PostRunners",
-        service_pb2.PostRunnersRequest(
-            user_app_id=client._user_app_id(),
-            compute_cluster_id=cc,
-            nodepool_id=np,
-            runners=[runner],
-        ),
-    )
-    return str(created.runners[0].id)
+    return str(created.id)
 
 
 def version_files(client: BaseClient, model: Any, home: Path) -> tuple[Path, Path]:
     """(package folder, environment python) of a built version under the server's home."""
-    version = client._call(
-        "GetModelVersion",
-        service_pb2.GetModelVersionRequest(
-            user_app_id=client._user_app_id(model.app_id),
-            model_id=model.id,
-            version_id=model.model_version.id,
-        ),
-    ).model_version
+    version = Model(model_id=model.id, app_id=model.app_id, _client=client).version(
+        model.model_version.id
+    )
     where = version.metadata.fields.get("orchard")
     if where is None:
         raise errors.UserError(

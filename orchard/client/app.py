@@ -63,3 +63,10 @@ class App(Resource):
         return (
             Model._from_proto(m, self, app_id=self.id) for m in paginate(fetch, page_no, per_page)
         )
+
+    def delete_model(self, model_id: str) -> Any:
+        """Delete a model of this app with its versions; returns the server's status."""
+        request = service_pb2.DeleteModelRequest(
+            user_app_id=self._user_app_id(self.id), model_id=model_id
+        )
+        return self._call("DeleteModel", request).status

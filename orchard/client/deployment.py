@@ -11,6 +11,7 @@ from typing import Any
 
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
+from google.protobuf import json_format
 
 from orchard import errors
 from orchard.client.base import BaseClient
@@ -39,6 +40,17 @@ class Deployment(Resource):
             user_app_id=self._user_app_id(), deployment_id=self.id
         )
         return self._call("GetDeployment", request).deployment
+
+    def update(self, action: str = "overwrite", **fields: Any) -> Deployment:
+        """Change this deployment (PatchDeployments); ``fields`` are Deployment fields as a
+        config writes them, e.g. ``desired_worker={"model": {...}}`` or ``status=1``."""
+        change = json_format.ParseDict({"id": self.id, **fields}, resources_pb2.Deployment())
+        request = service_pb2.PatchDeploymentsRequest(
+            user_app_id=self._user_app_id(), action=action, deployments=[change]
+        )
+        self.proto = self._call("PatchDeployments", request).deployments[0]
+        self._loaded = True
+        return self
 
     @staticmethod
     def get_runner_selector(user_id: str, deployment_id: str) -> resources_pb2.RunnerSelector:

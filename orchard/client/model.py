@@ -126,6 +126,13 @@ class Model(Resource):
 
     # -- versions ------------------------------------------------------------------------------
 
+    def version(self, version_id: str) -> resources_pb2.ModelVersion:
+        """One version of this model, with its status and method signatures."""
+        request = service_pb2.GetModelVersionRequest(
+            user_app_id=self._user_app_id(self.app_id), model_id=self.id, version_id=version_id
+        )
+        return self._call("GetModelVersion", request).model_version
+
     def create_version(self, **fields: Any) -> resources_pb2.ModelVersion:
         """A new version without an uploaded package (as the local-runner flow makes them);
         ``fields`` are ``ModelVersion`` protobuf fields. Returns the version."""

@@ -21,9 +21,11 @@ from clarifai_grpc.grpc.api.status import status_pb2
 from orchard import configs, errors
 from orchard.client import deployment as deployments
 from orchard.client.deployment import Deployment
+from orchard.client.lister import paginate
 from orchard.client.resource import (
     Resource,
     build_proto,
+    check_id_list,
     first_or,
     read_config_input,
     require_id,
@@ -138,6 +140,55 @@ class Nodepool(Resource):
         return resources_pb2.RunnerSelector(
             nodepool=resources_pb2.Nodepool(id=nodepool_id, compute_cluster=cluster)
         )
+
+    # -- runners (what replica processes attach to) ----------------------------------------
+
+    def create_runner(self, runner_config: Mapping[str, Any]) -> resources_pb2.Runner:
+        """Create a runner in this nodepool from ``{"runner": {...}}`` or its inner mapping
+        (``worker``, ``num_replicas``, ``description``); the id is made by the server."""
+        data = dict(runner_config.get("runner", runner_config))
+        proto = build_proto(
+            configs.RunnerSpec,
+            data,
+            resources_pb2.Runner(),
+            where="runner",
+            error=errors.RunnerInvalid,
+        )
+        request = service_pb2.PostRunnersRequest(
+            user_app_id=self._user_app_id(),
+            compute_cluster_id=self.compute_cluster_id,
+            nodepool_id=self.id,
+            runners=[proto],
+        )
+        return self._call("PostRunners", request).runners[0]
+
+    def list_runners(
+        self,
+        model_version_ids: list[str] | None = None,
+        page_no: int | None = None,
+        per_page: int | None = None,
+    ) -> Iterator[resources_pb2.Runner]:
+        def fetch(page: int, size: int) -> Any:
+            request = service_pb2.ListRunnersRequest(
+                user_app_id=self._user_app_id(),
+                compute_cluster_id=self.compute_cluster_id,
+                nodepool_id=self.id,
+                model_version_ids=model_version_ids or [],
+                page=page,
+                per_page=size,
+            )
+            return self._call("ListRunners", request).runners
+
+        return paginate(fetch, page_no, per_page)
+
+    def delete_runners(self, runner_ids: list[str]) -> status_pb2.Status:
+        request = service_pb2.DeleteRunnersRequest(
+            user_app_id=self._user_app_id(),
+            compute_cluster_id=self.compute_cluster_id,
+            nodepool_id=self.id,
+            ids=check_id_list(runner_ids, "runner_ids"),
+        )
+        return self._call("DeleteRunners", request).status
 
 
 def _default_owners(data: dict[str, Any], user_id: str) -> None:
