@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +149,47 @@ def file_server(server):
     httpd.shutdown()
     httpd.server_close()
     thread.join(timeout=10)
+
+
+# -- the official clarifai SDK, in a virtual environment of its own --------------------
+
+CLARIFAI = "12.5.0"
+
+
+def _uv() -> str:
+    found = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+    if not Path(found).exists():
+        pytest.fail(
+            "uv is needed to build the official SDK's environment; scripts/test.sh installs it"
+        )
+    return found
+
+
+@pytest.fixture(scope="session")
+def official_python() -> Path:
+    """A virtual environment with clarifai==12.5.0 and the same wire package as Orchard."""
+    pins = [
+        f"clarifai=={CLARIFAI}",
+        f"clarifai-grpc=={version('clarifai-grpc')}",
+        f"grpcio=={version('grpcio')}",
+        f"protobuf=={version('protobuf')}",
+    ]
+    venv = (
+        Path(__file__).resolve().parents[1]
+        / ".cache"
+        / "official-sdk"
+        / "-".join(p.replace("==", "") for p in pins)
+    )
+    python = venv / "bin" / "python"
+    if not (venv / "ready").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        subprocess.run(
+            [_uv(), "venv", "--quiet", str(venv), "--python", sys.executable], check=True
+        )
+        subprocess.run(
+            [_uv(), "pip", "install", "--quiet", "--python", str(python), *pins],
+            check=True,
+            timeout=600,
+        )
+        (venv / "ready").write_text("\n".join(pins))
+    return python

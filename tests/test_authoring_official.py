@@ -184,17 +184,6 @@ def _models() -> dict[str, type[ModelClass]]:
 MODELS = _models()
 
 
-@pytest.fixture(scope="module")
-def official_python() -> Path:
-    found = sorted(ROOT.glob(".cache/official-sdk/*/ready"))
-    if not found:
-        pytest.skip(
-            "the official SDK's virtual environment (.cache/official-sdk/*/bin/python) is "
-            "missing; tests/test_official_sdk.py builds it (scripts/test.sh runs it)"
-        )
-    return found[-1].parent / "bin" / "python"
-
-
 def _env(tmp_path: Path) -> dict[str, str]:
     return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONIOENCODING": "utf-8"}
 

@@ -12,12 +12,12 @@ import os
 import shutil
 import subprocess
 import sys
-from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import CLARIFAI
 from tests.replicas import Replica
 from tests.resources import deploy
 
@@ -25,41 +25,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent / "official_sdk"
-CLARIFAI = "12.5.0"
-
-
-def _uv() -> str:
-    found = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
-    if not Path(found).exists():
-        pytest.fail(
-            "uv is needed to build the official SDK's environment; scripts/test.sh installs it"
-        )
-    return found
-
-
-@pytest.fixture(scope="session")
-def official_python() -> Path:
-    """A virtual environment with clarifai==12.5.0 and the same wire package as Orchard."""
-    pins = [
-        f"clarifai=={CLARIFAI}",
-        f"clarifai-grpc=={version('clarifai-grpc')}",
-        f"grpcio=={version('grpcio')}",
-        f"protobuf=={version('protobuf')}",
-    ]
-    venv = ROOT / ".cache" / "official-sdk" / "-".join(p.replace("==", "") for p in pins)
-    python = venv / "bin" / "python"
-    if not (venv / "ready").exists():
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run(
-            [_uv(), "venv", "--quiet", str(venv), "--python", sys.executable], check=True
-        )
-        subprocess.run(
-            [_uv(), "pip", "install", "--quiet", "--python", str(python), *pins],
-            check=True,
-            timeout=600,
-        )
-        (venv / "ready").write_text("\n".join(pins))
-    return python
 
 
 def _env(tmp_path: Path, server, **extra: str) -> dict[str, str]:

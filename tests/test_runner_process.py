@@ -214,17 +214,6 @@ async def test_exits_1_when_the_server_refuses_the_pat(fake, processes):
     assert "refused this runner: UNAUTHENTICATED" in runner.output
 
 
-@pytest.fixture(scope="module")
-def official_python() -> Path:
-    found = sorted(ROOT.glob(".cache/official-sdk/*/ready"))
-    if not found:
-        pytest.skip(
-            "the official SDK's virtual environment (.cache/official-sdk/*) is missing; "
-            "tests/test_official_sdk.py builds it (scripts/test.sh runs it)"
-        )
-    return found[-1].parent / "bin" / "python"
-
-
 async def test_a_model_on_the_official_sdk_is_served_through_its_wrappers(
     fake, processes, official_python
 ):
