@@ -67,10 +67,10 @@ class FakeStream:
         while True:
             message = await self.next(max(deadline - time.monotonic(), 0.01))
             assert message.runner_item_id == item_id, message
+            # an end may carry the item's last output (a unary item's only one)
+            responses.extend(o.multi_output_response for o in message.runner_item_outputs)
             if message.status.code == SC.RUNNER_STREAM_END:
                 return responses
-            (output,) = message.runner_item_outputs
-            responses.append(output.multi_output_response)
 
     async def wait_closed(self, timeout: float = TIMEOUT) -> None:
         await asyncio.wait_for(self.closed.wait(), timeout)

@@ -64,6 +64,8 @@ class Item:
     feed: RequestFeed | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     ending: bool = False  # its end is being sent
+    # A unary item's one response waits here to travel with the item end (one message).
+    final: Response | None = field(default=None, repr=False)
 
     @classmethod
     def start(cls, item_id: str, shape: int, request: Request) -> Item:
@@ -76,7 +78,8 @@ class Item:
 
 
 async def run_item(item: Item, model: ModelAdapter, send: Send, max_bytes: int) -> str:
-    """Call the model for ``item`` and ``send`` each response as it comes; the outcome is
+    """Call the model for ``item`` and ``send`` each response as it comes (a unary item's one
+    response is kept in ``item.final`` instead, to go out with the item end); the outcome is
     ``ok``, ``mixed`` or ``failed`` (any failed response). A response over ``max_bytes`` is
     replaced by a FAILURE saying so and ends the item. Cancellation propagates, after the
     model's generator (if any) was closed."""
@@ -86,7 +89,10 @@ async def run_item(item: Item, model: ModelAdapter, send: Send, max_bytes: int) 
         async for response in stream:
             fitted = fit(response, max_bytes)
             outcome.add(fitted)
-            await send(protocol.output(item.id, fitted))
+            if item.shape == protocol.UNARY:
+                item.final = fitted
+            else:
+                await send(protocol.output(item.id, fitted))
             if fitted is not response:
                 break
     return outcome.word

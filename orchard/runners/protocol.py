@@ -11,7 +11,8 @@ runner → server (``PostRunnerItemOutputsRequest``)
     output      ``runner_item_id`` and one ``runner_item_outputs[0].multi_output_response``;
                 a unary item has one, a streaming item many.
     item end    ``runner_item_id`` and ``status.code = RUNNER_STREAM_END``: the item is done
-                (after its last output, or at once when it was cancelled).
+                (after its last output, or at once when it was cancelled). It may carry the
+                item's last output itself: a unary item is answered in one message.
     draining    ``status.code = RUNNER_STREAM_END`` without an item id: send nothing new.
     refused     ``runner_item_id`` and ``status.code = RUNNER_NEEDS_RETRY``, the reason in
                 ``status.description``: the runner did not start that item (a start that
@@ -104,8 +105,13 @@ def output(item_id: str, response: service_pb2.MultiOutputResponse) -> Outgoing:
     )
 
 
-def item_end(item_id: str) -> Outgoing:
-    return Outgoing(runner_item_id=item_id, status=status_pb2.Status(code=sc.RUNNER_STREAM_END))
+def item_end(item_id: str, last: service_pb2.MultiOutputResponse | None = None) -> Outgoing:
+    """The item's end; with ``last``, its last output travels in the same message (a unary
+    item's only output, so that it costs one message)."""
+    message = Outgoing(runner_item_id=item_id, status=status_pb2.Status(code=sc.RUNNER_STREAM_END))
+    if last is not None:
+        message.runner_item_outputs.add(multi_output_response=last)
+    return message
 
 
 def draining() -> Outgoing:

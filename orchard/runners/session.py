@@ -100,13 +100,19 @@ class Outbox:
             await self._queue.put(message)
 
     async def pump(self, call: Any) -> None:
-        """Write every message, in order, until cancelled or the call fails."""
+        """Write every message, in order, until cancelled or the call fails. Messages already
+        waiting are coalesced: consecutive outputs of one item (and its end) travel as one
+        message, which is what keeps a fast generate from paying one write per chunk."""
         while True:
-            message = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < COALESCE and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await call.write(message)
+                for message in _coalesced(batch):
+                    await call.write(message)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
 
     async def flush(self) -> None:
         """Wait until everything sent so far was written."""
@@ -114,6 +120,28 @@ class Outbox:
 
     def close(self) -> None:
         self._closed = True
+
+
+COALESCE = 64  # messages merged into one write at most
+
+
+def _coalesced(batch: list[protocol.Outgoing]) -> list[protocol.Outgoing]:
+    """``batch`` with each run of one item's outputs (ending at its end, if any) merged."""
+    merged: list[protocol.Outgoing] = []
+    for message in batch:
+        last = merged[-1] if merged else None
+        if (
+            last is not None
+            and message.runner_item_id
+            and last.runner_item_id == message.runner_item_id
+            and last.runner_item_outputs
+            and not last.status.code
+        ):
+            last.runner_item_outputs.extend(message.runner_item_outputs)
+            last.status.CopyFrom(message.status)
+        else:
+            merged.append(message)
+    return merged
 
 
 class Session:
@@ -206,7 +234,7 @@ class Session:
         try:
             outcome = await self._outcome_of(item)
             item.ending = True  # a cancel from here on must not stop the end going out
-            await self._outbox.send(protocol.item_end(item.id))
+            await self._outbox.send(protocol.item_end(item.id, item.final))
         finally:
             self.items.pop(item.id, None)
         method = self.model.method_name(item.request, item.entry)
