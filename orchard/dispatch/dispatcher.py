@@ -74,8 +74,8 @@ class Dispatcher:
         await self._notify()
 
     async def received(self, session: RunnerSession, message: protocol.Outgoing) -> None:
-        if session.receive(message):
-            await self._notify()
+        if session.receive(message) and any(self._waiting.values()):
+            await self._notify()  # a slot freed and someone is waiting for one
 
     def replicas(self, target: Target) -> list[RunnerSession]:
         found = []
