@@ -30,6 +30,8 @@ import grpc
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from common import start_server, stop_server
 
+from orchard.cli.runner import ensure_runner, version_files
+from orchard.client.nodepool import Nodepool
 from orchard.client.uploads import upload_model
 from orchard.client.user import User
 from orchard.wire import callable_for
@@ -156,9 +158,6 @@ def deploy_noop(base: str, pat: str, home: Path) -> tuple[str, Path, Path]:
         nodepool_id="np",
         nodepool_config={"instance_types": [{"id": "local-cpu-1"}], "max_instances": 1},
     )
-    from orchard.cli.runner import ensure_runner, version_files
-    from orchard.client.nodepool import Nodepool
-
     pool = Nodepool("np", compute_cluster_id="cc", _client=user)
     model = {"id": "noop", "app_id": "bench", "model_version": {"id": version.id}}
     deployment = pool.create_deployment(

@@ -25,7 +25,6 @@ from tests.replicas import Replica
 from tests.resources import deploy, make_cluster, make_nodepool
 
 POSTGRES_ENV = "ORCHARD_TEST_POSTGRES_URL"
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "models"
 
 
 class Api:

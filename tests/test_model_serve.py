@@ -14,7 +14,7 @@ import pytest
 
 from orchard.client.model import Model
 from orchard.client.user import User
-from tests.conftest import EXAMPLES
+from tests.resources import EXAMPLES
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

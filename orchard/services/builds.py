@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -130,16 +131,22 @@ def choose_interpreter(
     return Interpreter(sys.executable, own)
 
 
+@cache
+def _code_version(source: Path) -> str:
+    """A digest of the running ``orchard`` code (read once per process: it does not change
+    under a running server)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in source.rglob("*.py") if "__pycache__" not in p.parts):
+        digest.update(path.relative_to(source).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def runtime_copy(root: Path) -> Path:
     """A copy of the running ``orchard`` package for environments to import (one per code
     version). Returns the folder to put on their path."""
     source = Path(orchard.__file__).resolve().parent
-    files = sorted(p for p in source.rglob("*.py") if "__pycache__" not in p.parts)
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(source).as_posix().encode())
-        digest.update(path.read_bytes())
-    target = root / digest.hexdigest()[:16]
+    target = root / _code_version(source)
     if not (target / "orchard").is_dir():
         staging = root / f".{target.name}.{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
