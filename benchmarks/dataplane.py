@@ -7,9 +7,22 @@ same run with the same client.
 - generate: chunks/s of a 1,000-chunk GenerateModelOutputs (300-byte chunks);
 - bidi: round trips/s on one StreamModelOutputs (send one, wait for its answer).
 
-Ray Serve, the peer the design compares against, is not measured here yet.
+Then Ray Serve, the peer the design compares against (``ray_serve.py``; skipped with
+``--no-ray``): the same no-op (300-byte text in, the same text out) as one replica with
+``max_ongoing_requests=100`` and ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1``, called over HTTP through
+Serve's proxy by an aiohttp client (p50 at concurrency 1, requests/s at 64), and for reference
+against the replica's own direct-ingress port and through an in-process DeploymentHandle. It
+runs after Orchard and the bare server have stopped, on one Ray cluster for all its rounds.
+Ray is installed by the benchmark into its own virtual environment, ``.cache/ray-serve-venv``
+(uv, pinned, reused while the pins match), never into Orchard's. Ray binds some listeners to
+every interface, so its processes run in a private network namespace whose only interface is
+loopback (``unshare -n``, so root), and every one of them is killed by process id afterwards.
+``--ray-haproxy`` adds Ray Serve once more with its HAProxy ingress in place of the Python
+proxy (``RAY_SERVE_ENABLE_HA_PROXY=1``, which Ray's high-throughput guide pairs with the
+throughput-optimized flag), reported for reference without a target.
 
-    .venv/bin/python benchmarks/dataplane.py [--seconds 5] [--calls 400] [--rounds 3]
+    .venv/bin/python benchmarks/dataplane.py [--seconds 5] [--calls 400] [--rounds 3] [--no-ray]
+        [--ray-haproxy]
 """
 
 from __future__ import annotations
@@ -29,6 +42,8 @@ from pathlib import Path
 import grpc
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from common import start_server, stop_server
+from ray_serve import REQUIREMENTS as RAY_REQUIREMENTS
+from ray_serve import measure_dataplane as ray_serve_dataplane
 
 from orchard.cli.runner import ensure_runner, version_files
 from orchard.client.nodepool import Nodepool
@@ -234,36 +249,83 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 replica.wait(timeout=30)
             bare.communicate("", timeout=30)
             stop_server(server)
-    return summarize(rounds)
+    ray = haproxy = None
+    if not args.no_ray:
+        ray = ray_serve_dataplane(args.seconds, args.calls, args.rounds)
+        if args.ray_haproxy:
+            haproxy = ray_serve_dataplane(args.seconds, args.calls, args.rounds, haproxy=True)
+    return summarize(rounds, ray, haproxy)
 
 
-def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, object]:
+def ray_section(figures: dict[str, float]) -> dict[str, object]:
+    killed = figures.pop("processes_killed_after_shutdown", 0)
+    return {
+        "ray": RAY_REQUIREMENTS[0],
+        "median": figures,
+        "processes_killed_after_shutdown": killed,
+    }
+
+
+def summarize(
+    rounds: dict[str, list[dict[str, float]]],
+    ray: dict[str, float] | None,
+    haproxy: dict[str, float] | None = None,
+) -> dict[str, object]:
     med = {
         side: {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
         for side, runs in rounds.items()
     }
     o, b = med["orchard"], med["bare"]
-    return {
+    ratios = {
+        "unary_c1_p50_orchard_over_bare": round(o["unary_c1_p50_ms"] / b["unary_c1_p50_ms"], 2),
+        "unary_c64_orchard_over_bare": round(o["unary_c64_per_s"] / b["unary_c64_per_s"], 3),
+        "generate_orchard_over_bare": round(
+            o["generate_chunks_per_s"] / b["generate_chunks_per_s"], 3
+        ),
+        "bidi_orchard_over_bare": round(
+            o["bidi_round_trips_per_s"] / b["bidi_round_trips_per_s"], 3
+        ),
+    }
+    targets = {
+        "unary_c1_p50_max": 2.5,
+        "unary_c64_min": 0.35,
+        "generate_min": 0.5,
+        "bidi_min": 0.4,
+    }
+    result: dict[str, object] = {
         "benchmark": "dataplane",
         "median": med,
         "rounds": rounds,
-        "ratios": {
-            "unary_c1_p50_orchard_over_bare": round(o["unary_c1_p50_ms"] / b["unary_c1_p50_ms"], 2),
-            "unary_c64_orchard_over_bare": round(o["unary_c64_per_s"] / b["unary_c64_per_s"], 3),
-            "generate_orchard_over_bare": round(
-                o["generate_chunks_per_s"] / b["generate_chunks_per_s"], 3
-            ),
-            "bidi_orchard_over_bare": round(
-                o["bidi_round_trips_per_s"] / b["bidi_round_trips_per_s"], 3
-            ),
-        },
-        "targets": {
-            "unary_c1_p50_max": 2.5,
-            "unary_c64_min": 0.35,
-            "generate_min": 0.5,
-            "bidi_min": 0.4,
-        },
+        "ratios": ratios,
+        "targets": targets,
     }
+    if ray is not None:
+        result["ray_serve"] = ray_section(ray)
+        ratios["ray_proxy_p50_over_orchard"] = round(
+            ray["proxy_unary_c1_p50_ms"] / o["unary_c1_p50_ms"], 2
+        )
+        ratios["orchard_c64_over_ray_proxy"] = round(
+            o["unary_c64_per_s"] / ray["proxy_unary_c64_per_s"], 2
+        )
+        # For reference, no target: the replica's own port, behind no Serve proxy.
+        ratios["ray_direct_ingress_p50_over_orchard"] = round(
+            ray["direct_ingress_unary_c1_p50_ms"] / o["unary_c1_p50_ms"], 2
+        )
+        ratios["orchard_c64_over_ray_direct_ingress"] = round(
+            o["unary_c64_per_s"] / ray["direct_ingress_unary_c64_per_s"], 2
+        )
+        targets["ray_proxy_p50_over_orchard_min"] = 3.0
+        targets["orchard_c64_over_ray_proxy_min"] = 5.0
+    if haproxy is not None:
+        # For reference, no target: Serve's HAProxy ingress in place of its Python proxy.
+        result["ray_serve_haproxy"] = ray_section(haproxy)
+        ratios["ray_haproxy_p50_over_orchard"] = round(
+            haproxy["proxy_unary_c1_p50_ms"] / o["unary_c1_p50_ms"], 2
+        )
+        ratios["orchard_c64_over_ray_haproxy"] = round(
+            o["unary_c64_per_s"] / haproxy["proxy_unary_c64_per_s"], 2
+        )
+    return result
 
 
 def main() -> None:
@@ -271,6 +333,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray Serve comparison")
+    parser.add_argument(
+        "--ray-haproxy",
+        action="store_true",
+        help="also measure Ray Serve behind its HAProxy ingress (for reference, no target)",
+    )
     print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
 
 

@@ -31,9 +31,13 @@ class ServerThread:
         **settings: Any,
     ) -> None:
         """``settings`` are further :class:`~orchard.server.app.Settings` fields (e.g.
-        ``offline=True`` to build model environments from uv's cache only)."""
+        ``offline=True`` to build model environments from uv's cache only, or
+        ``orchestrate=True`` for a server that starts replicas itself)."""
         self.pat = secrets.token_hex(16)
         self.user_id = user_id
+        # Tests attach their replicas by hand and make their own clusters unless they ask.
+        settings.setdefault("orchestrate", False)
+        settings.setdefault("default_cluster", False)
         self.settings = Settings(
             home=home,
             port=0,

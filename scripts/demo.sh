@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on the embedded default (this host, SQLite), from a fresh clone:
 # start `orchard serve`, log in, create a compute cluster and a nodepool from the example
-# YAML, upload the echo model (its environment built with uv), deploy it, run a replica of
-# it, predict in all three shapes, show everything, then delete it all and stop.
+# YAML, upload the echo model (its environment built with uv), deploy it (the server starts
+# its replica when the first request arrives), predict in all three shapes, show everything,
+# then delete it all and stop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -12,10 +13,10 @@ export ORCHARD_CONFIG="$work/config"
 orchard=.venv/bin/orchard
 examples=examples/quickstart
 
+touch "$work/serve.log"
 .venv/bin/orchard serve --home "$work/home" --port 0 >"$work/serve.log" 2>&1 &
 server=$!
 cleanup() {
-  [ -n "${runner:-}" ] && kill "$runner" 2>/dev/null && wait "$runner" 2>/dev/null
   kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
   rm -rf "$work"
 }
@@ -40,19 +41,17 @@ run model upload examples/models/echo
 
 run deployment create cpu-pool echo-dep --config "$examples/deployment.yaml"
 
-echo; echo "\$ orchard runner --deployment echo-dep &   # a replica of echo, in its built environment"
-"$orchard" runner --deployment echo-dep --home "$work/home" >"$work/runner.log" 2>&1 &
-runner=$!
 model_url="http://127.0.0.1:$port/admin/examples/models/echo"
-# The first call is held by the server until the replica has connected, then served.
+# The deployment has min_replicas 0: the first call is held while the server starts a replica
+# in the model's built environment, then served.
 run model predict --model_url "$model_url" --deployment_id echo-dep --bytes "hello orchard" --input_type text
 run model predict --model_url "$model_url" --deployment_id echo-dep --bytes "one token at a time" --input_type text --method generate
 run model predict --model_url "$model_url" --deployment_id echo-dep --bytes "streamed both ways" --input_type text --method stream
-kill -TERM "$runner" && wait "$runner" || true
 run computecluster list
 run nodepool list
 run deployment list
 run deployment get echo-dep
+run deployment logs echo-dep --log-type events --no-follow
 run deployment delete echo-dep
 run nodepool delete local-cc cpu-pool
 run computecluster delete local-cc

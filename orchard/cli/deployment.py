@@ -1,4 +1,4 @@
-"""`orchard deployment` (`dp`): create, list, get and delete deployments.
+"""`orchard deployment` (`dp`): create, list, get, logs and delete deployments.
 
 Deployments belong to the user, not to a nodepool: ``get`` and ``delete`` need only the
 deployment id, and ``create`` uses its NODEPOOL_ID only when the config names no nodepools
@@ -6,6 +6,8 @@ deployment id, and ``create`` uses its NODEPOOL_ID only when the config names no
 """
 
 from __future__ import annotations
+
+import time
 
 import click
 
@@ -22,6 +24,9 @@ from orchard.cli.groups import AliasedGroup
 from orchard.client import Nodepool
 
 NP, DEP = "nodepool_id", "deployment_id"
+LOG_TYPES = {"model": "runner", "events": "runner.events"}
+RECENT_EVENTS = 10
+FOLLOW_POLL_S = 1.0
 
 
 @click.group("deployment", cls=AliasedGroup)
@@ -80,9 +85,60 @@ def list_(
 @id_options(DEP)
 @pass_state
 def get(state: CliState, deployment_id: str | None, **flags: str | None) -> None:
-    """Show DEPLOYMENT_ID as YAML."""
+    """Show DEPLOYMENT_ID as YAML, then its replicas and recent events."""
     dep_id = str(pick_ids([DEP], [deployment_id], flags, required=[DEP])[DEP])
-    output.print_yaml("deployment", state.user().deployment(dep_id).proto)
+    dep = state.user().deployment(dep_id)
+    output.print_yaml("deployment", dep.proto)
+    metrics = dep.proto.deployment_metrics
+    output.table(
+        ["NODEPOOL", "COMPUTE_CLUSTER", "DESIRED", "LIVE"],
+        [
+            [
+                m.nodepool_id,
+                m.compute_cluster_id,
+                str(m.metrics.desired_replicas),
+                str(m.metrics.live_replicas),
+            ]
+            for m in metrics.nodepool_metrics
+        ],
+        empty="No replicas are run by this server for this deployment.",
+    )
+    events = dep.log_reader("runner.events").read()[-RECENT_EVENTS:]
+    if events:
+        output.say("Recent events:")
+        for event in events:
+            click.echo(f"  {event}")
+
+
+@deployment.command("logs")
+@click.argument("deployment_id")
+@click.option(
+    "--follow/--no-follow", default=True, show_default=True, help="Keep printing new lines."
+)
+@click.option("--duration", type=float, default=None, help="Stop following after N seconds.")
+@click.option(
+    "--log-type",
+    type=click.Choice(["model", "events"], case_sensitive=False),
+    default="model",
+    show_default=True,
+    help="model: what the replicas print; events: what the orchestrator did with them.",
+)
+@pass_state
+def logs(
+    state: CliState, deployment_id: str, follow: bool, duration: float | None, log_type: str
+) -> None:
+    """Print (and follow) the logs of DEPLOYMENT_ID's replicas."""
+    reader = state.user().deployment(deployment_id).log_reader(LOG_TYPES[log_type.lower()])
+    stop = time.monotonic() + duration if duration is not None else None
+    try:
+        while True:
+            for line in reader.read():
+                click.echo(line)
+            if not follow or (stop is not None and time.monotonic() >= stop):
+                return
+            time.sleep(FOLLOW_POLL_S)
+    except KeyboardInterrupt:
+        return
 
 
 @deployment.command("delete", aliases=["rm"])

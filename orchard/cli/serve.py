@@ -68,6 +68,19 @@ async def _serve(settings: Settings) -> None:
     multiple=True,
     help="A host or host:port URL inputs may reach even when private (repeatable).",
 )
+@click.option(
+    "--orchestrate/--no-orchestrate",
+    default=True,
+    show_default=True,
+    help="Start, scale and stop deployments' replicas (off: attach them with `orchard runner`).",
+)
+@click.option(
+    "--hold-seconds",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="How long a prediction waits for a replica before MODEL_DEPLOYING.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
     home: Path | None,
@@ -79,6 +92,8 @@ def serve(
     python_fallback: bool,
     allow_private_urls: bool,
     allowed_url_hosts: tuple[str, ...],
+    orchestrate: bool,
+    hold_seconds: float,
     log_level: str,
 ) -> None:
     """Run the Orchard API server."""
@@ -96,5 +111,7 @@ def serve(
         python_fallback=python_fallback,
         allow_private_urls=allow_private_urls,
         allowed_url_hosts=list(allowed_url_hosts),
+        orchestrate=orchestrate,
+        hold_seconds=hold_seconds,
     )
     asyncio.run(_serve(settings))

@@ -16,6 +16,7 @@ from google.protobuf import json_format
 from orchard import errors
 from orchard.client.base import BaseClient
 from orchard.client.lister import paginate
+from orchard.client.logs import LogReader
 from orchard.client.resource import Resource, check_id_list
 
 
@@ -51,6 +52,23 @@ class Deployment(Resource):
         self.proto = self._call("PatchDeployments", request).deployments[0]
         self._loaded = True
         return self
+
+    def log_reader(self, log_type: str = "runner") -> LogReader:
+        """A reader of this deployment's replica output (``runner``) or orchestration events
+        (``runner.events``); each ``read()`` returns the lines written since the last."""
+        model = self.proto.worker.model
+        request = service_pb2.ListLogEntriesRequest(
+            user_app_id=resources_pb2.UserAppIDSet(
+                user_id=model.user_id or self.user_id, app_id=model.app_id
+            ),
+            model_id=model.id,
+            model_version_id=model.model_version.id,
+            log_type=log_type,
+        )
+        if len(self.proto.nodepools) == 1:
+            request.compute_cluster_id = self.proto.nodepools[0].compute_cluster.id
+            request.nodepool_id = self.proto.nodepools[0].id
+        return LogReader(self, request)
 
     @staticmethod
     def get_runner_selector(user_id: str, deployment_id: str) -> resources_pb2.RunnerSelector:

@@ -24,6 +24,7 @@ from google.protobuf import json_format
 
 from orchard import errors
 from orchard.client.base import BaseClient
+from orchard.client.logs import LogReader
 from orchard.packaging.inspect import run_inspection
 from orchard.packaging.package import Package, load_package, pack
 
@@ -31,7 +32,6 @@ CHUNK_BYTES = 4 << 20
 # The build is polled quickly at first (a cached environment is ready in well under a second),
 # then less often.
 POLL_FIRST_S, POLL_MAX_S = 0.05, 1.0
-LOG_PAGE = 50
 
 
 def normalized_config(package: Package, user_id: str) -> dict[str, Any]:
@@ -139,7 +139,13 @@ def follow_build(
     """Poll the version until its build ends, passing new build log lines to ``on_log``."""
     cfg = package.config.model
     user_app = client._user_app_id(cfg.app_id)
-    seen, pause = 0, POLL_FIRST_S
+    reader = LogReader(
+        client,
+        service_pb2.ListLogEntriesRequest(
+            user_app_id=user_app, model_id=cfg.id, model_version_id=version_id, log_type="builder"
+        ),
+    )
+    pause = POLL_FIRST_S
     while True:
         version = client._call(
             "GetModelVersion",
@@ -147,24 +153,8 @@ def follow_build(
                 user_app_id=user_app, model_id=cfg.id, version_id=version_id
             ),
         ).model_version
-        while True:
-            entries = client._call(
-                "ListLogEntries",
-                service_pb2.ListLogEntriesRequest(
-                    user_app_id=user_app,
-                    model_id=cfg.id,
-                    model_version_id=version_id,
-                    log_type="builder",
-                    page=seen // LOG_PAGE + 1,
-                    per_page=LOG_PAGE,
-                ),
-            ).log_entries
-            fresh = entries[seen % LOG_PAGE :]
-            for entry in fresh:
-                on_log(entry.message)
-            seen += len(fresh)
-            if len(entries) < LOG_PAGE or not fresh:
-                break
+        for message in reader.read():
+            on_log(message)
         if version.status.code != sc.MODEL_BUILDING:
             break
         time.sleep(pause)

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -57,6 +57,9 @@ class Dispatcher:
         self._sessions: dict[tuple[PoolKey, VersionRef], list[RunnerSession]] = defaultdict(list)
         self._changed = asyncio.Condition()
         self._waiting: dict[str, int] = defaultdict(int)
+        # calls waiting, by each (nodepool, version) that could serve them
+        self._waiting_for: dict[tuple[PoolKey, VersionRef], int] = defaultdict(int)
+        self.on_wait: Callable[[], None] | None = None  # a call began waiting for a replica
 
     # -- replicas --------------------------------------------------------------------------
 
@@ -85,6 +88,18 @@ class Dispatcher:
                     found.append(session)
         return found
 
+    def sessions(self) -> list[RunnerSession]:
+        """Every connected replica."""
+        return [s for group in self._sessions.values() for s in group]
+
+    def load(self, pools: Iterable[PoolKey], version: VersionRef) -> tuple[int, int]:
+        """(items in flight, calls waiting) for ``version`` on ``pools``. A waiting call is
+        counted once even when several of the pools could serve it."""
+        keys = [(pool, version) for pool in pools]
+        in_flight = sum(len(s.items) for key in keys for s in self._sessions.get(key, []))
+        waiting = max((self._waiting_for.get(key, 0) for key in keys), default=0)
+        return in_flight, waiting
+
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
@@ -112,6 +127,7 @@ class Dispatcher:
             )
         hold_until = min(deadline, time.monotonic() + self.settings.hold_seconds)
         self._waiting[target.queue] += 1
+        self._count_waiting(target, 1)
         try:
             async with self._changed:
                 while (session := self._pick(target)) is None:
@@ -123,6 +139,13 @@ class Dispatcher:
             return session.open()
         finally:
             self._waiting[target.queue] -= 1
+            self._count_waiting(target, -1)
+
+    def _count_waiting(self, target: Target, step: int) -> None:
+        for pool, _ in target.pools:
+            self._waiting_for[(pool, target.version)] += step
+        if step > 0 and self.on_wait is not None:
+            self.on_wait()
 
     def _no_replica(self, target: Target) -> errors.OrchardError:
         if self.replicas(target):

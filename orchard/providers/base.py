@@ -1,17 +1,28 @@
 """The provider seam: where a compute cluster's instances and runners come from.
 
 A provider is named by ``cloud_provider.id``. For the control plane it answers what it offers
-(regions, instance types) and whether a nodepool's instance types can exist on it. Starting and
-stopping instances and runner replicas are added by the orchestration layer.
+(regions, instance types) and whether a nodepool's instance types can exist on it. For the
+orchestrator it starts and stops *instances* (a nodepool's machines, or envelopes of one) and
+runner *replicas* on them.
 
-Contracts: every method returns fast and never blocks on the outside system for long; answers
-about capacity are facts about real machines, not promises.
+Contracts:
+
+- every method returns fast and never blocks on the outside system for long: a replica that
+  is still starting is reported as running, and whether it is ready is learnt from its
+  connection to the server, not from the provider;
+- capacity that is not there now raises :class:`NoCapacity` (the caller tries again later)
+  instead of waiting for it;
+- stopping is idempotent: stopping an unknown or already stopped replica or instance is a
+  no-op; a stopped replica is asked to drain and is killed when its grace runs out;
+- answers about capacity are facts about real machines, not promises.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from orchard.quantities import format_bytes
@@ -49,9 +60,45 @@ class InstanceTypeInfo:
     capacity_types: tuple[int, ...] = field(default=(1,))
 
 
+class NoCapacity(Exception):
+    """Not now: the provider has no room for what was asked; the reason says what is held."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One instance of a nodepool, as the provider started it."""
+
+    id: str
+    pool: str  # the nodepool's "user/cluster/nodepool"
+    shape: ComputeShape
+    where: str = ""  # for people: "CPUs 0-1 of this host", a node address...
+
+
+@dataclass(frozen=True)
+class ReplicaLaunch:
+    """How to run one runner replica on an instance, and what it may use there."""
+
+    id: str
+    instance_id: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    memory_bytes: int
+    log_path: Path
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    id: str
+    instance_id: str
+    running: bool
+    exit_code: int | None = None
+    reason: str = ""  # why the provider ended it, when it did (over its memory, ...)
+
+
 class Provider(abc.ABC):
     id: str
     name: str
+    orchestrated: bool = False  # whether the methods below are implemented
 
     @abc.abstractmethod
     def regions(self) -> list[str]:
@@ -65,3 +112,34 @@ class Provider(abc.ABC):
     def check_shape(self, shape: ComputeShape) -> list[tuple[str, str]]:
         """Why ``shape`` cannot be an instance here: ``(field, reason with fix)`` pairs;
         empty when it fits."""
+
+    # -- orchestration (providers that run replicas override all of these) -----------------
+
+    def start_instance(self, pool: str, shape: ComputeShape) -> Instance:
+        """A new instance of ``shape`` for nodepool ``pool``; NoCapacity when none fits now."""
+        raise NoCapacity(f"the {self.id!r} provider does not run replicas")
+
+    def stop_instance(self, instance_id: str) -> None:
+        """Release an instance; its replicas must have been stopped first."""
+        return None
+
+    def start_replica(self, launch: ReplicaLaunch) -> None:
+        """Start a replica process on one of this provider's instances."""
+        raise NoCapacity(f"the {self.id!r} provider does not run replicas")
+
+    def stop_replica(self, replica_id: str, grace: float) -> None:
+        """Ask a replica to drain; it is killed when ``grace`` seconds have passed."""
+        return None
+
+    def poll(self) -> list[ReplicaStatus]:
+        """Every replica this provider started and has not forgotten, with its state. A
+        replica reported as ended is forgotten after this call."""
+        return []
+
+    def instances(self) -> list[Instance]:
+        return []
+
+    def shutdown(self, grace: float) -> None:
+        """Stop every replica (drain, then kill after ``grace``) and release every instance;
+        returns when they are gone."""
+        return None

@@ -2,16 +2,47 @@
 
 Its instance types are slices of the host's real CPUs, memory and GPUs; a nodepool on it may not
 promise more than one host holds.
+
+Orchestration. An instance is an envelope of this host: whole CPUs (``ceil(cpu_limit)`` of
+them), an amount of memory and whole GPUs, held by no other instance, so that instances never
+promise the same hardware twice. A replica is a process in its model version's environment,
+held to its instance: its CPU affinity is the instance's CPUs, ``CUDA_VISIBLE_DEVICES`` names
+the instance's GPUs, and its resident memory (with its children's) is watched against its
+share; a replica over it is killed and reported with the reason. (A memory cgroup would
+enforce the same bound in the kernel, but needs a delegated cgroup tree that an unprivileged
+``orchard serve`` rarely has; the watchdog works everywhere.) Replicas write their output to
+one log file each, which the orchestrator turns into the runner log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import itertools
+import logging
+import math
+import os
 import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
 
-from orchard.providers.base import ComputeShape, InstanceTypeInfo, Provider
+import psutil
+
+from orchard.providers.base import (
+    ComputeShape,
+    Instance,
+    InstanceTypeInfo,
+    NoCapacity,
+    Provider,
+    ReplicaLaunch,
+    ReplicaStatus,
+)
 from orchard.providers.inventory import HostInventory, host_inventory
 from orchard.quantities import format_bytes, human_bytes
+
+log = logging.getLogger(__name__)
 
 MIB = 2**20
 
@@ -29,12 +60,31 @@ def accelerator_matches(pattern: str, name: str) -> bool:
     return fnmatch.fnmatchcase(norm(name), norm(pattern))
 
 
+@dataclass
+class _Envelope:
+    instance: Instance
+    cpu_ids: tuple[int, ...]
+    gpu_ids: tuple[int, ...]
+
+
+@dataclass
+class _Process:
+    launch: ReplicaLaunch
+    proc: subprocess.Popen[bytes]
+    kill_at: float | None = None
+    reason: str = ""
+
+
 class LocalProvider(Provider):
     id = "local"
     name = "This host"
+    orchestrated = True
 
     def __init__(self, inventory: HostInventory | None = None) -> None:
         self._inventory = inventory
+        self._envelopes: dict[str, _Envelope] = {}
+        self._replicas: dict[str, _Process] = {}
+        self._numbers = itertools.count(1)
 
     @property
     def inventory(self) -> HostInventory:
@@ -133,3 +183,147 @@ class LocalProvider(Provider):
                 )
             ]
         return []
+
+    # -- orchestration ---------------------------------------------------------------------
+
+    def _cpu_ids(self) -> list[int]:
+        if hasattr(os, "sched_getaffinity"):
+            return sorted(os.sched_getaffinity(0))
+        return list(range(self.inventory.cpus))  # pragma: no cover - Linux has affinity
+
+    def start_instance(self, pool: str, shape: ComputeShape) -> Instance:
+        host = self.inventory
+        held_cpus = {c for e in self._envelopes.values() for c in e.cpu_ids}
+        held_gpus = {g for e in self._envelopes.values() for g in e.gpu_ids}
+        held_memory = sum(e.instance.shape.memory_bytes for e in self._envelopes.values())
+        free_cpus = [c for c in self._cpu_ids() if c not in held_cpus]
+        wanted_cpus = max(1, math.ceil(shape.cpus))
+        pools = sorted({e.instance.pool for e in self._envelopes.values()})
+        held_by = f" (held by instances of {', '.join(pools)})" if pools else ""
+        if len(free_cpus) < wanted_cpus:
+            raise NoCapacity(
+                f"this host has {len(free_cpus)} free CPU(s) for an instance of "
+                f"{wanted_cpus}{held_by}"
+            )
+        if held_memory + shape.memory_bytes > host.memory_bytes:
+            raise NoCapacity(
+                f"this host has {human_bytes(host.memory_bytes - held_memory)} of memory free "
+                f"for an instance of {human_bytes(shape.memory_bytes)}{held_by}"
+            )
+        gpu_ids: tuple[int, ...] = ()
+        if shape.num_accelerators:
+            free_gpus = [
+                g.index
+                for g in host.gpus
+                if g.index not in held_gpus
+                and g.memory_bytes >= shape.accelerator_memory_bytes
+                and any(accelerator_matches(p, g.name) for p in shape.accelerator_types or ("*",))
+            ]
+            if len(free_gpus) < shape.num_accelerators:
+                raise NoCapacity(
+                    f"this host has {len(free_gpus)} free matching GPU(s) for an instance of "
+                    f"{shape.num_accelerators}{held_by}"
+                )
+            gpu_ids = tuple(free_gpus[: shape.num_accelerators])
+        cpu_ids = tuple(free_cpus[:wanted_cpus])
+        where = f"CPUs {','.join(map(str, cpu_ids))}" + (
+            f", GPUs {','.join(map(str, gpu_ids))}" if gpu_ids else ""
+        )
+        instance = Instance(f"local-{next(self._numbers)}", pool, shape, where)
+        self._envelopes[instance.id] = _Envelope(instance, cpu_ids, gpu_ids)
+        return instance
+
+    def stop_instance(self, instance_id: str) -> None:
+        self._envelopes.pop(instance_id, None)
+
+    def instances(self) -> list[Instance]:
+        return [e.instance for e in self._envelopes.values()]
+
+    def start_replica(self, launch: ReplicaLaunch) -> None:
+        envelope = self._envelopes.get(launch.instance_id)
+        if envelope is None:
+            raise NoCapacity(f"instance {launch.instance_id!r} is not running")
+        env = dict(launch.env)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, envelope.gpu_ids))
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(launch.log_path, "ab") as out:
+            proc = subprocess.Popen(
+                list(launch.argv),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C at the server's terminal is the server's
+            )
+        with contextlib.suppress(OSError):  # it may already have exited
+            os.sched_setaffinity(proc.pid, envelope.cpu_ids)
+        self._replicas[launch.id] = _Process(launch, proc)
+
+    def stop_replica(self, replica_id: str, grace: float) -> None:
+        held = self._replicas.get(replica_id)
+        if held is None or held.kill_at is not None:
+            return
+        held.kill_at = time.monotonic() + grace
+        with contextlib.suppress(ProcessLookupError):
+            held.proc.send_signal(signal.SIGTERM)
+
+    def poll(self) -> list[ReplicaStatus]:
+        statuses = []
+        now = time.monotonic()
+        for replica_id, held in list(self._replicas.items()):
+            code = held.proc.poll()
+            if code is None:
+                self._watch(held, now)
+                statuses.append(ReplicaStatus(replica_id, held.launch.instance_id, True))
+                continue
+            del self._replicas[replica_id]
+            statuses.append(
+                ReplicaStatus(replica_id, held.launch.instance_id, False, code, held.reason)
+            )
+        return statuses
+
+    def _watch(self, held: _Process, now: float) -> None:
+        """Kill a replica past its drain grace, or over its memory share."""
+        if held.kill_at is not None and now >= held.kill_at:
+            held.reason = held.reason or "killed: it did not drain within its grace"
+            _kill(held.proc)
+            return
+        used = _resident_bytes(held.proc.pid)
+        if used > held.launch.memory_bytes > 0:
+            held.reason = (
+                f"killed: it used {human_bytes(used)} of memory, over its limit of "
+                f"{human_bytes(held.launch.memory_bytes)}; raise "
+                "inference_compute_info.cpu_memory in the model's config.yaml"
+            )
+            _kill(held.proc)
+
+    def shutdown(self, grace: float) -> None:
+        for replica_id in list(self._replicas):
+            self.stop_replica(replica_id, grace)
+        deadline = time.monotonic() + grace
+        for held in list(self._replicas.values()):
+            try:
+                held.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _kill(held.proc)
+                held.proc.wait()
+        self._replicas.clear()
+        self._envelopes.clear()
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the replica and anything it started
+
+
+def _resident_bytes(pid: int) -> int:
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for member in family:
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_info().rss
+    return total

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import grpc
 import uv
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from orchard.configs import ComputeClusterSpec, NodepoolSpec
 from orchard.dispatch.dispatcher import Dispatcher, DispatchSettings
+from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
 from orchard.providers import ProviderRegistry
 from orchard.server import (
     apps,
@@ -29,12 +33,15 @@ from orchard.server import (
 from orchard.server.builds import BuildQueue
 from orchard.server.predictions import UrlFetcher
 from orchard.server.rpc import GrpcAdapter, Router, Runtime
+from orchard.services import compute_clusters as cluster_service
+from orchard.services import nodepools as nodepool_service
 from orchard.services import users as user_service
 from orchard.services.builds import BuildSettings, EnvBuilder
 from orchard.services.fetch import FetchPolicy
 from orchard.services.packages import PackageStore
 from orchard.store import Store
 from orchard.store.db import sqlite_url
+from orchard.store.models import ComputeClusterRow, UserRow
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 7600
@@ -61,6 +68,13 @@ class Settings:
     # (all of them, or the "host[:port]" entries listed).
     allow_private_urls: bool = False
     allowed_url_hosts: list[str] = field(default_factory=list)
+    # Orchestration: start, scale and stop the replicas of deployments on dedicated clusters
+    # (off: replicas are attached by hand, as on local-dev clusters). A stopped replica gets
+    # drain_seconds to finish what it holds. default_cluster: on the first start, give the
+    # bootstrap user a cluster "local" with a nodepool "default" that is this host.
+    orchestrate: bool = True
+    drain_seconds: float = 10.0
+    default_cluster: bool = True
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -115,6 +129,54 @@ def bootstrap(store: Store, settings: Settings) -> str | None:
     return str(settings.pat_file)
 
 
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
+
+
+def ensure_default_cluster(session: Session, user_id: str, runtime: Runtime) -> None:
+    """A cluster "local" with a nodepool "default" that is this whole host, for a user who
+    has no compute cluster yet: deploying is then all a first-time user does."""
+    exists = session.scalars(
+        select(ComputeClusterRow.id).where(ComputeClusterRow.user_id == user_id).limit(1)
+    ).first()
+    if exists is not None or session.get(UserRow, user_id) is None:
+        return
+    provider = runtime.providers.get("local")
+    if provider is None:
+        return
+    whole_host = max(
+        (t for t in provider.instance_types("local") if not t.shape.num_accelerators),
+        key=lambda t: t.shape.cpus,
+    )
+    cluster = cluster_service.create_compute_cluster(
+        session,
+        user_id,
+        ComputeClusterSpec.model_validate(
+            {
+                "id": "local",
+                "description": "This host (made by orchard serve)",
+                "cloud_provider": {"id": "local"},
+                "region": "local",
+            }
+        ),
+        runtime.providers,
+    )
+    nodepool_service.create_nodepool(
+        session,
+        cluster,
+        NodepoolSpec.model_validate(
+            {
+                "id": "default",
+                "description": f"All of this host: {whole_host.description}",
+                "instance_types": [{"id": whole_host.id}],
+                "min_instances": 0,
+                "max_instances": 1,
+            }
+        ),
+        runtime.providers,
+    )
+    log.info("made compute cluster 'local' with nodepool 'default' for user %s", user_id)
+
+
 class OrchardServer:
     """The gRPC server with its store. ``start`` binds and returns the port."""
 
@@ -150,7 +212,9 @@ class OrchardServer:
             fetcher=self.fetcher,
         )
         self.adapter = GrpcAdapter(build_router(), self.store, runtime)
+        self.runtime = runtime
         self.port = 0
+        self.local_address: str | None = None
         self._grpc: grpc.aio.Server | None = None
 
     async def start(self) -> int:
@@ -168,13 +232,52 @@ class OrchardServer:
                 f"cannot listen on {self.settings.host}:{self.settings.port}; "
                 "is another server using the port? pick one with --port"
             )
+        self.local_address = self._listen_locally(server)
         await server.start()
         self._grpc = server
         await self.builds.resume()
+        if self.settings.default_cluster:
+            with self.store.session() as session:
+                ensure_default_cluster(session, self.settings.bootstrap_user, self.runtime)
+        if self.settings.orchestrate:
+            self._start_orchestrator()
         return self.port
 
+    def _start_orchestrator(self) -> None:
+        loopback = "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host
+        orchestrator = Orchestrator(
+            OrchestratorSettings(
+                home=self.settings.home,
+                server=self.local_address or f"{loopback}:{self.port}",
+                drain_grace=self.settings.drain_seconds,
+            ),
+            self.runtime.providers,
+            self.runtime.packages,
+            self.dispatcher,
+            self.adapter.in_session,
+            self.runtime.replica_tokens,
+        )
+        self.runtime.orchestrator = orchestrator
+        self.dispatcher.on_wait = orchestrator.wake
+        orchestrator.start()
+
+    def _listen_locally(self, server: grpc.aio.Server) -> str | None:
+        """A Unix socket under home for this host's runners (a shorter path than TCP through
+        loopback); None where the path is too long for a socket address."""
+        path = self.settings.home / "run" / "grpc.sock"
+        if len(str(path)) > MAX_SOCKET_PATH:
+            return None
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.unlink(missing_ok=True)
+        address = f"unix:{path}"
+        return address if server.add_insecure_port(address) else None
+
     async def stop(self, grace: float = 5.0) -> None:
-        """Finish in-flight calls (up to ``grace`` seconds), then release everything."""
+        """Stop the replicas this server started (each drains up to ``drain_seconds``), finish
+        in-flight calls (up to ``grace`` seconds), then release everything."""
+        if self.runtime.orchestrator is not None:
+            await self.runtime.orchestrator.close()
+            self.runtime.orchestrator = None
         if self._grpc is not None:
             await self._grpc.stop(grace)
             self._grpc = None

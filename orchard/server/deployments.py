@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
 
@@ -27,7 +29,7 @@ def _worker(row: DeploymentRow) -> resources_pb2.Worker:
     )
 
 
-def to_proto(row: DeploymentRow) -> resources_pb2.Deployment:
+def to_proto(row: DeploymentRow, live: Any = None) -> resources_pb2.Deployment:
     dep = resources_pb2.Deployment()
     fill(dep, row.spec)
     dep.id, dep.user_id = row.id, row.user_id
@@ -45,6 +47,21 @@ def to_proto(row: DeploymentRow) -> resources_pb2.Deployment:
             nodepool=resources_pb2.Nodepool(id=use.nodepool_id, compute_cluster=cluster),
         )
     stamp(dep, row)
+    seen = live.deployments.get((row.user_id, row.id)) if live is not None else None
+    if seen is not None:
+        metrics = dep.deployment_metrics
+        metrics.desired_replicas, metrics.live_replicas = seen.desired, seen.live
+        metrics.aggregate.desired_replicas, metrics.aggregate.live_replicas = (
+            seen.desired,
+            seen.live,
+        )
+        for use in row.placements:
+            here = [r for r in seen.replicas if r.nodepool.nodepool_id == use.nodepool_id]
+            pool = metrics.nodepool_metrics.add(
+                compute_cluster_id=use.compute_cluster_id, nodepool_id=use.nodepool_id
+            )
+            pool.metrics.live_replicas = sum(1 for r in here if r.state == "ready")
+            pool.metrics.desired_replicas = sum(1 for r in here if r.state != "draining")
     return dep
 
 
@@ -85,7 +102,7 @@ def get(
 ) -> service_pb2.SingleDeploymentResponse:
     owner = call.owner(request.user_app_id.user_id)
     row = service.get_deployment(call.session, owner, request.deployment_id)
-    return service_pb2.SingleDeploymentResponse(deployment=to_proto(row))
+    return service_pb2.SingleDeploymentResponse(deployment=to_proto(row, call.live))
 
 
 @router.rpc("ListDeployments")
@@ -99,7 +116,8 @@ def list_(
         model_version_ids=tuple(request.model_version_ids),
     )
     rows = service.list_deployments(call.session, owner, where, page(request))
-    return service_pb2.MultiDeploymentResponse(deployments=[to_proto(r) for r in rows])
+    live = call.live
+    return service_pb2.MultiDeploymentResponse(deployments=[to_proto(r, live) for r in rows])
 
 
 @router.rpc("PatchDeployments")

@@ -1,4 +1,6 @@
-"""``ListLogEntries``: a model version's build log (log type ``builder``)."""
+"""``ListLogEntries``: a model version's build log (``builder``), its replicas' output
+(``runner``) and the orchestrator's events about them (``runner.events``); the last two can be
+narrowed to a compute cluster, nodepool and runner."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ from orchard.services import logs
 from orchard.services import models as model_service
 
 router = Router()
-LOG_TYPES = (logs.BUILDER,)
 
 
 @router.rpc("ListLogEntries")
@@ -19,10 +20,10 @@ def list_(
     request: service_pb2.ListLogEntriesRequest, call: Call
 ) -> service_pb2.MultiLogEntryResponse:
     owner = call.owner(request.user_app_id.user_id)
-    if request.log_type not in LOG_TYPES:
+    if request.log_type not in logs.LOG_TYPES:
         raise errors.InvalidRequest(
-            f"log_type {request.log_type!r} is not kept by Orchard yet; "
-            f"use one of: {', '.join(LOG_TYPES)}"
+            f"log_type {request.log_type!r} is not kept by Orchard; "
+            f"use one of: {', '.join(logs.LOG_TYPES)}"
         )
     if not (request.model_id and request.model_version_id):
         raise errors.InvalidRequest("name the model version: set model_id and model_version_id")
@@ -30,7 +31,15 @@ def list_(
         call.session, owner, request.user_app_id.app_id, request.model_id
     )
     model_service.get_model_version(call.session, model, request.model_version_id)
-    ref = logs.LogRef(owner, model.id, request.model_version_id, request.log_type)
+    ref = logs.LogRef(
+        owner,
+        model.id,
+        request.model_version_id,
+        request.log_type,
+        request.compute_cluster_id,
+        request.nodepool_id,
+        request.runner_id,
+    )
     wanted = page(request)
     rows = logs.list_logs(call.session, ref, wanted)
     return service_pb2.MultiLogEntryResponse(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
 
 from orchard import errors
 from orchard.configs import NodepoolSpec, spec_from_proto
+from orchard.dispatch.sessions import PoolKey
 from orchard.server.convert import done, fill, page, patched, stamp
 from orchard.server.rpc import Call, Router
 from orchard.services import compute_clusters as clusters
@@ -17,7 +20,7 @@ router = Router()
 READY = resources_pb2.Nodepool.NodepoolStatus.NODEPOOL_STATUS_READY
 
 
-def to_proto(row: NodepoolRow) -> resources_pb2.Nodepool:
+def to_proto(row: NodepoolRow, live: Any = None) -> resources_pb2.Nodepool:
     np = resources_pb2.Nodepool()
     fill(np, row.spec)
     np.id = row.id
@@ -25,6 +28,8 @@ def to_proto(row: NodepoolRow) -> resources_pb2.Nodepool:
     np.min_instances, np.max_instances = row.min_instances, row.max_instances
     np.enforced_min_instances, np.enforced_max_instances = row.min_instances, row.max_instances
     np.status = READY
+    if live is not None:
+        np.node_count = live.nodepools.get(PoolKey(row.user_id, row.compute_cluster_id, row.id), 0)
     stamp(np, row)
     return np
 
@@ -67,7 +72,7 @@ def get(request: service_pb2.GetNodepoolRequest, call: Call) -> service_pb2.Sing
     row = service.find_nodepool(
         call.session, owner, request.compute_cluster_id, request.nodepool_id
     )
-    return service_pb2.SingleNodepoolResponse(nodepool=to_proto(row))
+    return service_pb2.SingleNodepoolResponse(nodepool=to_proto(row, call.live))
 
 
 @router.rpc("ListNodepools")
@@ -78,7 +83,8 @@ def list_(
     if request.compute_cluster_id:
         clusters.get_compute_cluster(call.session, owner, request.compute_cluster_id)
     rows = service.list_nodepools(call.session, owner, request.compute_cluster_id, page(request))
-    return service_pb2.MultiNodepoolResponse(nodepools=[to_proto(r) for r in rows])
+    live = call.live
+    return service_pb2.MultiNodepoolResponse(nodepools=[to_proto(r, live) for r in rows])
 
 
 @router.rpc("PatchNodepools")

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 ME = "me"
 MUTATING = ("Post", "Patch", "Delete")
 DEFAULT_DEADLINE = 600.0  # seconds a streaming call may run when its client sets no deadline
+RUNNER_STREAM = "ProcessRunnerItems"  # the one call a replica token may make
 T = TypeVar("T")
 
 
@@ -79,11 +80,18 @@ class Runtime:
     builds: Any = None  # server.builds.BuildQueue
     dispatcher: Any = None  # dispatch.dispatcher.Dispatcher
     fetcher: Any = None  # server.predictions.UrlFetcher
+    orchestrator: Any = None  # orchestration.reconciler.Orchestrator
     memo: Memo = field(default_factory=Memo)
+    # Tokens the server gave the replicas it started: each authenticates its user's
+    # ProcessRunnerItems stream only, and only while this server process lives.
+    replica_tokens: dict[str, str] = field(default_factory=dict)
 
     def changed(self) -> None:
-        """Something in the store changed: forget every remembered answer."""
+        """Something in the store changed: forget every remembered answer, and let the
+        orchestrator look at the new state now."""
         self.memo.clear()
+        if self.orchestrator is not None:
+            self.orchestrator.wake()
 
 
 def resolve_owner(caller: str, requested: str) -> str:
@@ -108,6 +116,13 @@ class Call:
     @property
     def providers(self) -> ProviderRegistry:
         return self.runtime.providers
+
+    @property
+    def live(self) -> Any:
+        """What the orchestrator last saw (an ``orchestration.reconciler.View``), or None when
+        this server does not orchestrate."""
+        orchestrator = self.runtime.orchestrator
+        return orchestrator.view if orchestrator is not None else None
 
     def owner(self, requested: str) -> str:
         return resolve_owner(self.user_id, requested)
@@ -263,7 +278,11 @@ class GrpcAdapter:
         request_id = uuid.uuid4().hex[:16]
         try:
             token = _token(context)
-            user_id = await self._authenticate(token)
+            replica_user = self.runtime.replica_tokens.get(token)
+            if replica_user is not None and method.name == RUNNER_STREAM:
+                user_id = replica_user
+            else:
+                user_id = await self._authenticate(token)
             remaining = context.time_remaining()
             deadline = time.monotonic() + (remaining if remaining is not None else DEFAULT_DEADLINE)
             call = StreamCall(user_id, request_id, self.runtime, self, deadline)

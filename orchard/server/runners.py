@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
 
@@ -17,7 +19,7 @@ from orchard.store.models import RunnerRow
 router = Router()
 
 
-def to_proto(row: RunnerRow) -> resources_pb2.Runner:
+def to_proto(row: RunnerRow, live: Any = None) -> resources_pb2.Runner:
     runner = resources_pb2.Runner()
     fill(runner, row.spec)
     runner.id, runner.num_replicas = row.id, row.num_replicas
@@ -32,6 +34,9 @@ def to_proto(row: RunnerRow) -> resources_pb2.Runner:
     runner.nodepool.id = row.nodepool_id
     runner.nodepool.compute_cluster.id = row.compute_cluster_id
     runner.nodepool.compute_cluster.user_id = row.user_id
+    if live is not None and row.id in live.runners:
+        runner.num_replicas = live.runners[row.id]
+        runner.runner_metrics.pods_running = live.runners[row.id]
     stamp(runner, row)
     return runner
 
@@ -56,7 +61,7 @@ def post(request: service_pb2.PostRunnersRequest, call: Call) -> service_pb2.Mul
 def get(request: service_pb2.GetRunnerRequest, call: Call) -> service_pb2.SingleRunnerResponse:
     owner = call.owner(request.user_app_id.user_id)
     return service_pb2.SingleRunnerResponse(
-        runner=to_proto(service.get_runner(call.session, owner, request.runner_id))
+        runner=to_proto(service.get_runner(call.session, owner, request.runner_id), call.live)
     )
 
 
@@ -71,7 +76,8 @@ def list_(request: service_pb2.ListRunnersRequest, call: Call) -> service_pb2.Mu
         tuple(request.model_version_ids),
         page(request),
     )
-    return service_pb2.MultiRunnerResponse(runners=[to_proto(r) for r in rows])
+    live = call.live
+    return service_pb2.MultiRunnerResponse(runners=[to_proto(r, live) for r in rows])
 
 
 @router.rpc("DeleteRunners")

@@ -1,4 +1,4 @@
-"""Log entries kept by the server (build logs now; runner and event logs later)."""
+"""Log entries kept by the server: build logs, replica output and orchestrator events."""
 
 from __future__ import annotations
 
@@ -11,16 +11,23 @@ from orchard.services.common import Page
 from orchard.store.models import LogEntryRow
 
 BUILDER = "builder"
+RUNNER = "runner"  # what the replicas print
+EVENTS = "runner.events"  # what the orchestrator did with them, and why
+LOG_TYPES = (BUILDER, RUNNER, EVENTS)
 
 
 @dataclass(frozen=True)
 class LogRef:
-    """Whose log: a user's model version and a log type."""
+    """Whose log: a user's model version and a log type; runner and event logs also name
+    where (a compute cluster, nodepool and runner; empty matches any when reading)."""
 
     user_id: str
     model_id: str
     model_version_id: str
     log_type: str = BUILDER
+    compute_cluster_id: str = ""
+    nodepool_id: str = ""
+    runner_id: str = ""
 
 
 def append_logs(session: Session, ref: LogRef, messages: list[str]) -> None:
@@ -30,6 +37,9 @@ def append_logs(session: Session, ref: LogRef, messages: list[str]) -> None:
             log_type=ref.log_type,
             model_id=ref.model_id,
             model_version_id=ref.model_version_id,
+            compute_cluster_id=ref.compute_cluster_id,
+            nodepool_id=ref.nodepool_id,
+            runner_id=ref.runner_id,
             message=message,
         )
         for message in messages
@@ -46,4 +56,11 @@ def list_logs(session: Session, ref: LogRef, page: Page) -> list[LogEntryRow]:
         )
         .order_by(LogEntryRow.id)
     )
+    for column, value in (
+        (LogEntryRow.compute_cluster_id, ref.compute_cluster_id),
+        (LogEntryRow.nodepool_id, ref.nodepool_id),
+        (LogEntryRow.runner_id, ref.runner_id),
+    ):
+        if value:
+            query = query.where(column == value)
     return list(session.scalars(page.apply(query)))

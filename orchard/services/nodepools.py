@@ -57,7 +57,7 @@ def not_found(owner: str, cluster_id: str, nodepool_id: str) -> errors.NodepoolN
     )
 
 
-def _shape(info: ComputeInfoSpec) -> ComputeShape:
+def shape_of(info: ComputeInfoSpec) -> ComputeShape:
     return ComputeShape(
         cpus=cpu_count(info.cpu_limit) if info.cpu_limit else 0.0,
         memory_bytes=byte_count(info.cpu_memory) if info.cpu_memory else 0,
@@ -84,7 +84,7 @@ def _resolve_instance_type(
         info = ComputeInfoSpec(**known[item.id].shape.compute_info())
         item = item.model_copy(update={"compute_info": info})
     assert item.compute_info is not None
-    problems = provider.check_shape(_shape(item.compute_info))
+    problems = provider.check_shape(shape_of(item.compute_info))
     if problems:
         raise errors.NodepoolInvalid(
             "; ".join(f"{where}.compute_info.{name}: {reason}" for name, reason in problems)

@@ -206,8 +206,9 @@ class DeploymentNodepoolRow(Base):
 
 
 class LogEntryRow(Base):
-    """One line of a log kept by the server: a model version's build log ("builder"), and later
-    runner and event logs. Append-only; read in ``id`` order."""
+    """One line of a log kept by the server: a model version's build log ("builder"), its
+    replicas' output ("runner") and the orchestrator's events about them ("runner.events"),
+    the last two also naming the nodepool and runner. Append-only; read in ``id`` order."""
 
     __tablename__ = "log_entries"
     __table_args__ = (
@@ -218,6 +219,9 @@ class LogEntryRow(Base):
     log_type: Mapped[str] = mapped_column(String(32))
     model_id: Mapped[str] = mapped_column(ID, default="")
     model_version_id: Mapped[str] = mapped_column(String(32), default="")
+    compute_cluster_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    nodepool_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    runner_id: Mapped[str] = mapped_column(String(32), default="", server_default="")
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

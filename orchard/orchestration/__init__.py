@@ -1,0 +1,1 @@
+"""Orchestration decisions: autoscaling and placement, pure functions of (snapshot, state, now)."""

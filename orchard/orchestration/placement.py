@@ -1,0 +1,494 @@
+"""Placement: where a deployment's new replicas go, and which go when it scales down. Pure.
+
+The caller describes each nodepool the deployment may use (``NodepoolView``: priority, the
+shape and price of its instance type, spot or on-demand, how many more instances it may
+start, its instances with what they already hold) and what one replica requests
+(``Resources``). ``place`` answers, for each replica to add, "on existing instance X of
+nodepool N", "on a new instance of nodepool N" or "unplaceable, because ..., fix: ...".
+``choose_removals`` answers which replicas to stop and which instances that leaves empty.
+
+Placement policy, replica by replica (each one sees the capacity the earlier ones took):
+
+1. A nodepool whose instance type cannot hold one replica even when empty is never used.
+2. A nodepool *can take* the replica when one of its instances has room for it (see
+   packing below) or it may start another instance.
+3. Priority groups: nodepools are grouped by ``deployment_nodepools`` priority, higher
+   first. The replica goes to the first group in which some nodepool can take it; it spills
+   to a lower group only when no nodepool of the higher one can.
+4. Within that group the deployment's ``scheduling_choice`` picks the nodepool:
+
+   - PRICE (3): the cheapest instance type first.
+   - PERFORMANCE (4, also 0/unset): the largest instance type first: most accelerators,
+     then most CPUs, then most memory.
+   - NETWORK (5): Orchard has no measure of network distance between a client and a
+     nodepool, so this is PERFORMANCE.
+   - UTILIZATION (6): the least used nodepool first: the largest fraction of any resource
+     (CPUs, memory, accelerators) in use over its current instances; a nodepool without
+     instances counts as unused.
+   - PREFER_SPOT (7): spot (capacity type 2) nodepools first; PREFER_ONDEMAND (8):
+     on-demand (1) first.
+   - RANDOM (2): any nodepool of the group that can take the replica, drawn from the
+     ``random.Random`` the caller passes (so a seed makes it repeatable).
+   - FAIL (1): "fail if there is any ambiguity": the replica is placed only when exactly one
+     nodepool of the group can take it; when several can it is unplaceable, and the reason
+     says to give them different priorities or to choose another scheduling choice.
+
+   Ties in any ranking fall to PERFORMANCE order, then to the nodepool key, so the answer
+   never depends on the order of the input.
+5. Inside the chosen nodepool, packing decides the instance. With packing (the default,
+   ``disable_packing: false``) an existing instance with room is filled before a new one is
+   started, and among those the fullest that still fits wins (bin packing: it keeps other
+   instances empty so they can be released). An instance holding a replica of a deployment
+   that disabled packing (``InstanceView.exclusive``) takes no other replica. With
+   ``disable_packing: true`` each replica gets an instance of its own: an existing empty one
+   if there is one, else a new one; that instance then counts as exclusive.
+
+New instances started by one call get placeholder ids ``new-1``, ``new-2`` ... per nodepool
+(skipping ids its instances already have). Every placement on such an instance has
+``Placement.new_instance`` true; replicas that share a placeholder share the instance.
+
+Scale-down policy (``choose_removals``): replicas in the lowest-priority nodepool go first
+(a replica in a nodepool the deployment no longer lists goes before any other), then the
+replica on the least used instance (so instances empty out and can be released), ties broken
+by nodepool key, instance id and replica id. Instances these removals leave empty are
+reported for release, keeping at least the nodepool's ``min_instances`` instances.
+
+Caveats. A nodepool has one instance type (``NodepoolView.shape``); the provider's room is
+the caller's business (it lowers ``can_add``). Fit is checked on CPUs, memory and
+accelerator count, not on accelerator memory or type. Price is the instance type's price,
+not a replica's share of it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from orchard.configs import ComputeInfoSpec
+from orchard.providers.base import ComputeShape
+from orchard.quantities import byte_count, cpu_count
+
+SCHEDULING_UNSET = 0
+SCHEDULING_FAIL = 1
+SCHEDULING_RANDOM = 2
+SCHEDULING_PRICE = 3
+SCHEDULING_PERFORMANCE = 4
+SCHEDULING_NETWORK = 5
+SCHEDULING_UTILIZATION = 6
+SCHEDULING_PREFER_SPOT = 7
+SCHEDULING_PREFER_ONDEMAND = 8
+
+CAPACITY_ON_DEMAND = 1
+CAPACITY_SPOT = 2
+
+NodepoolKey = tuple[str, str]  # (compute cluster id, nodepool id)
+
+_EPSILON = 1e-9
+_GIB = 2**30
+_MIB = 2**20
+
+
+def _memory_text(count: int) -> str:
+    if count % (_GIB // 4) == 0:
+        return f"{count / _GIB:g} GiB"
+    if count % _MIB == 0:
+        return f"{count // _MIB} MiB"
+    return f"{count} bytes"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """CPUs, memory and accelerators: what a replica requests or an instance holds."""
+
+    cpus: float
+    memory_bytes: int
+    accelerators: int = 0
+
+    @classmethod
+    def of_shape(cls, shape: ComputeShape) -> Resources:
+        return cls(shape.cpus, shape.memory_bytes, shape.num_accelerators)
+
+    @classmethod
+    def from_compute_info(cls, info: ComputeInfoSpec) -> Resources:
+        """A replica's request from a model version's ``inference_compute_info``: the
+        ``*_requests`` quantities when given (what a replica reserves), else the limits."""
+        cpus = info.cpu_requests or info.cpu_limit
+        memory = info.cpu_memory_requests or info.cpu_memory
+        return cls(
+            cpu_count(cpus) if cpus else 0.0,
+            byte_count(memory) if memory else 0,
+            info.num_accelerators,
+        )
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(
+            self.cpus + other.cpus,
+            self.memory_bytes + other.memory_bytes,
+            self.accelerators + other.accelerators,
+        )
+
+    def __sub__(self, other: Resources) -> Resources:
+        """The difference, never below zero."""
+        return Resources(
+            max(0.0, self.cpus - other.cpus),
+            max(0, self.memory_bytes - other.memory_bytes),
+            max(0, self.accelerators - other.accelerators),
+        )
+
+    def fits_in(self, room: Resources) -> bool:
+        return (
+            self.cpus <= room.cpus + _EPSILON
+            and self.memory_bytes <= room.memory_bytes
+            and self.accelerators <= room.accelerators
+        )
+
+    def share_of(self, total: Resources) -> float:
+        """The largest fraction of any resource of ``total`` that this is (0 for none)."""
+        parts = [
+            (self.cpus, total.cpus),
+            (float(self.memory_bytes), float(total.memory_bytes)),
+            (float(self.accelerators), float(total.accelerators)),
+        ]
+        return max((used / whole for used, whole in parts if whole > 0), default=0.0)
+
+    def describe(self) -> str:
+        """E.g. ``2 CPUs / 4 GiB`` or ``1 CPU / 512 MiB / 1 accelerator``."""
+        text = (
+            f"{self.cpus:g} CPU{'' if self.cpus == 1 else 's'} / {_memory_text(self.memory_bytes)}"
+        )
+        if self.accelerators:
+            text += f" / {self.accelerators} accelerator{'' if self.accelerators == 1 else 's'}"
+        return text
+
+
+_NOTHING = Resources(0.0, 0)
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    """A running instance of a nodepool and what its replicas (of any deployment) use."""
+
+    id: str
+    shape: ComputeShape
+    used: Resources = _NOTHING
+    replicas: int = 0
+    exclusive: bool = False  # holds a replica of a deployment that disabled packing
+
+    @property
+    def free(self) -> Resources:
+        return Resources.of_shape(self.shape) - self.used
+
+    @property
+    def fullness(self) -> float:
+        return self.used.share_of(Resources.of_shape(self.shape))
+
+
+@dataclass(frozen=True)
+class NodepoolView:
+    """A nodepool a deployment may use, as placement sees it."""
+
+    key: NodepoolKey
+    shape: ComputeShape  # of its instance type
+    priority: int = 0  # deployment_nodepools priority, 0-9, higher first
+    price: float = 0.0
+    capacity_type: int = CAPACITY_ON_DEMAND
+    can_add: int = 0  # instances it may still start (max_instances - current, or less)
+    instances: tuple[InstanceView, ...] = ()
+    min_instances: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.key[0]}/{self.key[1]}"
+
+    @property
+    def utilization(self) -> float:
+        used, total = _NOTHING, _NOTHING
+        for instance in self.instances:
+            used += instance.used
+            total += Resources.of_shape(instance.shape)
+        return used.share_of(total)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one replica goes. ``nodepool`` None: unplaceable, and ``reason`` says why."""
+
+    nodepool: NodepoolKey | None
+    instance_id: str | None
+    new_instance: bool
+    reason: str
+
+    @property
+    def placed(self) -> bool:
+        return self.nodepool is not None
+
+
+@dataclass(frozen=True)
+class PlacementPlan:
+    placements: tuple[Placement, ...]  # one per replica asked for, in order
+    nodepools: tuple[NodepoolView, ...]  # the input views with this plan applied
+
+    @property
+    def placed(self) -> tuple[Placement, ...]:
+        return tuple(p for p in self.placements if p.placed)
+
+    @property
+    def unplaced(self) -> tuple[Placement, ...]:
+        return tuple(p for p in self.placements if not p.placed)
+
+    def new_instances(self) -> dict[NodepoolKey, tuple[str, ...]]:
+        """The placeholder ids of the instances to start, per nodepool."""
+        started: dict[NodepoolKey, list[str]] = {}
+        for p in self.placements:
+            if p.new_instance and p.nodepool is not None and p.instance_id is not None:
+                ids = started.setdefault(p.nodepool, [])
+                if p.instance_id not in ids:
+                    ids.append(p.instance_id)
+        return {key: tuple(ids) for key, ids in started.items()}
+
+
+def _performance(np: NodepoolView) -> tuple[int, float, int]:
+    return (-np.shape.num_accelerators, -np.shape.cpus, -np.shape.memory_bytes)
+
+
+_RANKINGS: dict[int, Callable[[NodepoolView], tuple[object, ...]]] = {
+    SCHEDULING_PRICE: lambda np: (np.price, *_performance(np), np.key),
+    SCHEDULING_PERFORMANCE: lambda np: (*_performance(np), np.key),
+    SCHEDULING_NETWORK: lambda np: (*_performance(np), np.key),
+    SCHEDULING_UNSET: lambda np: (*_performance(np), np.key),
+    SCHEDULING_UTILIZATION: lambda np: (np.utilization, *_performance(np), np.key),
+    SCHEDULING_PREFER_SPOT: lambda np: (
+        np.capacity_type != CAPACITY_SPOT,
+        *_performance(np),
+        np.key,
+    ),
+    SCHEDULING_PREFER_ONDEMAND: lambda np: (
+        np.capacity_type != CAPACITY_ON_DEMAND,
+        *_performance(np),
+        np.key,
+    ),
+}
+
+
+def _slot(np: NodepoolView, request: Resources, disable_packing: bool) -> InstanceView | None:
+    """The existing instance of ``np`` the replica would go to, if any."""
+    if disable_packing:
+        empty = [
+            i
+            for i in np.instances
+            if i.replicas == 0 and not i.exclusive and request.fits_in(i.free)
+        ]
+        return min(empty, key=lambda i: i.id, default=None)
+    fitting = [i for i in np.instances if not i.exclusive and request.fits_in(i.free)]
+    return min(fitting, key=lambda i: (-i.fullness, i.id), default=None)
+
+
+def _can_take(np: NodepoolView, request: Resources, disable_packing: bool) -> bool:
+    if not request.fits_in(Resources.of_shape(np.shape)):
+        return False
+    return np.can_add > 0 or _slot(np, request, disable_packing) is not None
+
+
+def _names(nodepools: Sequence[NodepoolView]) -> str:
+    return ", ".join(np.name for np in sorted(nodepools, key=lambda np: np.key))
+
+
+def _unplaceable(
+    deployment_id: str,
+    request: Resources,
+    nodepools: Sequence[NodepoolView],
+    disable_packing: bool,
+) -> Placement:
+    if not nodepools:
+        why = (
+            f"deployment {deployment_id} has no nodepools; "
+            "list one in nodepools or deployment_nodepools"
+        )
+        return Placement(None, None, False, why)
+    large_enough = [np for np in nodepools if request.fits_in(Resources.of_shape(np.shape))]
+    if not large_enough:
+        shapes = "; ".join(
+            f"{np.name}: {Resources.of_shape(np.shape).describe()}"
+            for np in sorted(nodepools, key=lambda np: np.key)
+        )
+        why = (
+            f"a replica of deployment {deployment_id} needs {request.describe()}, more than "
+            f"an empty instance of any of its nodepools holds ({shapes}); use a larger "
+            "instance type or lower the model's inference_compute_info"
+        )
+        return Placement(None, None, False, why)
+    plural = "s" if len(large_enough) > 1 else ""
+    why = (
+        f"no nodepool of deployment {deployment_id} has room for {request.describe()}: raise "
+        f"max_instances of nodepool{plural} {_names(large_enough)} or use a larger instance type"
+    )
+    if disable_packing:
+        why += " (disable_packing is true: each replica needs an instance of its own)"
+    return Placement(None, None, False, why)
+
+
+def _on(np: NodepoolView, instance_id: str, started: Sequence[str]) -> Placement:
+    if instance_id in started:
+        reason = f"on a new instance ({instance_id}) of nodepool {np.name}"
+        return Placement(np.key, instance_id, True, reason)
+    return Placement(np.key, instance_id, False, f"on instance {instance_id} of nodepool {np.name}")
+
+
+def place(
+    deployment_id: str,
+    request: Resources,
+    count: int,
+    nodepools: Sequence[NodepoolView],
+    *,
+    scheduling_choice: int,
+    disable_packing: bool,
+    rng: random.Random | None = None,
+) -> PlacementPlan:
+    """Where ``count`` new replicas of the deployment go; see the module docstring."""
+    if count < 0:
+        raise ValueError(f"count must be 0 or more, got {count}")
+    if not SCHEDULING_UNSET <= scheduling_choice <= SCHEDULING_PREFER_ONDEMAND:
+        raise ValueError(f"unknown scheduling_choice {scheduling_choice}; use 1-8")
+    if scheduling_choice == SCHEDULING_RANDOM and rng is None:
+        raise ValueError("scheduling_choice RANDOM needs an rng (random.Random)")
+    pools: dict[NodepoolKey, NodepoolView] = {np.key: np for np in nodepools}
+    started: dict[NodepoolKey, list[str]] = {}  # placeholder ids of the instances to start
+    placements: list[Placement] = []
+    for _ in range(count):
+        chosen: NodepoolView | None = None
+        failure: Placement | None = None
+        for priority in sorted({np.priority for np in pools.values()}, reverse=True):
+            group = sorted(
+                (np for np in pools.values() if np.priority == priority), key=lambda np: np.key
+            )
+            fitting = [np for np in group if _can_take(np, request, disable_packing)]
+            if not fitting:
+                continue
+            if scheduling_choice == SCHEDULING_FAIL:
+                if len(fitting) > 1:
+                    why = (
+                        f"scheduling_choice FAIL: nodepools {_names(fitting)} (priority "
+                        f"{priority}) could each take a replica of deployment {deployment_id}; "
+                        "give them different priorities in deployment_nodepools or use "
+                        "another scheduling_choice"
+                    )
+                    failure = Placement(None, None, False, why)
+                else:
+                    chosen = fitting[0]
+            elif scheduling_choice == SCHEDULING_RANDOM:
+                assert rng is not None
+                chosen = rng.choice(fitting)
+            else:
+                chosen = min(fitting, key=_RANKINGS[scheduling_choice])
+            break
+        if chosen is None:
+            placements.append(
+                failure
+                or _unplaceable(deployment_id, request, list(pools.values()), disable_packing)
+            )
+            continue
+        instance = _slot(chosen, request, disable_packing)
+        if instance is not None:
+            taken = replace(
+                instance,
+                used=instance.used + request,
+                replicas=instance.replicas + 1,
+                exclusive=instance.exclusive or disable_packing,
+            )
+            instances = tuple(taken if i.id == instance.id else i for i in chosen.instances)
+            pools[chosen.key] = replace(chosen, instances=instances)
+            placements.append(_on(chosen, instance.id, started.get(chosen.key, [])))
+            continue
+        mine = started.setdefault(chosen.key, [])
+        taken_ids = {i.id for i in chosen.instances}
+        number = len(mine) + 1
+        while f"new-{number}" in taken_ids:
+            number += 1
+        mine.append(f"new-{number}")
+        new = InstanceView(mine[-1], chosen.shape, request, 1, exclusive=disable_packing)
+        pools[chosen.key] = replace(
+            chosen, can_add=chosen.can_add - 1, instances=(*chosen.instances, new)
+        )
+        placements.append(_on(chosen, new.id, mine))
+    return PlacementPlan(tuple(placements), tuple(pools.values()))
+
+
+# -- scaling down ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlacedReplica:
+    """A running replica of the deployment and where it is."""
+
+    id: str
+    nodepool: NodepoolKey
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    nodepool: NodepoolKey
+    instance_id: str
+
+
+@dataclass(frozen=True)
+class RemovalPlan:
+    replicas: tuple[str, ...]  # ids of the replicas to stop, in order
+    release: tuple[InstanceRef, ...]  # instances these removals leave empty, to stop
+
+
+def choose_removals(
+    count: int,
+    replicas: Sequence[PlacedReplica],
+    nodepools: Sequence[NodepoolView],
+    request: Resources,
+) -> RemovalPlan:
+    """Which ``count`` replicas to stop and which instances that frees; see the module
+    docstring. ``request`` is what one replica of the deployment uses."""
+    if count < 0:
+        raise ValueError(f"count must be 0 or more, got {count}")
+    pools = {np.key: np for np in nodepools}
+    instances: dict[InstanceRef, InstanceView] = {
+        InstanceRef(np.key, i.id): i for np in nodepools for i in np.instances
+    }
+    remaining = list(replicas)
+    removed: list[str] = []
+    emptied: list[InstanceRef] = []
+
+    def rank(replica: PlacedReplica) -> tuple[object, ...]:
+        pool = pools.get(replica.nodepool)
+        instance = instances.get(InstanceRef(replica.nodepool, replica.instance_id))
+        return (
+            pool.priority if pool is not None else -1,
+            instance.fullness if instance is not None else 0.0,
+            instance.replicas if instance is not None else 0,
+            replica.nodepool,
+            replica.instance_id,
+            replica.id,
+        )
+
+    for _ in range(min(count, len(remaining))):
+        victim = min(remaining, key=rank)
+        remaining.remove(victim)
+        removed.append(victim.id)
+        ref = InstanceRef(victim.nodepool, victim.instance_id)
+        instance = instances.get(ref)
+        if instance is None:
+            continue
+        left = max(0, instance.replicas - 1)
+        instances[ref] = replace(
+            instance,
+            used=instance.used - request,
+            replicas=left,
+            exclusive=instance.exclusive and left > 0,
+        )
+        if left == 0:
+            emptied.append(ref)
+
+    release: list[InstanceRef] = []
+    for key, pool in sorted(pools.items()):
+        mine = sorted((ref for ref in emptied if ref.nodepool == key), key=lambda r: r.instance_id)
+        spare = max(0, len(pool.instances) - pool.min_instances)
+        release.extend(mine[:spare])
+    return RemovalPlan(tuple(removed), tuple(release))

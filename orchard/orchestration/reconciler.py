@@ -1,0 +1,623 @@
+"""The orchestrator: the loop that makes running replicas match the deployments in the store.
+
+Each round (every ``tick`` seconds, and at once when something changed: a write to the store,
+a request that began waiting for a replica) it loads, decides, then applies:
+
+1. load: the orchestrated deployments (:mod:`~orchard.orchestration.snapshot`), what the
+   providers say of the replicas they run, which replicas are connected to the dispatcher,
+   and each deployment's load (items in flight and calls waiting);
+2. decide: the desired replica count (:func:`~orchard.orchestration.autoscale.decide_replicas`),
+   where new replicas go (:func:`~orchard.orchestration.placement.place`) and which go when
+   there are too many (:func:`~orchard.orchestration.placement.choose_removals`); these are
+   pure functions of what was loaded and ``now``;
+3. apply: start instances and replicas through the providers, ask surplus replicas to drain,
+   release instances nobody uses (down to their nodepool's ``min_instances``), write what the
+   replicas printed to the runner log and what was done, and why, to the event log.
+
+Health. A replica that exits, or is killed by its provider, is replaced on the next round:
+its deployment now has fewer replicas than desired. One that exits before it ever connected
+(a broken environment, a crash in ``load_model``) counts as a failed start: the deployment
+backs off (1, 2, 4 ... up to 60 seconds between tries) and the event log says why, with the
+last lines the replica printed, instead of restarting it in a silent loop. A connection
+resets the count.
+
+Replicas authenticate with a token the orchestrator makes for each one (never a user's PAT);
+it is valid for ``ProcessRunnerItems`` only, and only while this server process lives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from orchard.dispatch.dispatcher import Dispatcher
+from orchard.dispatch.sessions import PoolKey
+from orchard.orchestration import snapshot
+from orchard.orchestration.autoscale import (
+    AutoscalePolicy,
+    LoadSample,
+    ScaleState,
+    decide_replicas,
+)
+from orchard.orchestration.placement import (
+    InstanceView,
+    NodepoolView,
+    PlacedReplica,
+    Resources,
+    choose_removals,
+    place,
+)
+from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
+from orchard.providers import ProviderRegistry
+from orchard.providers.base import Instance, NoCapacity, ReplicaLaunch
+from orchard.services import logs
+from orchard.services.packages import PackageStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+InSession = Callable[[Callable[[Session], T]], Awaitable[T]]
+
+MAX_BACKOFF = 60.0
+LOG_LINES_PER_ROUND = 2000  # per replica; the rest waits for the next round
+LAST_LINES = 15  # of a replica's output, in the event that reports its failed start
+EVENTS_KEPT = 50  # per deployment, in memory, for `orchard deployment get`
+
+
+@dataclass(frozen=True)
+class OrchestratorSettings:
+    home: Path
+    server: str  # the address replicas connect to
+    tick: float = 1.0
+    drain_grace: float = 30.0  # a stopped replica's time to finish what it holds
+    server_gone_grace: float = 30.0  # replicas exit when the server is gone this long
+
+
+@dataclass
+class Replica:
+    id: str
+    deployment: tuple[str, str]
+    plan_pool: PoolPlan
+    version_id: str
+    instance: Instance
+    request: Resources
+    exclusive: bool
+    token: str
+    log_path: Path
+    started: float
+    log_offset: int = 0
+    ready: bool = False
+    stopping: bool = False
+
+
+@dataclass
+class DeploymentState:
+    scale: ScaleState = field(default_factory=ScaleState)
+    samples: deque[LoadSample] = field(default_factory=deque)
+    failures: int = 0
+    retry_at: float = 0.0
+    last_problem: str = ""
+    events: deque[str] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    id: str
+    deployment_id: str
+    nodepool: PoolKey
+    runner_id: str
+    instance_id: str
+    where: str
+    state: str  # starting, ready, draining
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    desired: int
+    live: int
+    replicas: tuple[ReplicaView, ...]
+    events: tuple[str, ...]
+    problem: str
+
+
+@dataclass(frozen=True)
+class View:
+    """What the orchestrator last saw, for the API (immutable: handlers read it from threads)."""
+
+    deployments: dict[tuple[str, str], DeploymentView] = field(default_factory=dict)
+    nodepools: dict[PoolKey, int] = field(default_factory=dict)  # instances running
+    runners: dict[str, int] = field(default_factory=dict)  # replicas per runner id
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        providers: ProviderRegistry,
+        packages: PackageStore,
+        dispatcher: Dispatcher,
+        in_session: InSession[Any],
+        tokens: dict[str, str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.providers = providers
+        self.packages = packages
+        self.dispatcher = dispatcher
+        self.in_session = in_session
+        self.tokens = tokens
+        self.clock = clock
+        self.view = View()
+        self._replicas: dict[str, Replica] = {}
+        self._instances: dict[str, tuple[str, PoolKey, Instance]] = {}  # id: provider, pool
+        self._states: dict[tuple[str, str], DeploymentState] = {}
+        self._plans: list[DeploymentPlan] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._rng = random.Random()
+        self._pending_logs: list[tuple[logs.LogRef, list[str]]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Stop the loop, then every replica (drained up to the grace) and instance."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for provider in self.providers.all():
+            if provider.orchestrated:
+                await asyncio.to_thread(provider.shutdown, self.settings.drain_grace)
+        for replica in self._replicas.values():
+            self.tokens.pop(replica.token, None)
+        self._replicas.clear()
+        self._instances.clear()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("orchestration round failed; trying again next round")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.tick)
+
+    # -- one round -------------------------------------------------------------------------
+
+    async def round(self) -> None:
+        settings, providers, packages = self.settings, self.providers, self.packages
+        self._plans = await self.in_session(
+            lambda session: snapshot.load(session, providers, packages, settings.home / "envs")
+        )
+        now = self.clock()
+        self._observe(now)
+        plans = {plan.key: plan for plan in self._plans}
+        for key in list(self._states):
+            if key not in plans:
+                del self._states[key]
+        for replica in list(self._replicas.values()):
+            plan = plans.get(replica.deployment)
+            if plan is None or not _still_wanted(replica, plan):
+                self._stop(replica, "its deployment no longer runs it here")
+        for plan in self._plans:
+            self._reconcile(plan, now)
+        self._release_idle_instances()
+        await self._write_logs()
+        self._publish()
+
+    def _observe(self, now: float) -> None:
+        """What happened since the last round: exits, connections, output."""
+        connected = {s.hello.replica_id for s in self.dispatcher.sessions()}
+        for provider in self.providers.all():
+            for status in provider.poll():
+                replica = self._replicas.get(status.id)
+                if replica is None or status.running:
+                    continue
+                self._read_output(replica)
+                if not replica.stopping:
+                    self._exited(replica, status.exit_code, status.reason, now)
+                self._forget(replica)
+        for replica in self._replicas.values():
+            self._read_output(replica)
+            if replica.id in connected and not replica.ready:
+                replica.ready = True
+                state = self._state(replica.deployment)
+                state.failures, state.last_problem = 0, ""
+                self._event(replica, f"replica {replica.id} connected and is ready")
+
+    def _exited(self, replica: Replica, code: int | None, reason: str, now: float) -> None:
+        state = self._state(replica.deployment)
+        what = reason or f"exited with code {code}"
+        if replica.ready:
+            self._event(replica, f"replica {replica.id} {what}; replacing it")
+            return
+        state.failures += 1
+        delay = min(MAX_BACKOFF, 2.0 ** (state.failures - 1))
+        state.retry_at = now + delay
+        tail = _last_lines(replica.log_path, LAST_LINES)
+        state.last_problem = (
+            f"replica {replica.id} {what} before it connected (failed start "
+            f"{state.failures}); next try in {delay:g} s"
+        )
+        message = state.last_problem
+        if tail:
+            message += "; its last output:\n" + "\n".join(tail)
+        self._event(replica, message)
+        log.warning("deployment %s: %s", replica.deployment[1], state.last_problem)
+
+    def _reconcile(self, plan: DeploymentPlan, now: float) -> None:
+        state = self._state(plan.key)
+        mine = [r for r in self._replicas.values() if r.deployment == plan.key and not r.stopping]
+        ready = [r for r in mine if r.ready]
+        in_flight, queued = self.dispatcher.load([p.key for p in plan.pools], plan.version)
+        state.samples.append(LoadSample(now, in_flight, queued))
+        policy = AutoscalePolicy.from_spec(plan.autoscale)
+        while state.samples and state.samples[0].at < now - policy.traffic_history_seconds:
+            state.samples.popleft()
+        decision = decide_replicas(
+            policy,
+            plan.capacity,
+            list(state.samples),
+            state.scale,
+            now,
+            disabled=plan.disabled,
+            waiting=queued > 0 and not ready,
+        )
+        state.scale = decision.state
+        if decision.changed:
+            self._deployment_event(plan, f"desired replicas: {decision.reason}")
+        desired = decision.desired
+        if len(mine) > desired:
+            self._scale_down(plan, mine, len(mine) - desired)
+        elif len(mine) < desired:
+            if plan.blocked:
+                self._problem(plan, state, plan.blocked)
+            elif now >= state.retry_at:
+                self._scale_up(plan, state, desired - len(mine))
+
+    def _scale_up(self, plan: DeploymentPlan, state: DeploymentState, count: int) -> None:
+        views = self._nodepool_views(plan)
+        result = place(
+            plan.id,
+            plan.request,
+            count,
+            views,
+            scheduling_choice=plan.scheduling_choice,
+            disable_packing=plan.autoscale.disable_packing,
+            rng=self._rng,
+        )
+        pools = {(p.key.compute_cluster_id, p.key.nodepool_id): p for p in plan.pools}
+        started: dict[tuple[tuple[str, str], str], Instance] = {}
+        for placement in result.placed:
+            assert placement.nodepool is not None and placement.instance_id is not None
+            pool = pools[placement.nodepool]
+            try:
+                if placement.new_instance:
+                    slot = (placement.nodepool, placement.instance_id)
+                    if slot not in started:
+                        started[slot] = self._start_instance(plan, pool)
+                    instance = started[slot]
+                else:
+                    instance = self._instances[placement.instance_id][2]
+                self._start_replica(plan, pool, instance)
+            except NoCapacity as exc:
+                self._problem(plan, state, f"no room for a replica in {_pool_name(pool)}: {exc}")
+                return
+        for placement in result.unplaced:
+            self._problem(plan, state, placement.reason)
+            return
+
+    def _scale_down(self, plan: DeploymentPlan, mine: list[Replica], count: int) -> None:
+        placed = [
+            PlacedReplica(
+                r.id,
+                (r.plan_pool.key.compute_cluster_id, r.plan_pool.key.nodepool_id),
+                r.instance.id,
+            )
+            for r in mine
+        ]
+        # Replicas that are not ready yet go first: stopping them loses no capacity.
+        starting = [r for r in mine if not r.ready][:count]
+        chosen = [r.id for r in starting]
+        rest = [p for p in placed if p.id not in chosen]
+        plan_removals = choose_removals(
+            count - len(chosen), rest, self._nodepool_views(plan), plan.request
+        )
+        for replica_id in [*chosen, *plan_removals.replicas]:
+            self._stop(self._replicas[replica_id], "the deployment needs fewer replicas")
+
+    # -- applying ----------------------------------------------------------------------------
+
+    def _start_instance(self, plan: DeploymentPlan, pool: PoolPlan) -> Instance:
+        provider = self.providers.get(pool.provider)
+        assert provider is not None
+        instance = provider.start_instance(_pool_name(pool), pool.shape)
+        self._instances[instance.id] = (pool.provider, pool.key, instance)
+        self._deployment_event(
+            plan,
+            f"started instance {instance.id} ({instance.where}) of nodepool {pool.key.nodepool_id}",
+            pool,
+        )
+        return instance
+
+    def _start_replica(self, plan: DeploymentPlan, pool: PoolPlan, instance: Instance) -> None:
+        assert plan.package is not None and plan.python is not None
+        provider = self.providers.get(pool.provider)
+        assert provider is not None
+        replica_id = f"{plan.id[:40]}-{uuid.uuid4().hex[:8]}"
+        token = secrets.token_urlsafe(32)
+        log_path = self.settings.home / "logs" / "replicas" / f"{replica_id}.log"
+        argv = (
+            str(plan.python),
+            "-m",
+            "orchard.runners.serve",
+            "--package",
+            str(plan.package),
+            "--server",
+            self.settings.server,
+            "--runner-id",
+            pool.runner_id,
+            "--user-id",
+            plan.user_id,
+            "--nodepool-id",
+            pool.key.nodepool_id,
+            "--compute-cluster-id",
+            pool.key.compute_cluster_id,
+            "--replica-id",
+            replica_id,
+            "--concurrency",
+            str(plan.capacity),
+            "--server-gone-grace",
+            f"{self.settings.server_gone_grace:g}",
+            "--drain-timeout",
+            f"{self.settings.drain_grace:g}",
+        )
+        env = {**os.environ, "ORCHARD_PAT": token, "PYTHONUNBUFFERED": "1"}
+        env.pop("VIRTUAL_ENV", None)
+        launch = ReplicaLaunch(
+            replica_id, instance.id, argv, env, plan.request.memory_bytes, log_path
+        )
+        self.tokens[token] = plan.user_id
+        try:
+            provider.start_replica(launch)
+        except BaseException:
+            self.tokens.pop(token, None)
+            raise
+        replica = Replica(
+            id=replica_id,
+            deployment=plan.key,
+            plan_pool=pool,
+            version_id=plan.version.version_id,
+            instance=instance,
+            request=plan.request,
+            exclusive=plan.autoscale.disable_packing,
+            token=token,
+            log_path=log_path,
+            started=self.clock(),
+        )
+        self._replicas[replica_id] = replica
+        self._event(replica, f"starting replica {replica_id} on instance {instance.id}")
+
+    def _stop(self, replica: Replica, why: str) -> None:
+        if replica.stopping:
+            return
+        replica.stopping = True
+        provider = self.providers.get(replica.plan_pool.provider)
+        if provider is not None:
+            provider.stop_replica(replica.id, self.settings.drain_grace)
+        self._event(replica, f"stopping replica {replica.id}: {why}")
+
+    def _forget(self, replica: Replica) -> None:
+        self._replicas.pop(replica.id, None)
+        self.tokens.pop(replica.token, None)
+        with contextlib.suppress(OSError):
+            replica.log_path.unlink()
+
+    def _release_idle_instances(self) -> None:
+        used = {r.instance.id for r in self._replicas.values()}
+        keep: dict[PoolKey, int] = {}
+        for plan in self._plans:
+            for pool in plan.pools:
+                keep[pool.key] = max(keep.get(pool.key, 0), pool.min_instances)
+        by_pool: dict[PoolKey, list[str]] = {}
+        for instance_id, (_, pool_key, _) in self._instances.items():
+            by_pool.setdefault(pool_key, []).append(instance_id)
+        for pool_key, ids in by_pool.items():
+            idle = [i for i in ids if i not in used]
+            extra = len(ids) - keep.get(pool_key, 0)
+            for instance_id in sorted(idle)[: max(0, extra)]:
+                provider_id, _, _ = self._instances.pop(instance_id)
+                provider = self.providers.get(provider_id)
+                if provider is not None:
+                    provider.stop_instance(instance_id)
+
+    # -- what placement sees ---------------------------------------------------------------
+
+    def _nodepool_views(self, plan: DeploymentPlan) -> list[NodepoolView]:
+        views = []
+        for pool in plan.pools:
+            instances = []
+            count = 0
+            for instance_id, (_, pool_key, instance) in self._instances.items():
+                if pool_key != pool.key:
+                    continue
+                count += 1
+                held = [r for r in self._replicas.values() if r.instance.id == instance_id]
+                used = Resources(0.0, 0)
+                for r in held:
+                    used += r.request
+                instances.append(
+                    InstanceView(
+                        instance_id,
+                        instance.shape,
+                        used,
+                        len(held),
+                        exclusive=any(r.exclusive for r in held),
+                    )
+                )
+            views.append(
+                NodepoolView(
+                    key=(pool.key.compute_cluster_id, pool.key.nodepool_id),
+                    shape=pool.shape,
+                    priority=pool.priority,
+                    price=pool.price,
+                    capacity_type=pool.capacity_type,
+                    can_add=max(0, pool.max_instances - count),
+                    instances=tuple(instances),
+                    min_instances=pool.min_instances,
+                )
+            )
+        return views
+
+    # -- logs, events and the published view -------------------------------------------------
+
+    def _state(self, key: tuple[str, str]) -> DeploymentState:
+        return self._states.setdefault(key, DeploymentState())
+
+    def _problem(self, plan: DeploymentPlan, state: DeploymentState, problem: str) -> None:
+        if problem != state.last_problem:
+            state.last_problem = problem
+            self._deployment_event(plan, problem)
+
+    def _deployment_event(
+        self, plan: DeploymentPlan, message: str, pool: PoolPlan | None = None
+    ) -> None:
+        pool = pool or plan.pools[0]
+        self._record(plan.key, plan.version.model_id, plan.version.version_id, pool, message)
+
+    def _event(self, replica: Replica, message: str) -> None:
+        plan = next((p for p in self._plans if p.key == replica.deployment), None)
+        model_id = plan.version.model_id if plan is not None else ""
+        self._record(replica.deployment, model_id, replica.version_id, replica.plan_pool, message)
+
+    def _record(
+        self, key: tuple[str, str], model_id: str, version_id: str, pool: PoolPlan, message: str
+    ) -> None:
+        stamped = f"{time.strftime('%H:%M:%S')} {message}"
+        self._state(key).events.append(stamped)
+        log.info("deployment %s: %s", key[1], message)
+        ref = logs.LogRef(
+            key[0],
+            model_id,
+            version_id,
+            logs.EVENTS,
+            pool.key.compute_cluster_id,
+            pool.key.nodepool_id,
+            pool.runner_id,
+        )
+        self._pending_logs.append((ref, [stamped]))
+
+    def _read_output(self, replica: Replica) -> None:
+        try:
+            with open(replica.log_path, "rb") as handle:
+                handle.seek(replica.log_offset)
+                data = handle.read(1 << 20)
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1
+        if not end:
+            return
+        replica.log_offset += end
+        lines = data[:end].decode("utf-8", "replace").splitlines()[-LOG_LINES_PER_ROUND:]
+        plan = next((p for p in self._plans if p.key == replica.deployment), None)
+        ref = logs.LogRef(
+            replica.deployment[0],
+            plan.version.model_id if plan is not None else "",
+            replica.version_id,
+            logs.RUNNER,
+            replica.plan_pool.key.compute_cluster_id,
+            replica.plan_pool.key.nodepool_id,
+            replica.plan_pool.runner_id,
+        )
+        self._pending_logs.append((ref, [f"[{replica.id}] {line}" for line in lines]))
+
+    async def _write_logs(self) -> None:
+        pending, self._pending_logs = self._pending_logs, []
+        if not pending:
+            return
+
+        def write(session: Session) -> None:
+            for ref, lines in pending:
+                logs.append_logs(session, ref, lines)
+
+        await self.in_session(write)
+
+    def _publish(self) -> None:
+        deployments = {}
+        runners: dict[str, int] = {}
+        nodepools: dict[PoolKey, int] = {}
+        for _, pool_key, _ in self._instances.values():
+            nodepools[pool_key] = nodepools.get(pool_key, 0) + 1
+        for plan in self._plans:
+            state = self._state(plan.key)
+            mine = [r for r in self._replicas.values() if r.deployment == plan.key]
+            views = tuple(
+                ReplicaView(
+                    r.id,
+                    plan.id,
+                    r.plan_pool.key,
+                    r.plan_pool.runner_id,
+                    r.instance.id,
+                    r.instance.where,
+                    "draining" if r.stopping else "ready" if r.ready else "starting",
+                )
+                for r in mine
+            )
+            for r in mine:
+                if not r.stopping:
+                    runners[r.plan_pool.runner_id] = runners.get(r.plan_pool.runner_id, 0) + 1
+            deployments[plan.key] = DeploymentView(
+                desired=state.scale.desired,
+                live=sum(1 for r in mine if r.ready and not r.stopping),
+                replicas=views,
+                events=tuple(state.events),
+                problem=state.last_problem,
+            )
+        self.view = View(deployments, nodepools, runners)
+
+
+def _still_wanted(replica: Replica, plan: DeploymentPlan) -> bool:
+    pool = next((p for p in plan.pools if p.key == replica.plan_pool.key), None)
+    return (
+        pool is not None
+        and pool.runner_id == replica.plan_pool.runner_id
+        and replica.version_id == plan.version.version_id
+    )
+
+
+def _pool_name(pool: PoolPlan) -> str:
+    return f"{pool.key.user_id}/{pool.key.compute_cluster_id}/{pool.key.nodepool_id}"
+
+
+def _last_lines(path: Path, count: int) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 16384))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-count:]

@@ -1,0 +1,538 @@
+"""Placement (pure): scheduling choices, packing, priority groups, removals."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from orchard.configs import ComputeInfoSpec
+from orchard.orchestration.placement import (
+    CAPACITY_SPOT,
+    SCHEDULING_FAIL,
+    SCHEDULING_NETWORK,
+    SCHEDULING_PERFORMANCE,
+    SCHEDULING_PREFER_ONDEMAND,
+    SCHEDULING_PREFER_SPOT,
+    SCHEDULING_PRICE,
+    SCHEDULING_RANDOM,
+    SCHEDULING_UNSET,
+    SCHEDULING_UTILIZATION,
+    InstanceRef,
+    InstanceView,
+    NodepoolView,
+    PlacedReplica,
+    Placement,
+    PlacementPlan,
+    RemovalPlan,
+    Resources,
+    choose_removals,
+    place,
+)
+from orchard.providers.base import ComputeShape
+
+GIB = 2**30
+SMALL = ComputeShape(cpus=4, memory_bytes=16 * GIB)
+LARGE = ComputeShape(cpus=8, memory_bytes=32 * GIB)
+GPU = ComputeShape(cpus=8, memory_bytes=64 * GIB, num_accelerators=1)
+REPLICA = Resources(2, 4 * GIB)
+
+
+def res(cpus: float, gib: float = 0, accelerators: int = 0) -> Resources:
+    return Resources(cpus, int(gib * GIB), accelerators)
+
+
+def inst(
+    id: str,
+    shape: ComputeShape = SMALL,
+    used: Resources | None = None,
+    replicas: int = 0,
+    exclusive: bool = False,
+) -> InstanceView:
+    return InstanceView(id, shape, used or Resources(0, 0), replicas, exclusive)
+
+
+def pool(
+    name: str,
+    shape: ComputeShape = SMALL,
+    *,
+    priority: int = 0,
+    price: float = 1.0,
+    capacity_type: int = 1,
+    can_add: int = 1,
+    instances: tuple[InstanceView, ...] = (),
+    min_instances: int = 0,
+) -> NodepoolView:
+    return NodepoolView(
+        ("cc", name),
+        shape,
+        priority=priority,
+        price=price,
+        capacity_type=capacity_type,
+        can_add=can_add,
+        instances=instances,
+        min_instances=min_instances,
+    )
+
+
+def plan(
+    nodepools: list[NodepoolView],
+    count: int = 1,
+    request: Resources = REPLICA,
+    choice: int = SCHEDULING_PERFORMANCE,
+    disable_packing: bool = False,
+    rng: random.Random | None = None,
+) -> PlacementPlan:
+    return place(
+        "dep",
+        request,
+        count,
+        nodepools,
+        scheduling_choice=choice,
+        disable_packing=disable_packing,
+        rng=rng,
+    )
+
+
+def where(result: PlacementPlan) -> list[tuple[str, str | None, bool] | str]:
+    """Each placement as (nodepool id, instance id, new?) or, when unplaceable, its reason."""
+    out: list[tuple[str, str | None, bool] | str] = []
+    for p in result.placements:
+        out.append((p.nodepool[1], p.instance_id, p.new_instance) if p.nodepool else p.reason)
+    return out
+
+
+# -- scheduling choices --------------------------------------------------------------------
+
+
+def three_pools() -> list[NodepoolView]:
+    """One group, three nodepools that can each take a 2-CPU replica:
+
+    a: small, cheapest, on-demand, its one instance 3/4 CPUs used (75%), may start one more
+    b: large, spot, its one instance 2/8 CPUs and 4/32 GiB used (25%)
+    c: with an accelerator, dearest, spot, its one instance 4/8 CPUs used (50%)
+    """
+    return [
+        pool("a", SMALL, price=1.0, instances=(inst("a-1", SMALL, res(3, 4), 1),)),
+        pool(
+            "b",
+            LARGE,
+            price=3.0,
+            capacity_type=CAPACITY_SPOT,
+            instances=(inst("b-1", LARGE, res(2, 4), 1),),
+        ),
+        pool(
+            "c",
+            GPU,
+            price=5.0,
+            capacity_type=CAPACITY_SPOT,
+            instances=(inst("c-1", GPU, res(4, 8), 1),),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected", "reason"),
+    [
+        (SCHEDULING_PRICE, ("a", "new-1", True), "on a new instance (new-1) of nodepool cc/a"),
+        (SCHEDULING_PERFORMANCE, ("c", "c-1", False), "on instance c-1 of nodepool cc/c"),
+        (SCHEDULING_NETWORK, ("c", "c-1", False), "on instance c-1 of nodepool cc/c"),
+        (SCHEDULING_UNSET, ("c", "c-1", False), "on instance c-1 of nodepool cc/c"),
+        (SCHEDULING_UTILIZATION, ("b", "b-1", False), "on instance b-1 of nodepool cc/b"),
+        (SCHEDULING_PREFER_SPOT, ("c", "c-1", False), "on instance c-1 of nodepool cc/c"),
+        (
+            SCHEDULING_PREFER_ONDEMAND,
+            ("a", "new-1", True),
+            "on a new instance (new-1) of nodepool cc/a",
+        ),
+    ],
+    ids=["price", "performance", "network", "unset", "utilization", "spot", "ondemand"],
+)
+def test_scheduling_choice_ranks_the_group(
+    choice: int, expected: tuple[str, str, bool], reason: str
+) -> None:
+    result = plan(three_pools(), choice=choice)
+    assert where(result) == [expected]
+    assert result.placements[0].reason == reason
+
+
+def test_performance_orders_accelerators_then_cpus_then_memory() -> None:
+    more_memory = ComputeShape(cpus=8, memory_bytes=64 * GIB)
+    more_cpus = ComputeShape(cpus=16, memory_bytes=16 * GIB)
+    one_gpu = ComputeShape(cpus=4, memory_bytes=16 * GIB, num_accelerators=1)
+    pools = [pool("mem", more_memory), pool("cpu", more_cpus), pool("small", SMALL)]
+    assert where(plan(pools)) == [("cpu", "new-1", True)]
+    assert where(plan([*pools, pool("gpu", one_gpu)])) == [("gpu", "new-1", True)]
+    assert where(plan([pool("mem", more_memory), pool("small", LARGE)])) == [("mem", "new-1", True)]
+
+
+def test_price_ties_fall_to_performance_then_key() -> None:
+    pools = [pool("z", SMALL, price=2.0), pool("y", LARGE, price=2.0), pool("x", LARGE, price=2.0)]
+    assert where(plan(pools, choice=SCHEDULING_PRICE)) == [("x", "new-1", True)]
+
+
+def test_prefer_spot_falls_back_to_on_demand() -> None:
+    pools = [
+        pool("spot", LARGE, capacity_type=CAPACITY_SPOT, can_add=0),
+        pool("od", SMALL),
+    ]
+    assert where(plan(pools, choice=SCHEDULING_PREFER_SPOT)) == [("od", "new-1", True)]
+    pools[0] = pool("spot", LARGE, capacity_type=CAPACITY_SPOT)
+    assert where(plan(pools, choice=SCHEDULING_PREFER_SPOT)) == [("spot", "new-1", True)]
+    assert where(plan(pools, choice=SCHEDULING_PREFER_ONDEMAND)) == [("od", "new-1", True)]
+
+
+def test_utilization_counts_replicas_placed_in_the_same_call() -> None:
+    # Both empty: a first (ties fall to key); a's new instance is then half used, so b.
+    pools = [pool("a", SMALL, can_add=2), pool("b", SMALL, can_add=2)]
+    assert where(plan(pools, count=3, choice=SCHEDULING_UTILIZATION)) == [
+        ("a", "new-1", True),
+        ("b", "new-1", True),
+        ("a", "new-1", True),
+    ]
+
+
+def test_random_draws_among_nodepools_that_can_take_it() -> None:
+    pools = [
+        *three_pools(),
+        pool("full", LARGE, can_add=0, instances=(inst("f-1", LARGE, res(8, 32), 4),)),
+    ]
+    drawn = [
+        where(plan(pools, choice=SCHEDULING_RANDOM, rng=random.Random(seed)))[0]
+        for seed in range(40)
+    ]
+    assert {d[0] for d in drawn if isinstance(d, tuple)} == {"a", "b", "c"}
+    again = [
+        where(plan(pools, choice=SCHEDULING_RANDOM, rng=random.Random(seed)))[0]
+        for seed in range(40)
+    ]
+    assert again == drawn
+    # Input order does not matter: the draw is over the nodepools sorted by key.
+    shuffled = list(reversed(pools))
+    assert where(plan(shuffled, choice=SCHEDULING_RANDOM, rng=random.Random(7))) == where(
+        plan(pools, choice=SCHEDULING_RANDOM, rng=random.Random(7))
+    )
+
+
+def test_random_needs_an_rng() -> None:
+    with pytest.raises(ValueError, match="RANDOM needs an rng"):
+        plan(three_pools(), choice=SCHEDULING_RANDOM)
+
+
+def test_unknown_choice_and_negative_count_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown scheduling_choice 9; use 1-8"):
+        plan(three_pools(), choice=9)
+    with pytest.raises(ValueError, match="count must be 0 or more, got -1"):
+        plan(three_pools(), count=-1)
+    assert plan(three_pools(), count=0).placements == ()
+
+
+def test_fail_refuses_ambiguity() -> None:
+    result = plan([pool("a"), pool("b")], choice=SCHEDULING_FAIL)
+    assert where(result) == [
+        "scheduling_choice FAIL: nodepools cc/a, cc/b (priority 0) could each take a replica "
+        "of deployment dep; give them different priorities in deployment_nodepools or use "
+        "another scheduling_choice"
+    ]
+    assert not result.placements[0].placed
+
+
+def test_fail_places_when_exactly_one_can_take_it() -> None:
+    full = pool("a", can_add=0, instances=(inst("a-1", SMALL, res(4, 16), 2),))
+    assert where(plan([full, pool("b")], choice=SCHEDULING_FAIL)) == [("b", "new-1", True)]
+    # A nodepool whose type is too small does not count as a choice either.
+    tiny = pool("t", ComputeShape(cpus=1, memory_bytes=2 * GIB))
+    assert where(plan([tiny, pool("b")], choice=SCHEDULING_FAIL)) == [("b", "new-1", True)]
+
+
+def test_fail_with_priorities_is_not_ambiguous() -> None:
+    pools = [pool("a", priority=5), pool("b", priority=1), pool("c", priority=1)]
+    assert where(plan(pools, choice=SCHEDULING_FAIL)) == [("a", "new-1", True)]
+    # The top group is full: the next group holds two, which is ambiguous again.
+    pools[0] = pool("a", priority=5, can_add=0)
+    assert where(plan(pools, choice=SCHEDULING_FAIL))[0] == (
+        "scheduling_choice FAIL: nodepools cc/b, cc/c (priority 1) could each take a replica "
+        "of deployment dep; give them different priorities in deployment_nodepools or use "
+        "another scheduling_choice"
+    )
+
+
+# -- priority groups -----------------------------------------------------------------------
+
+
+def test_higher_priority_first_even_when_dearer() -> None:
+    pools = [pool("cheap", price=0.5, priority=1), pool("dear", price=9.0, priority=7)]
+    assert where(plan(pools, choice=SCHEDULING_PRICE)) == [("dear", "new-1", True)]
+
+
+def test_spill_to_the_next_group_only_when_the_first_is_full() -> None:
+    high = pool("high", priority=9, can_add=1, instances=(inst("h-1", SMALL, res(2, 4), 1),))
+    low = pool("low", priority=1, can_add=3)
+    # h-1 has room for one, high may start one instance holding two: three replicas stay
+    # in the high group, the fourth and fifth spill to the low one.
+    assert where(plan([low, high], count=5)) == [
+        ("high", "h-1", False),
+        ("high", "new-1", True),
+        ("high", "new-1", True),
+        ("low", "new-1", True),
+        ("low", "new-1", True),
+    ]
+
+
+# -- packing -------------------------------------------------------------------------------
+
+
+def test_packing_fills_the_fullest_instance_that_fits() -> None:
+    instances = (
+        inst("i-1", SMALL, res(1, 1), 1),
+        inst("i-2", SMALL, res(2, 2), 1),
+        inst("i-3", SMALL, res(3, 3), 1),  # 1 CPU free: too little
+    )
+    assert where(plan([pool("a", can_add=5, instances=instances)])) == [("a", "i-2", False)]
+
+
+def test_packing_measures_fullness_by_the_scarcest_resource() -> None:
+    instances = (
+        inst("cpu-heavy", SMALL, res(2, 1), 1),  # 50% of CPUs
+        inst("mem-heavy", SMALL, res(1, 12), 1),  # 75% of memory
+    )
+    assert where(plan([pool("a", instances=instances)])) == [("a", "mem-heavy", False)]
+
+
+def test_packing_shares_a_new_instance_between_replicas_of_one_call() -> None:
+    result = plan([pool("a", can_add=2)], count=3)
+    assert where(result) == [("a", "new-1", True), ("a", "new-1", True), ("a", "new-2", True)]
+    assert result.new_instances() == {("cc", "a"): ("new-1", "new-2")}
+
+
+def test_disable_packing_gives_each_replica_its_own_instance() -> None:
+    instances = (inst("i-1", SMALL, res(1, 1), 1), inst("i-2", SMALL))
+    result = plan([pool("a", can_add=2, instances=instances)], count=3, disable_packing=True)
+    assert where(result) == [("a", "i-2", False), ("a", "new-1", True), ("a", "new-2", True)]
+    after = {i.id: i for i in result.nodepools[0].instances}
+    assert [after[i].exclusive for i in ("i-1", "i-2", "new-1", "new-2")] == [
+        False,
+        True,
+        True,
+        True,
+    ]
+
+
+def test_disable_packing_without_an_empty_instance_or_room() -> None:
+    instances = (inst("i-1", SMALL, res(1, 1), 1),)
+    result = plan([pool("a", can_add=0, instances=instances)], disable_packing=True)
+    assert where(result) == [
+        "no nodepool of deployment dep has room for 2 CPUs / 4 GiB: raise max_instances of "
+        "nodepool cc/a or use a larger instance type (disable_packing is true: each replica "
+        "needs an instance of its own)"
+    ]
+
+
+def test_an_exclusive_instance_takes_no_other_replica() -> None:
+    exclusive = inst("x-1", LARGE, res(2, 4), 1, exclusive=True)
+    shared = inst("s-1", LARGE, res(6, 4), 1)
+    assert where(plan([pool("a", LARGE, instances=(exclusive, shared))])) == [("a", "s-1", False)]
+    assert where(plan([pool("a", LARGE, instances=(exclusive,))])) == [("a", "new-1", True)]
+    assert where(plan([pool("a", LARGE, can_add=0, instances=(exclusive,))])) == [
+        "no nodepool of deployment dep has room for 2 CPUs / 4 GiB: raise max_instances of "
+        "nodepool cc/a or use a larger instance type"
+    ]
+
+
+def test_an_exclusive_replica_placed_earlier_in_the_call_blocks_packing_later() -> None:
+    first = plan([pool("a", LARGE, can_add=2)], disable_packing=True)
+    assert where(first) == [("a", "new-1", True)]
+    second = plan(list(first.nodepools), count=1)
+    assert where(second) == [("a", "new-2", True)]
+
+
+def test_placeholder_ids_skip_existing_ones() -> None:
+    taken = pool("a", can_add=1, instances=(inst("new-1", SMALL, res(4, 16), 2),))
+    assert where(plan([taken])) == [("a", "new-2", True)]
+
+
+# -- what does not fit ---------------------------------------------------------------------
+
+
+def test_a_replica_larger_than_every_instance_type() -> None:
+    request = res(16, 64, 1)
+    result = plan([pool("a", SMALL), pool("b", GPU)], request=request)
+    assert where(result) == [
+        "a replica of deployment dep needs 16 CPUs / 64 GiB / 1 accelerator, more than an "
+        "empty instance of any of its nodepools holds (cc/a: 4 CPUs / 16 GiB; cc/b: 8 CPUs "
+        "/ 64 GiB / 1 accelerator); use a larger instance type or lower the model's "
+        "inference_compute_info"
+    ]
+
+
+def test_a_type_too_small_is_never_used_even_with_room() -> None:
+    tiny = pool("tiny", ComputeShape(cpus=1, memory_bytes=64 * GIB), priority=9, can_add=9)
+    full = pool("big", LARGE, can_add=0, instances=(inst("b-1", LARGE, res(7, 30), 3),))
+    assert where(plan([tiny, full])) == [
+        "no nodepool of deployment dep has room for 2 CPUs / 4 GiB: raise max_instances of "
+        "nodepool cc/big or use a larger instance type"
+    ]
+
+
+def test_no_nodepools() -> None:
+    assert where(plan([])) == [
+        "deployment dep has no nodepools; list one in nodepools or deployment_nodepools"
+    ]
+
+
+def test_several_replicas_consume_capacity() -> None:
+    a = pool("a", SMALL, can_add=1, instances=(inst("a-1", SMALL, res(2, 4), 1),))
+    result = plan([a], count=4)
+    assert where(result) == [
+        ("a", "a-1", False),
+        ("a", "new-1", True),
+        ("a", "new-1", True),
+        "no nodepool of deployment dep has room for 2 CPUs / 4 GiB: raise max_instances of "
+        "nodepool cc/a or use a larger instance type",
+    ]
+    assert [p.placed for p in result.placements] == [True, True, True, False]
+    assert len(result.placed) == 3 and len(result.unplaced) == 1
+    (after,) = result.nodepools
+    assert after.can_add == 0
+    assert after.instances == (
+        inst("a-1", SMALL, res(4, 8), 2),
+        inst("new-1", SMALL, res(4, 8), 2),
+    )
+
+
+def test_accelerators_are_counted() -> None:
+    gpu_pool = pool("g", GPU, can_add=1, instances=(inst("g-1", GPU, res(1, 8, 1), 1),))
+    result = plan([gpu_pool], count=2, request=res(1, 8, 1))
+    assert where(result) == [
+        ("g", "new-1", True),
+        "no nodepool of deployment dep has room for "
+        "1 CPU / 8 GiB / 1 accelerator: raise max_instances of nodepool cc/g or use a larger "
+        "instance type",
+    ]
+
+
+# -- resources -----------------------------------------------------------------------------
+
+
+def test_resources_from_compute_info_prefer_requests() -> None:
+    limits = ComputeInfoSpec(cpu_limit="2", cpu_memory="3Gi", num_accelerators=1)
+    assert Resources.from_compute_info(limits) == Resources(2.0, 3 * GIB, 1)
+    requests = ComputeInfoSpec(
+        cpu_limit="2", cpu_memory="3Gi", cpu_requests="500m", cpu_memory_requests="512Mi"
+    )
+    assert Resources.from_compute_info(requests) == Resources(0.5, 512 * 2**20, 0)
+    assert Resources.from_compute_info(ComputeInfoSpec()) == Resources(0.0, 0, 0)
+
+
+def test_resources_describe() -> None:
+    assert Resources(1, GIB // 2).describe() == "1 CPU / 0.5 GiB"
+    assert Resources(0.5, 1536 * 2**20, 2).describe() == "0.5 CPUs / 1.5 GiB / 2 accelerators"
+    assert Resources(2, 100 * 2**20).describe() == "2 CPUs / 100 MiB"
+    assert Resources(2, 1000).describe() == "2 CPUs / 1000 bytes"
+
+
+def test_fractional_cpus_fit_exactly() -> None:
+    shape = ComputeShape(cpus=0.3, memory_bytes=GIB)
+    result = plan([pool("a", shape, can_add=1)], count=4, request=res(0.1, 0.25))
+    assert where(result)[:3] == [("a", "new-1", True)] * 3
+    assert isinstance(where(result)[3], str)
+
+
+# -- removals ------------------------------------------------------------------------------
+
+
+def test_removals_take_the_lowest_priority_nodepool_first() -> None:
+    high = pool("high", priority=5, instances=(inst("h-1", SMALL, res(2, 4), 1),))
+    low = pool("low", priority=1, instances=(inst("l-1", SMALL, res(4, 8), 2),))
+    replicas = [
+        PlacedReplica("r-high", ("cc", "high"), "h-1"),
+        PlacedReplica("r-low-1", ("cc", "low"), "l-1"),
+        PlacedReplica("r-low-2", ("cc", "low"), "l-1"),
+    ]
+    result = choose_removals(2, replicas, [high, low], REPLICA)
+    assert result == RemovalPlan(("r-low-1", "r-low-2"), (InstanceRef(("cc", "low"), "l-1"),))
+
+
+def test_removals_take_a_nodepool_no_longer_listed_first() -> None:
+    listed = pool("a", priority=0, instances=(inst("a-1", SMALL, res(2, 4), 1),))
+    replicas = [
+        PlacedReplica("r-a", ("cc", "a"), "a-1"),
+        PlacedReplica("r-gone", ("cc", "gone"), "g-1"),
+    ]
+    assert choose_removals(1, replicas, [listed], REPLICA) == RemovalPlan(("r-gone",), ())
+
+
+def test_removals_empty_the_least_used_instance_first() -> None:
+    # x holds two replicas of this deployment (50% used), y three plus another
+    # deployment's (100%). Removing three: both of x (which empties), then one of y.
+    a = pool(
+        "a",
+        LARGE,
+        instances=(inst("x", LARGE, res(4, 8), 2), inst("y", LARGE, res(8, 12), 4)),
+    )
+    replicas = [
+        PlacedReplica("y-1", ("cc", "a"), "y"),
+        PlacedReplica("x-1", ("cc", "a"), "x"),
+        PlacedReplica("y-2", ("cc", "a"), "y"),
+        PlacedReplica("x-2", ("cc", "a"), "x"),
+        PlacedReplica("y-3", ("cc", "a"), "y"),
+    ]
+    assert choose_removals(3, replicas, [a], REPLICA) == RemovalPlan(
+        ("x-1", "x-2", "y-1"), (InstanceRef(("cc", "a"), "x"),)
+    )
+
+
+def test_removal_ties_break_by_key() -> None:
+    a = pool("a", instances=(inst("i-2", SMALL, res(2, 4), 1), inst("i-1", SMALL, res(2, 4), 1)))
+    b = pool("b", instances=(inst("i-0", SMALL, res(2, 4), 1),))
+    replicas = [
+        PlacedReplica("r-b", ("cc", "b"), "i-0"),
+        PlacedReplica("r-2", ("cc", "a"), "i-2"),
+        PlacedReplica("r-1", ("cc", "a"), "i-1"),
+    ]
+    assert choose_removals(3, replicas, [b, a], REPLICA).replicas == ("r-1", "r-2", "r-b")
+
+
+def test_release_respects_min_instances() -> None:
+    def pool_with_min(min_instances: int) -> NodepoolView:
+        return pool(
+            "a",
+            instances=(
+                inst("i-1", SMALL, res(2, 4), 1),
+                inst("i-2", SMALL, res(2, 4), 1),
+                inst("i-3", SMALL, res(4, 8), 2),
+            ),
+            min_instances=min_instances,
+        )
+
+    replicas = [
+        PlacedReplica("r-1", ("cc", "a"), "i-1"),
+        PlacedReplica("r-2", ("cc", "a"), "i-2"),
+        PlacedReplica("r-3", ("cc", "a"), "i-3"),
+        PlacedReplica("r-4", ("cc", "a"), "i-3"),
+    ]
+    released = {
+        minimum: choose_removals(2, replicas, [pool_with_min(minimum)], REPLICA).release
+        for minimum in (0, 1, 2, 3)
+    }
+    i1, i2 = InstanceRef(("cc", "a"), "i-1"), InstanceRef(("cc", "a"), "i-2")
+    assert released == {0: (i1, i2), 1: (i1, i2), 2: (i1,), 3: ()}
+
+
+def test_instances_already_empty_are_not_released_here() -> None:
+    a = pool("a", instances=(inst("idle"), inst("i-1", SMALL, res(2, 4), 1)))
+    replicas = [PlacedReplica("r-1", ("cc", "a"), "i-1")]
+    result = choose_removals(5, replicas, [a], REPLICA)
+    assert result == RemovalPlan(("r-1",), (InstanceRef(("cc", "a"), "i-1"),))
+
+
+def test_removals_refuse_a_negative_count() -> None:
+    with pytest.raises(ValueError, match="count must be 0 or more, got -2"):
+        choose_removals(-2, [], [], REPLICA)
+    assert choose_removals(0, [], [], REPLICA) == RemovalPlan((), ())
+
+
+def test_placement_is_a_value() -> None:
+    p = Placement(("cc", "a"), "new-1", True, "on a new instance (new-1) of nodepool cc/a")
+    assert p.placed
+    assert not Placement(None, None, False, "why").placed
