@@ -1,6 +1,6 @@
-"""Data-plane throughput and latency: Orchard (server + one runner replica, a no-op model)
-against the wire floor, a bare grpc.aio server answering the same V2 messages, measured in the
-same run with the same client.
+"""Data-plane throughput and latency: Orchard (server + the one replica it starts for a
+deployment of a no-op model) against the wire floor, a bare grpc.aio server answering the same
+V2 messages, measured in the same run with the same client.
 
 - unary_c1: p50 latency of PostModelOutputs, one call at a time;
 - unary_c64: calls/s with 64 calls in flight;
@@ -45,7 +45,6 @@ from common import start_server, stop_server
 from ray_serve import REQUIREMENTS as RAY_REQUIREMENTS
 from ray_serve import measure_dataplane as ray_serve_dataplane
 
-from orchard.cli.runner import ensure_runner, version_files
 from orchard.client.nodepool import Nodepool
 from orchard.client.uploads import upload_model
 from orchard.client.user import User
@@ -161,62 +160,21 @@ def start_bare() -> tuple[subprocess.Popen[str], int]:
     return proc, int(proc.stdout.readline().split()[1])
 
 
-def deploy_noop(base: str, pat: str, home: Path) -> tuple[str, Path, Path]:
-    """Upload the no-op model, deploy it, make a runner: (runner id, package, python)."""
+def deploy_noop(base: str, pat: str) -> None:
+    """Upload the no-op model and deploy it with one replica into the nodepool the server made
+    for this host (cluster ``local``, nodepool ``default``); the server starts the replica."""
     version = upload_model(HERE / "noop", user_id="bench", base_url=base, pat=pat)
     user = User(user_id="bench", base_url=base, pat=pat)
-    cc = user.create_compute_cluster(
-        compute_cluster_id="cc",
-        compute_cluster_config={"cloud_provider": {"id": "local"}, "region": "local"},
-    )
-    cc.create_nodepool(
-        nodepool_id="np",
-        nodepool_config={"instance_types": [{"id": "local-cpu-1"}], "max_instances": 1},
-    )
-    pool = Nodepool("np", compute_cluster_id="cc", _client=user)
+    pool = Nodepool("default", compute_cluster_id="local", _client=user)
     model = {"id": "noop", "app_id": "bench", "model_version": {"id": version.id}}
-    deployment = pool.create_deployment(
+    pool.create_deployment(
         deployment_id="noop-dep",
         deployment_config={
             "worker": {"model": model},
             "scheduling_choice": 4,
-            "nodepools": [{"id": "np", "compute_cluster": {"id": "cc"}}],
+            "nodepools": [{"id": "default", "compute_cluster": {"id": "local"}}],
+            "autoscale_config": {"min_replicas": 1, "max_replicas": 1},
         },
-    ).proto
-    runner_id = ensure_runner(user, deployment, deployment.nodepools[0])
-    package, python = version_files(user, deployment.worker.model, home)
-    return runner_id, package, python
-
-
-def start_replica(
-    python: Path, package: Path, port: int, pat: str, runner_id: str
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            str(python),
-            "-m",
-            "orchard.runners.serve",
-            "--package",
-            str(package),
-            "--server",
-            f"127.0.0.1:{port}",
-            "--pat",
-            pat,
-            "--runner-id",
-            runner_id,
-            "--user-id",
-            "bench",
-            "--nodepool-id",
-            "np",
-            "--compute-cluster-id",
-            "cc",
-            "--concurrency",
-            "64",
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
 
 
@@ -226,17 +184,13 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         server, port = start_server(Path(tmp) / "home", pat, "--offline")
         bare, bare_port = start_bare()
-        replica = None
         try:
-            runner_id, package, python = deploy_noop(
-                f"http://127.0.0.1:{port}", pat, Path(tmp) / "home"
-            )
-            replica = start_replica(python, package, port, pat, runner_id)
+            deploy_noop(f"http://127.0.0.1:{port}", pat)
             selector = resources_pb2.RunnerSelector(
                 deployment=resources_pb2.Deployment(id="noop-dep", user_id="bench")
             )
             orchard = Target(f"127.0.0.1:{port}", pat, selector)
-            await orchard.unary()  # held until the replica is connected
+            await orchard.unary()  # held until the server's replica is connected
             floor = Target(f"127.0.0.1:{bare_port}", None, None)
             for _ in range(args.rounds):
                 rounds["bare"].append(await measure(floor, args))
@@ -244,9 +198,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             await orchard.close()
             await floor.close()
         finally:
-            if replica is not None:
-                replica.terminate()
-                replica.wait(timeout=30)
             bare.communicate("", timeout=30)
             stop_server(server)
     ray = haproxy = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 from clarifai_grpc.grpc.api import resources_pb2 as r
 from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchard.client.uploads import upload_model
 from orchard.testing import ServerThread
@@ -85,7 +87,7 @@ def gate_package(root: Path, *, broken: bool = False, threads: int = 1) -> Path:
 @pytest.fixture
 def orchestrating(tmp_path: Path) -> Iterator[ServerThread]:
     with ServerThread(
-        tmp_path / "home", offline=True, orchestrate=True, drain_seconds=5.0
+        tmp_path / "home", offline=True, orchestrate=True, drain_seconds=5.0, metrics_port=0
     ) as running:
         yield running
 
@@ -189,6 +191,42 @@ def test_min_replicas_one_starts_a_replica_that_serves(stack: Stack) -> None:
     assert ok(stack.predict()).outputs[0].data.text.raw == "open"
     events = "\n".join(stack.events())
     assert "connected and is ready" in events
+    runner = stack.api.call(
+        "ListRunners", user_app_id=r.UserAppIDSet(user_id=stack.server.user_id)
+    ).runners[0]
+    assert runner.num_replicas == 1 and runner.metadata["orchard.deployment"] == "gate-dep"
+    pool = stack.api.call(
+        "GetNodepool",
+        user_app_id=r.UserAppIDSet(user_id=stack.server.user_id),
+        compute_cluster_id="cc",
+        nodepool_id="np",
+    ).nodepool
+    assert pool.node_count == 1
+
+
+def test_metrics_count_calls_and_replicas(stack: Stack) -> None:
+    stack.deploy(min_replicas=1)
+    wait_for(lambda: stack.live() == 1, timeout=60, what="one live replica")
+    ok(stack.predict())
+    assert stack.server.server is not None
+    url = f"http://127.0.0.1:{stack.server.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    calls = {"target": "deployment/admin/gate-dep", "method": "predict"}
+    assert samples[("orchard_requests_total", _labels(calls, code="10000"))] == 1
+    assert samples[("orchard_request_seconds_count", _labels(calls))] == 1
+    live = _labels({"deployment": "admin/gate-dep"}, state="live")
+    assert samples[("orchard_deployment_replicas", live)] == 1
+    assert samples[("orchard_nodepool_instances", _labels({"nodepool": "admin/cc/np"}))] == 1
+
+
+def _labels(base: dict[str, str], **more: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((base | more).items()))
 
 
 def test_scale_from_zero_serves_32_concurrent_first_requests(stack: Stack) -> None:

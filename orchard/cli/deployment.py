@@ -85,29 +85,22 @@ def list_(
 @id_options(DEP)
 @pass_state
 def get(state: CliState, deployment_id: str | None, **flags: str | None) -> None:
-    """Show DEPLOYMENT_ID as YAML, then its replicas and recent events."""
+    """Show DEPLOYMENT_ID as YAML; its replicas and recent events follow as YAML comments, so
+    the output still loads as YAML."""
     dep_id = str(pick_ids([DEP], [deployment_id], flags, required=[DEP])[DEP])
     dep = state.user().deployment(dep_id)
     output.print_yaml("deployment", dep.proto)
-    metrics = dep.proto.deployment_metrics
-    output.table(
-        ["NODEPOOL", "COMPUTE_CLUSTER", "DESIRED", "LIVE"],
-        [
-            [
-                m.nodepool_id,
-                m.compute_cluster_id,
-                str(m.metrics.desired_replicas),
-                str(m.metrics.live_replicas),
-            ]
-            for m in metrics.nodepool_metrics
-        ],
-        empty="No replicas are run by this server for this deployment.",
-    )
+    for pool in dep.proto.deployment_metrics.nodepool_metrics:
+        click.echo(
+            f"# replicas in {pool.compute_cluster_id}/{pool.nodepool_id}: "
+            f"desired {pool.metrics.desired_replicas}, live {pool.metrics.live_replicas}"
+        )
     events = dep.log_reader("runner.events").read()[-RECENT_EVENTS:]
     if events:
-        output.say("Recent events:")
+        click.echo("# recent events:")
         for event in events:
-            click.echo(f"  {event}")
+            for line in event.splitlines():
+                click.echo(f"#   {line}")
 
 
 @deployment.command("logs")

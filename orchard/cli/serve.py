@@ -18,6 +18,8 @@ async def _serve(settings: Settings) -> None:
     port = await server.start()
     base = f"http://{settings.host}:{port}"
     click.echo(f"Orchard listening on {settings.host}:{port} (state in {settings.home})", err=True)
+    if settings.metrics_port is not None:
+        click.echo(f"Metrics at http://{settings.host}:{server.metrics_port}/metrics", err=True)
     if server.pat_file:
         click.echo(
             f"Created user '{settings.bootstrap_user}'; its PAT is in {server.pat_file}.\n"
@@ -81,6 +83,13 @@ async def _serve(settings: Settings) -> None:
     show_default=True,
     help="How long a prediction waits for a replica before MODEL_DEPLOYING.",
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Port of the Prometheus /metrics endpoint (default: --port + 1, or a free port when "
+    "--port is 0; -1: no endpoint).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
     home: Path | None,
@@ -94,6 +103,7 @@ def serve(
     allowed_url_hosts: tuple[str, ...],
     orchestrate: bool,
     hold_seconds: float,
+    metrics_port: int | None,
     log_level: str,
 ) -> None:
     """Run the Orchard API server."""
@@ -114,4 +124,7 @@ def serve(
         orchestrate=orchestrate,
         hold_seconds=hold_seconds,
     )
+    if metrics_port is None:
+        metrics_port = port + 1 if port else 0
+    settings.metrics_port = metrics_port if metrics_port >= 0 else None
     asyncio.run(_serve(settings))

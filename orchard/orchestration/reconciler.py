@@ -109,6 +109,8 @@ class DeploymentState:
     failures: int = 0
     retry_at: float = 0.0
     last_problem: str = ""
+    in_flight: int = 0
+    queued: int = 0
     events: deque[str] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
 
 
@@ -127,6 +129,8 @@ class ReplicaView:
 class DeploymentView:
     desired: int
     live: int
+    in_flight: int  # items running on its replicas
+    queued: int  # calls waiting for a replica
     replicas: tuple[ReplicaView, ...]
     events: tuple[str, ...]
     problem: str
@@ -272,6 +276,7 @@ class Orchestrator:
         mine = [r for r in self._replicas.values() if r.deployment == plan.key and not r.stopping]
         ready = [r for r in mine if r.ready]
         in_flight, queued = self.dispatcher.load([p.key for p in plan.pools], plan.version)
+        state.in_flight, state.queued = in_flight, queued
         state.samples.append(LoadSample(now, in_flight, queued))
         policy = AutoscalePolicy.from_spec(plan.autoscale)
         while state.samples and state.samples[0].at < now - policy.traffic_history_seconds:
@@ -591,6 +596,8 @@ class Orchestrator:
             deployments[plan.key] = DeploymentView(
                 desired=state.scale.desired,
                 live=sum(1 for r in mine if r.ready and not r.stopping),
+                in_flight=state.in_flight,
+                queued=state.queued,
                 replicas=views,
                 events=tuple(state.events),
                 problem=state.last_problem,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import uv
+from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,6 +32,7 @@ from orchard.server import (
     work,
 )
 from orchard.server.builds import BuildQueue
+from orchard.server.metrics import Metrics, serve_metrics
 from orchard.server.predictions import UrlFetcher
 from orchard.server.rpc import GrpcAdapter, Router, Runtime
 from orchard.services import compute_clusters as cluster_service
@@ -75,6 +77,8 @@ class Settings:
     orchestrate: bool = True
     drain_seconds: float = 10.0
     default_cluster: bool = True
+    # Prometheus metrics at http://host:metrics_port/metrics (0: a free port; None: off).
+    metrics_port: int | None = DEFAULT_PORT + 1
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -213,6 +217,11 @@ class OrchardServer:
         )
         self.adapter = GrpcAdapter(build_router(), self.store, runtime)
         self.runtime = runtime
+        runtime.metrics = Metrics(
+            lambda: runtime.orchestrator.view if runtime.orchestrator else None
+        )
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics_port = 0
         self.port = 0
         self.local_address: str | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -241,6 +250,10 @@ class OrchardServer:
                 ensure_default_cluster(session, self.settings.bootstrap_user, self.runtime)
         if self.settings.orchestrate:
             self._start_orchestrator()
+        if self.settings.metrics_port is not None:
+            self._metrics_runner, self.metrics_port = await serve_metrics(
+                self.runtime.metrics, self.settings.host, self.settings.metrics_port
+            )
         return self.port
 
     def _start_orchestrator(self) -> None:
@@ -278,6 +291,9 @@ class OrchardServer:
         if self.runtime.orchestrator is not None:
             await self.runtime.orchestrator.close()
             self.runtime.orchestrator = None
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
         if self._grpc is not None:
             await self._grpc.stop(grace)
             self._grpc = None

@@ -8,11 +8,14 @@ the replica produces them, each saying where it ran (``runner_selector``).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 from clarifai_grpc.grpc.api import service_pb2
+from clarifai_grpc.grpc.api.status import status_code_pb2 as SC
 
 from orchard import errors
 from orchard.dispatch.targets import resolve_target
@@ -22,6 +25,7 @@ from orchard.services import fetch
 
 router = Router()
 MAX_INPUTS = 128
+SHAPES = {protocol.UNARY: "predict", protocol.SERVER_STREAM: "generate", protocol.BIDI: "stream"}
 
 
 class UrlFetcher:
@@ -92,12 +96,29 @@ async def _predict(
     if first is None:
         raise errors.InvalidRequest("the stream ended before its first request")
     target = await _target(call, first)
-    first = await _prepared(call, first)
-    rest = _rest(call, requests) if shape == protocol.BIDI else None
-    async for response in call.runtime.dispatcher.call(target, shape, first, rest, call.deadline):
-        if target.selector is not None:
-            response.runner_selector.CopyFrom(target.selector)
-        yield response
+    started, code = time.perf_counter(), str(SC.SUCCESS)
+    try:
+        first = await _prepared(call, first)
+        rest = _rest(call, requests) if shape == protocol.BIDI else None
+        dispatcher = call.runtime.dispatcher
+        async for response in dispatcher.call(target, shape, first, rest, call.deadline):
+            if target.selector is not None:
+                response.runner_selector.CopyFrom(target.selector)
+            code = str(response.status.code)
+            yield response
+    except errors.OrchardError as exc:
+        code = str(exc.code)
+        raise
+    except (asyncio.CancelledError, GeneratorExit):
+        code = "cancelled"  # the client went away
+        raise
+    except Exception:
+        code = str(SC.INTERNAL_UNCATEGORIZED)
+        raise
+    finally:
+        if call.runtime.metrics is not None:
+            elapsed = time.perf_counter() - started
+            call.runtime.metrics.observe(target.queue, SHAPES[shape], code, elapsed)
 
 
 @router.stream("PostModelOutputs")

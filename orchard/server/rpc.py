@@ -81,6 +81,7 @@ class Runtime:
     dispatcher: Any = None  # dispatch.dispatcher.Dispatcher
     fetcher: Any = None  # server.predictions.UrlFetcher
     orchestrator: Any = None  # orchestration.reconciler.Orchestrator
+    metrics: Any = None  # server.metrics.Metrics
     memo: Memo = field(default_factory=Memo)
     # Tokens the server gave the replicas it started: each authenticates its user's
     # ProcessRunnerItems stream only, and only while this server process lives.
