@@ -23,11 +23,14 @@ from typing import Any
 import grpc
 import psutil
 import pytest
+import yaml
 from clarifai_grpc.grpc.api import resources_pb2 as r
 from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchard.cli.main import cli
 from orchard.client.uploads import upload_model
 from orchard.testing import ServerThread
 from tests.conftest import Api
@@ -202,6 +205,51 @@ def test_min_replicas_one_starts_a_replica_that_serves(stack: Stack) -> None:
         nodepool_id="np",
     ).nodepool
     assert pool.node_count == 1
+
+
+def test_the_cli_shows_replicas_events_and_logs(stack: Stack, tmp_path: Path) -> None:
+    stack.deploy(min_replicas=1)
+    wait_for(lambda: stack.live() == 1, timeout=60, what="one live replica")
+    ok(stack.predict("now"))
+    env = {
+        "ORCHARD_API_BASE": stack.server.base_url,
+        "ORCHARD_PAT": stack.server.pat,
+        "ORCHARD_USER_ID": stack.server.user_id,
+        "ORCHARD_CONFIG": str(tmp_path / "none"),
+    }
+    shown = CliRunner().invoke(cli, ["deployment", "get", "gate-dep"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert yaml.safe_load(shown.stdout)["deployment"]["deployment_metrics"]["live_replicas"] == 1
+    assert "# replicas in cc/np: desired 1, live 1" in shown.stdout
+    assert "connected and is ready" in shown.stdout
+    # what the replica printed reaches the runner log within a round or two
+    lines = wait_for(
+        lambda: [
+            line
+            for line in CliRunner()
+            .invoke(cli, ["deployment", "logs", "gate-dep", "--no-follow"], env=env)
+            .stdout.splitlines()
+            if "answered now" in line
+        ],
+        timeout=30,
+        what="the replica's output in the runner log",
+    )
+    assert lines[0].startswith("[gate-dep-")
+    events = CliRunner().invoke(
+        cli, ["deployment", "logs", "gate-dep", "--log-type", "events", "--no-follow"], env=env
+    )
+    assert "starting replica gate-dep-" in events.stdout
+
+
+def test_a_replica_token_opens_the_runner_stream_only(stack: Stack) -> None:
+    stack.deploy(min_replicas=1)
+    wait_for(lambda: stack.live() == 1, timeout=60, what="one live replica")
+    server = stack.server.server
+    assert server is not None
+    (token,) = server.runtime.replica_tokens
+    as_replica = stack.api.as_user(stack.server.user_id, token)
+    for method in ("GetUser", "ListDeployments", "ListRunners"):
+        assert as_replica.call(method).status.code == sc.CONN_KEY_INVALID, method
 
 
 def test_metrics_count_calls_and_replicas(stack: Stack) -> None:

@@ -187,9 +187,10 @@ class LocalProvider(Provider):
     # -- orchestration ---------------------------------------------------------------------
 
     def _cpu_ids(self) -> list[int]:
-        if hasattr(os, "sched_getaffinity"):
-            return sorted(os.sched_getaffinity(0))
-        return list(range(self.inventory.cpus))  # pragma: no cover - Linux has affinity
+        """The CPUs instances are made of: the ones this server may run on, as many as the
+        inventory counts."""
+        usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        return (usable or list(range(self.inventory.cpus)))[: self.inventory.cpus]
 
     def start_instance(self, pool: str, shape: ComputeShape) -> Instance:
         host = self.inventory

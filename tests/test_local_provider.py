@@ -1,0 +1,140 @@
+"""The local provider's orchestration half: instances as envelopes of this host, replicas as
+processes held to them. Replicas here are tiny real processes (``python -c``), so what is
+checked is what the kernel sees: affinity, environment, signals, exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchard.providers.base import ComputeShape, NoCapacity, ReplicaLaunch, ReplicaStatus
+from orchard.providers.inventory import Gpu, HostInventory
+from orchard.providers.local import LocalProvider
+from tests.waiting import wait_for
+
+GIB = 2**30
+HOST = HostInventory(
+    cpus=2,
+    memory_bytes=8 * GIB,
+    gpus=(Gpu(0, "NVIDIA H200", 140 * GIB), Gpu(1, "NVIDIA H200", 140 * GIB)),
+)
+
+
+@pytest.fixture
+def provider() -> Iterator[LocalProvider]:
+    local = LocalProvider(HOST)
+    yield local
+    local.shutdown(grace=1.0)
+
+
+def launch(tmp_path: Path, instance_id: str, code: str, memory: int = GIB) -> ReplicaLaunch:
+    return ReplicaLaunch(
+        id=f"r-{instance_id}-{abs(hash(code)) % 10_000}",
+        instance_id=instance_id,
+        argv=(sys.executable, "-c", code),
+        env=dict(os.environ),
+        memory_bytes=memory,
+        log_path=tmp_path / "logs" / f"{instance_id}.log",
+    )
+
+
+def ended(provider: LocalProvider, replica_id: str) -> ReplicaStatus | None:
+    for status in provider.poll():
+        if status.id == replica_id and not status.running:
+            return status
+    return None
+
+
+def test_instances_hold_distinct_cpus_and_run_out(provider: LocalProvider) -> None:
+    one = provider.start_instance("u/cc/a", ComputeShape(cpus=1, memory_bytes=GIB))
+    two = provider.start_instance("u/cc/b", ComputeShape(cpus=0.5, memory_bytes=GIB))
+    assert {one.where, two.where} == {"CPUs 0", "CPUs 1"}
+    with pytest.raises(NoCapacity, match=r"0 free CPU\(s\).*held by instances of u/cc/a, u/cc/b"):
+        provider.start_instance("u/cc/a", ComputeShape(cpus=1, memory_bytes=GIB))
+    provider.stop_instance(one.id)
+    provider.stop_instance(one.id)  # idempotent
+    assert provider.start_instance("u/cc/a", ComputeShape(cpus=1, memory_bytes=GIB)).id
+
+
+def test_memory_and_gpus_are_not_promised_twice(provider: LocalProvider) -> None:
+    provider.start_instance("u/cc/a", ComputeShape(cpus=1, memory_bytes=6 * GIB))
+    with pytest.raises(NoCapacity, match=r"2\.0 GiB of memory free"):
+        provider.start_instance("u/cc/b", ComputeShape(cpus=1, memory_bytes=4 * GIB))
+    gpu = ComputeShape(
+        cpus=1, memory_bytes=GIB, num_accelerators=2, accelerator_types=("NVIDIA-*",)
+    )
+    assert "GPUs 0,1" in provider.start_instance("u/cc/g", gpu).where
+
+
+def test_a_replica_runs_on_its_instance_cpus_and_gpus(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    shape = ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=1)
+    instance = provider.start_instance("u/cc/g", shape)
+    code = "import os; print(sorted(os.sched_getaffinity(0)), os.environ['CUDA_VISIBLE_DEVICES'])"
+    replica = launch(tmp_path, instance.id, code)
+    provider.start_replica(replica)
+    status = wait_for(lambda: ended(provider, replica.id), timeout=30, what="the replica's exit")
+    assert status.exit_code == 0
+    assert replica.log_path.read_text().strip() == "[0] 0"
+
+
+def test_a_replica_on_no_instance_is_refused(provider: LocalProvider, tmp_path: Path) -> None:
+    with pytest.raises(NoCapacity, match="not running"):
+        provider.start_replica(launch(tmp_path, "local-99", "pass"))
+
+
+def test_stop_drains_then_kills_after_the_grace(provider: LocalProvider, tmp_path: Path) -> None:
+    instance = provider.start_instance("u/cc/a", ComputeShape(cpus=1, memory_bytes=GIB))
+    stubborn = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: print('draining', flush=True))\n"
+        "print('up', flush=True)\n"
+        "while True: time.sleep(0.05)\n"
+    )
+    replica = launch(tmp_path, instance.id, stubborn)
+    provider.start_replica(replica)
+    wait_for(
+        lambda: replica.log_path.exists() and "up" in replica.log_path.read_text(),
+        timeout=30,
+        what="the replica to start",
+    )
+    provider.stop_replica(replica.id, grace=0.5)
+    provider.stop_replica(replica.id, grace=0.5)  # idempotent
+    status = wait_for(lambda: ended(provider, replica.id), timeout=30, what="the kill")
+    assert status.exit_code == -9
+    assert "did not drain within its grace" in status.reason
+    assert "draining" in replica.log_path.read_text()
+    provider.stop_replica(replica.id, grace=0.5)  # forgotten: still a no-op
+
+
+def test_a_replica_over_its_memory_is_killed_with_the_reason(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    instance = provider.start_instance("u/cc/a", ComputeShape(cpus=1, memory_bytes=GIB))
+    hog = "import time\nblock = bytearray(300 * 2**20)\nprint('held', flush=True)\ntime.sleep(60)"
+    replica = launch(tmp_path, instance.id, hog, memory=100 * 2**20)
+    provider.start_replica(replica)
+    status = wait_for(lambda: ended(provider, replica.id), timeout=30, what="the kill")
+    assert status.exit_code == -9
+    assert "over its limit of 100.0 MiB" in status.reason
+    assert "inference_compute_info.cpu_memory" in status.reason
+
+
+def test_shutdown_stops_every_replica(provider: LocalProvider, tmp_path: Path) -> None:
+    instance = provider.start_instance("u/cc/a", ComputeShape(cpus=1, memory_bytes=GIB))
+    replicas = [
+        launch(tmp_path, instance.id, f"import time; x = {n}; time.sleep(60)") for n in range(2)
+    ]
+    for replica in replicas:
+        provider.start_replica(replica)
+    pids = [held.proc.pid for held in provider._replicas.values()]
+    provider.shutdown(grace=5.0)
+    assert provider.poll() == [] and provider.instances() == []
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped: not even a zombie is left
