@@ -15,7 +15,9 @@ a request that began waiting for a replica) it loads, decides, then applies:
    replicas printed to the runner log and what was done, and why, to the event log.
 
 Health. A replica that exits, or is killed by its provider, is replaced on the next round:
-its deployment now has fewer replicas than desired. One that exits before it ever connected
+its deployment now has fewer replicas than desired. A ready replica whose stream to the server
+is gone (it reconnects by itself when it can) is stopped, and so replaced, once it has stayed
+away for ``lost_grace``. One that exits before it ever connected
 (a broken environment, a crash in ``load_model``) counts as a failed start: the deployment
 backs off (1, 2, 4 ... up to 60 seconds between tries) and the event log says why, with the
 last lines the replica printed, instead of restarting it in a silent loop. A connection
@@ -83,6 +85,7 @@ class OrchestratorSettings:
     tick: float = 1.0
     drain_grace: float = 30.0  # a stopped replica's time to finish what it holds
     server_gone_grace: float = 30.0  # replicas exit when the server is gone this long
+    lost_grace: float = 15.0  # a ready replica without its stream this long is replaced
 
 
 @dataclass
@@ -99,6 +102,8 @@ class Replica:
     started: float
     log_offset: int = 0
     ready: bool = False
+    connected: bool = False
+    lost_since: float | None = None
     stopping: bool = False
 
 
@@ -145,22 +150,52 @@ class View:
     runners: dict[str, int] = field(default_factory=dict)  # replicas per runner id
 
 
+class StoreEdge:
+    """The orchestrator's reads and writes of the store, each in a worker thread's session."""
+
+    def __init__(
+        self,
+        in_session: InSession[Any],
+        providers: ProviderRegistry,
+        packages: PackageStore,
+        envs: Path,
+    ) -> None:
+        self.in_session, self.providers, self.packages, self.envs = (
+            in_session,
+            providers,
+            packages,
+            envs,
+        )
+
+    async def load(self) -> list[DeploymentPlan]:
+        return list(
+            await self.in_session(
+                lambda session: snapshot.load(session, self.providers, self.packages, self.envs)
+            )
+        )
+
+    async def append_logs(self, entries: list[tuple[logs.LogRef, list[str]]]) -> None:
+        def write(session: Session) -> None:
+            for ref, lines in entries:
+                logs.append_logs(session, ref, lines)
+
+        await self.in_session(write)
+
+
 class Orchestrator:
     def __init__(
         self,
         settings: OrchestratorSettings,
         providers: ProviderRegistry,
-        packages: PackageStore,
         dispatcher: Dispatcher,
-        in_session: InSession[Any],
+        store: StoreEdge,
         tokens: dict[str, str],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.providers = providers
-        self.packages = packages
         self.dispatcher = dispatcher
-        self.in_session = in_session
+        self.store = store
         self.tokens = tokens
         self.clock = clock
         self.view = View()
@@ -211,10 +246,7 @@ class Orchestrator:
     # -- one round -------------------------------------------------------------------------
 
     async def round(self) -> None:
-        settings, providers, packages = self.settings, self.providers, self.packages
-        self._plans = await self.in_session(
-            lambda session: snapshot.load(session, providers, packages, settings.home / "envs")
-        )
+        self._plans = await self.store.load()
         now = self.clock()
         self._observe(now)
         plans = {plan.key: plan for plan in self._plans}
@@ -243,13 +275,20 @@ class Orchestrator:
                 if not replica.stopping:
                     self._exited(replica, status.exit_code, status.reason, now)
                 self._forget(replica)
-        for replica in self._replicas.values():
+        for replica in list(self._replicas.values()):
             self._read_output(replica)
-            if replica.id in connected and not replica.ready:
-                replica.ready = True
-                state = self._state(replica.deployment)
-                state.failures, state.last_problem = 0, ""
-                self._event(replica, f"replica {replica.id} connected and is ready")
+            replica.connected = replica.id in connected
+            if replica.connected:
+                replica.lost_since = None
+                if not replica.ready:
+                    replica.ready = True
+                    state = self._state(replica.deployment)
+                    state.failures, state.last_problem = 0, ""
+                    self._event(replica, f"replica {replica.id} connected and is ready")
+            elif replica.ready and not replica.stopping:
+                replica.lost_since = replica.lost_since or now
+                if now - replica.lost_since >= self.settings.lost_grace:
+                    self._stop(replica, "it lost its stream to the server and did not reconnect")
 
     def _exited(self, replica: Replica, code: int | None, reason: str, now: float) -> None:
         state = self._state(replica.deployment)
@@ -274,7 +313,7 @@ class Orchestrator:
     def _reconcile(self, plan: DeploymentPlan, now: float) -> None:
         state = self._state(plan.key)
         mine = [r for r in self._replicas.values() if r.deployment == plan.key and not r.stopping]
-        ready = [r for r in mine if r.ready]
+        ready = [r for r in mine if r.connected]
         in_flight, queued = self.dispatcher.load([p.key for p in plan.pools], plan.version)
         state.in_flight, state.queued = in_flight, queued
         state.samples.append(LoadSample(now, in_flight, queued))
@@ -343,8 +382,8 @@ class Orchestrator:
             )
             for r in mine
         ]
-        # Replicas that are not ready yet go first: stopping them loses no capacity.
-        starting = [r for r in mine if not r.ready][:count]
+        # Replicas that are not connected go first: stopping them loses no capacity.
+        starting = [r for r in mine if not r.connected][:count]
         chosen = [r.id for r in starting]
         rest = [p for p in placed if p.id not in chosen]
         plan_removals = choose_removals(
@@ -560,14 +599,8 @@ class Orchestrator:
 
     async def _write_logs(self) -> None:
         pending, self._pending_logs = self._pending_logs, []
-        if not pending:
-            return
-
-        def write(session: Session) -> None:
-            for ref, lines in pending:
-                logs.append_logs(session, ref, lines)
-
-        await self.in_session(write)
+        if pending:
+            await self.store.append_logs(pending)
 
     def _publish(self) -> None:
         deployments = {}
@@ -586,7 +619,7 @@ class Orchestrator:
                     r.plan_pool.runner_id,
                     r.instance.id,
                     r.instance.where,
-                    "draining" if r.stopping else "ready" if r.ready else "starting",
+                    "draining" if r.stopping else "ready" if r.connected else "starting",
                 )
                 for r in mine
             )
@@ -595,7 +628,7 @@ class Orchestrator:
                     runners[r.plan_pool.runner_id] = runners.get(r.plan_pool.runner_id, 0) + 1
             deployments[plan.key] = DeploymentView(
                 desired=state.scale.desired,
-                live=sum(1 for r in mine if r.ready and not r.stopping),
+                live=sum(1 for r in mine if r.connected and not r.stopping),
                 in_flight=state.in_flight,
                 queued=state.queued,
                 replicas=views,

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from orchard.configs import ComputeClusterSpec, NodepoolSpec
 from orchard.dispatch.dispatcher import Dispatcher, DispatchSettings
-from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
+from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings, StoreEdge
 from orchard.providers import ProviderRegistry
 from orchard.server import (
     apps,
@@ -265,9 +265,13 @@ class OrchardServer:
                 drain_grace=self.settings.drain_seconds,
             ),
             self.runtime.providers,
-            self.runtime.packages,
             self.dispatcher,
-            self.adapter.in_session,
+            StoreEdge(
+                self.adapter.in_session,
+                self.runtime.providers,
+                self.runtime.packages,
+                self.settings.home / "envs",
+            ),
             self.runtime.replica_tokens,
         )
         self.runtime.orchestrator = orchestrator

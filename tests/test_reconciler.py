@@ -1,0 +1,251 @@
+"""The orchestrator's rounds with its edges replaced: a scripted provider, dispatcher and store
+(the real ones are exercised end to end in test_orchestration.py). The clock is injected, so
+backoff and grace periods are checked without waiting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchard.configs import AutoscaleSpec
+from orchard.dispatch.sessions import PoolKey
+from orchard.orchestration.placement import Resources
+from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
+from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
+from orchard.providers import ProviderRegistry
+from orchard.providers.base import (
+    ComputeShape,
+    Instance,
+    Provider,
+    ReplicaLaunch,
+    ReplicaStatus,
+)
+from orchard.services.models import VersionRef
+
+GIB = 2**30
+POOL = PoolKey("u", "cc", "np")
+
+
+class ScriptedProvider(Provider):
+    id = "local"
+    name = "scripted"
+    orchestrated = True
+
+    def __init__(self) -> None:
+        self.launched: list[ReplicaLaunch] = []
+        self.stopped: list[str] = []
+        self.exits: dict[str, int] = {}  # replica id: exit code, reported on the next poll
+        self.released: list[str] = []
+        self._instances = 0
+
+    def regions(self) -> list[str]:
+        return ["local"]
+
+    def instance_types(self, region: str) -> list[Any]:
+        return []
+
+    def check_shape(self, shape: ComputeShape) -> list[tuple[str, str]]:
+        return []
+
+    def start_instance(self, pool: str, shape: ComputeShape) -> Instance:
+        self._instances += 1
+        return Instance(f"i-{self._instances}", pool, shape, "CPUs 0")
+
+    def stop_instance(self, instance_id: str) -> None:
+        self.released.append(instance_id)
+
+    def start_replica(self, launch: ReplicaLaunch) -> None:
+        self.launched.append(launch)
+
+    def stop_replica(self, replica_id: str, grace: float) -> None:
+        self.stopped.append(replica_id)
+        self.exits[replica_id] = 0
+
+    def poll(self) -> list[ReplicaStatus]:
+        statuses = []
+        for launch in self.launched:
+            code = self.exits.pop(launch.id, None)
+            if code is not None:
+                statuses.append(ReplicaStatus(launch.id, launch.instance_id, False, code))
+        return statuses
+
+
+@dataclass
+class Hello:
+    replica_id: str
+
+
+@dataclass
+class Session:
+    hello: Hello
+
+
+@dataclass
+class ScriptedDispatcher:
+    connected: list[str] = field(default_factory=list)
+    in_flight: int = 0
+    waiting: int = 0
+
+    def sessions(self) -> list[Session]:
+        return [Session(Hello(r)) for r in self.connected]
+
+    def load(self, pools: Any, version: Any) -> tuple[int, int]:
+        return self.in_flight, self.waiting
+
+
+@dataclass
+class ScriptedStore:
+    plans: list[DeploymentPlan]
+    logs: list[tuple[Any, list[str]]] = field(default_factory=list)
+
+    async def load(self) -> list[DeploymentPlan]:
+        return list(self.plans)
+
+    async def append_logs(self, entries: list[tuple[Any, list[str]]]) -> None:
+        self.logs.extend(entries)
+
+    def events(self) -> list[str]:
+        return [
+            line for ref, lines in self.logs if ref.log_type == "runner.events" for line in lines
+        ]
+
+
+def plan(tmp_path: Path, **autoscale: Any) -> DeploymentPlan:
+    return DeploymentPlan(
+        user_id="u",
+        id="dep",
+        version=VersionRef("u", "app", "m", "v1"),
+        disabled=False,
+        autoscale=AutoscaleSpec(**({"max_replicas": 2} | autoscale)),
+        scheduling_choice=4,
+        pools=(
+            PoolPlan(
+                key=POOL,
+                priority=0,
+                provider="local",
+                shape=ComputeShape(cpus=1, memory_bytes=GIB),
+                price=0.0,
+                capacity_type=1,
+                min_instances=0,
+                max_instances=2,
+                runner_id="runner-1",
+            ),
+        ),
+        blocked="",
+        package=tmp_path / "package",
+        python=tmp_path / "python",
+        capacity=1,
+        request=Resources(0.5, GIB // 4),
+    )
+
+
+def with_autoscale(deployment: DeploymentPlan, **autoscale: Any) -> DeploymentPlan:
+    return replace(deployment, autoscale=AutoscaleSpec(**({"max_replicas": 2} | autoscale)))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Any:
+    provider = ScriptedProvider()
+    dispatcher = ScriptedDispatcher()
+    store = ScriptedStore([plan(tmp_path)])
+    clock = Clock()
+    tokens: dict[str, str] = {}
+    orchestrator = Orchestrator(
+        OrchestratorSettings(home=tmp_path, server="unix:/tmp/orchard.sock", lost_grace=15.0),
+        ProviderRegistry([provider]),
+        dispatcher,  # type: ignore[arg-type]
+        store,  # type: ignore[arg-type]
+        tokens,
+        clock=clock,
+    )
+    return provider, dispatcher, store, clock, tokens, orchestrator
+
+
+async def test_a_waiting_call_starts_a_replica_with_its_own_token(rig: Any) -> None:
+    provider, dispatcher, _, _, tokens, orchestrator = rig
+    await orchestrator.round()
+    assert provider.launched == []  # min_replicas 0 and no traffic: nothing to run
+    dispatcher.waiting = 1
+    await orchestrator.round()
+    (launch,) = provider.launched
+    argv = list(launch.argv)
+    assert argv[argv.index("--runner-id") + 1] == "runner-1"
+    assert argv[argv.index("--server") + 1] == "unix:/tmp/orchard.sock"
+    assert tokens == {launch.env["ORCHARD_PAT"]: "u"}
+    assert launch.memory_bytes == GIB // 4
+
+
+async def test_a_failed_start_backs_off_and_reports_the_last_output(rig: Any) -> None:
+    provider, dispatcher, store, clock, tokens, orchestrator = rig
+    dispatcher.waiting = 1
+    await orchestrator.round()
+    first = provider.launched[0]
+    first.log_path.parent.mkdir(parents=True, exist_ok=True)
+    first.log_path.write_text("Traceback (most recent call last):\nRuntimeError: no weights\n")
+    provider.exits[first.id] = 1
+    await orchestrator.round()
+    assert len(provider.launched) == 1  # backing off: no second try yet
+    assert tokens == {}
+    (event,) = [e for e in store.events() if "before it connected" in e]
+    assert "exited with code 1" in event and "next try in 1 s" in event
+    assert "RuntimeError: no weights" in event
+    clock.now += 1.0
+    await orchestrator.round()
+    assert len(provider.launched) == 2
+    provider.exits[provider.launched[1].id] = 1
+    await orchestrator.round()
+    clock.now += 1.0
+    await orchestrator.round()
+    assert len(provider.launched) == 2  # the second failure doubled the wait
+    assert "next try in 2 s" in store.events()[-1]
+    clock.now += 1.0
+    await orchestrator.round()
+    assert len(provider.launched) == 3
+
+
+async def test_a_ready_replica_that_lost_its_stream_is_replaced(rig: Any) -> None:
+    provider, dispatcher, store, clock, _, orchestrator = rig
+    store.plans = [with_autoscale(store.plans[0], min_replicas=1)]
+    await orchestrator.round()
+    (launch,) = provider.launched
+    dispatcher.connected = [launch.id]
+    await orchestrator.round()
+    assert orchestrator.view.deployments[("u", "dep")].live == 1
+    dispatcher.connected = []
+    await orchestrator.round()  # seen gone
+    clock.now += 14.0
+    await orchestrator.round()
+    assert provider.stopped == []  # within the grace it may still reconnect
+    clock.now += 1.0
+    await orchestrator.round()
+    assert provider.stopped == [launch.id]
+    await orchestrator.round()  # its exit is seen; min_replicas 1 starts another
+    assert len(provider.launched) == 2
+    assert any("lost its stream" in e for e in store.events())
+
+
+async def test_a_deleted_deployment_loses_its_replicas_and_instances(rig: Any) -> None:
+    provider, dispatcher, store, _, tokens, orchestrator = rig
+    store.plans = [with_autoscale(store.plans[0], min_replicas=2)]
+    await orchestrator.round()
+    assert len(provider.launched) == 2
+    dispatcher.connected = [launch.id for launch in provider.launched]
+    await orchestrator.round()
+    store.plans = []
+    await orchestrator.round()
+    assert sorted(provider.stopped) == sorted(launch.id for launch in provider.launched)
+    await orchestrator.round()  # the exits are seen
+    assert tokens == {}
+    assert provider.released == ["i-1"]
+    assert orchestrator.view.deployments == {}
