@@ -17,6 +17,17 @@
         def generate(self, text: str) -> Iterator[str]:
             yield from text.split()
 
+        @ModelClass.method(batch_size=32, batch_wait_ms=5)
+        def shout(self, text: list[str]) -> list[str | Exception]:
+            return [t.upper() if t else ValueError("empty text") for t in text]
+
+``shout`` is batched: the runner gathers the inputs of concurrent requests (and the many inputs
+of one request) and calls it with up to 32 at once, a lone input waiting at most 5 ms for
+others. Each parameter receives a list with one element per input, and the method returns one
+result per input, in order; an ``Exception`` in a result's place fails that input only. Clients
+see ``shout(text: str) -> str``, like any unary method. Only unary methods can be batched; the
+policy and its latency trade-off are in :mod:`orchard.runners.batching`.
+
 ``signatures(MyModel)`` gives the ``MethodSignature`` protos stored on a model version. Types
 beyond Python's own: :class:`Text`, :class:`Image`, :class:`Audio`, :class:`Video`,
 :class:`Concept`, :class:`Region`, :class:`Frame`, :class:`NamedFields`, :class:`JSON`;

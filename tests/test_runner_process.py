@@ -113,7 +113,18 @@ def _free_port() -> int:
 
 
 def _serve_args(package: Path, server: str, *extra: str) -> list[str]:
-    return ["--package", str(package), "--server", server, "--runner-id", "r1", *extra]
+    # DEBUG: the per-item lines the tests wait on
+    return [
+        "--package",
+        str(package),
+        "--server",
+        server,
+        "--runner-id",
+        "r1",
+        "--log-level",
+        "DEBUG",
+        *extra,
+    ]
 
 
 async def _start(processes: list[RunnerProcess], *args: str, pat: str = PAT) -> RunnerProcess:

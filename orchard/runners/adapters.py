@@ -2,7 +2,8 @@
 
 - an Orchard :class:`~orchard.runners.models.model_class.ModelClass` goes through the request
   adapter's async forms (:mod:`orchard.runners.models.dispatch`): ``async def`` methods run on
-  the loop, plain ones in worker threads;
+  the loop, plain ones in worker threads; the inputs of a batched method join the adapter's
+  queue for that method (:mod:`orchard.runners.batching`), shared by every request;
 - a class built on the official ``clarifai`` ModelClass (when that package is installed in the
   model's environment) goes through its own ``predict_wrapper(request)``,
   ``generate_wrapper(request)`` and ``stream_wrapper(request_iterator)``, which are blocking:
@@ -23,6 +24,7 @@ from typing import Any
 from clarifai_grpc.grpc.api.status import status_code_pb2
 
 from orchard.packaging.inspect import _is_official
+from orchard.runners.batching import ModelBatchers
 from orchard.runners.models import calls, dispatch
 from orchard.runners.models.calls import Entry, Request, Response
 from orchard.runners.models.model_class import ModelClass
@@ -62,6 +64,10 @@ class OrchardAdapter(ModelAdapter):
     kind = "Orchard ModelClass"
     model: ModelClass
 
+    def __init__(self, model: ModelClass, batchers: ModelBatchers | None = None) -> None:
+        super().__init__(model)
+        self.batchers = batchers if batchers is not None else ModelBatchers(model)
+
     def method_name(self, request: Request, entry: Entry) -> str:
         try:
             return calls.select_method(type(self.model), request, entry).name
@@ -69,10 +75,10 @@ class OrchardAdapter(ModelAdapter):
             return calls.requested_name(request) or entry
 
     async def predict(self, request: Request) -> Response:
-        return await dispatch.apredict(self.model, request)
+        return await dispatch.apredict(self.model, request, self.batchers)
 
     def generate(self, request: Request) -> AsyncIterator[Response]:
-        return dispatch.agenerate(self.model, request)
+        return dispatch.agenerate(self.model, request, self.batchers)
 
     def stream(self, requests: AsyncIterator[Request]) -> AsyncIterator[Response]:
         return dispatch.astream(self.model, requests)

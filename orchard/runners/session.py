@@ -48,6 +48,7 @@ FATAL_CODES = frozenset(
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+ITEM_LOG_LEVELS = {"failed": logging.WARNING, "cancelled": logging.INFO}
 CANCEL_GRACE_S = 2.0  # for cancelled items to send their ends, at the end of a drain
 CLOSE_GRACE_S = 5.0  # for the server to close the call after the runner half-closed it
 
@@ -239,7 +240,10 @@ class Session:
             self.items.pop(item.id, None)
         method = self.model.method_name(item.request, item.entry)
         elapsed_ms = (time.monotonic() - started) * 1000
-        log.info("%s %s %s %.1fms item=%s", item.entry, method, outcome, elapsed_ms, item.id)
+        # A line for every item only at DEBUG (a busy replica serves thousands a second, and
+        # its output becomes the runner log); cancelled and failed items always show.
+        level = ITEM_LOG_LEVELS.get(outcome, logging.DEBUG)
+        log.log(level, "%s %s %s %.1fms item=%s", item.entry, method, outcome, elapsed_ms, item.id)
 
     async def _outcome_of(self, item: Item) -> str:
         try:

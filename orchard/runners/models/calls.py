@@ -317,13 +317,15 @@ def failure_output(description: str, details: str = "") -> resources_pb2.Output:
 
 
 def method_failure(
-    model: type[ModelClass], info: MethodInfo, exc: BaseException
+    model: type[ModelClass], info: MethodInfo, exc: BaseException, *, logged: bool = False
 ) -> resources_pb2.Output:
-    """The output of an input whose call raised; the traceback stays in the runner's log."""
+    """The output of an input whose call raised; the traceback stays in the runner's log
+    (written here unless ``logged``: once per batch, by the batcher)."""
     where = f"{model.__name__}.{info.name}"
     if isinstance(exc, ArgumentError):
         return argument_failure(model, info, exc)
-    log.error("model method %s raised", where, exc_info=exc)
+    if not logged:
+        log.error("model method %s raised", where, exc_info=exc)
     return failure_output(f"{where} raised {type(exc).__name__}: {exc}", str(exc))
 
 

@@ -16,8 +16,11 @@ one), ``stream`` STREAMING_STREAMING ones. ``_GET_SIGNATURES`` through ``predict
 signatures JSON in ``outputs[0].data.text.raw``.
 
 Inputs. Several inputs in one ``predict`` request are a batch: the method is called once per
-input, in order, and each gets its own output. ``generate`` and ``stream`` take exactly one
-input per request (as the official runtime does). In a stream, the first request carries every
+input, in order, and each gets its own output. A batched method (``@ModelClass.method(
+batch_size=N)``) is called with up to N inputs at once instead: with the runner's queue
+(``batchers``, :mod:`orchard.runners.batching`), together with other requests' inputs; without
+it, N at a time of the request's own. ``generate`` and ``stream`` take exactly one input per
+request (as the official runtime does). In a stream, the first request carries every
 argument and the first item of the streaming one; each later request carries the next item.
 Arguments come from the input's parts (or its old-format payload, see
 :mod:`orchard.runners.utils.legacy`), then from inference params
@@ -48,6 +51,7 @@ from typing import Any
 
 from clarifai_grpc.grpc.api import resources_pb2
 
+from orchard.runners import batching
 from orchard.runners.models import calls
 from orchard.runners.models.calls import ArgumentError, Call, CallError, Request, Response
 from orchard.runners.models.model_class import (
@@ -74,15 +78,22 @@ def predict(model: ModelClass, request: Request) -> Response:
     if routed.is_async:
         return _run_on_private_loop(apredict(model, request), "apredict")
     params = calls.inference_params(request)
+    if routed.batch is not None:
+        return calls.unary_response(batching.predict_inputs(model, routed, request.inputs, params))
     return calls.unary_response([_predict_one(model, routed, i, params) for i in request.inputs])
 
 
-async def apredict(model: ModelClass, request: Request) -> Response:
-    """:func:`predict` for an event loop."""
+async def apredict(
+    model: ModelClass, request: Request, batchers: batching.ModelBatchers | None = None
+) -> Response:
+    """:func:`predict` for an event loop; a batched method's inputs join ``batchers``."""
     routed = _route_unary(type(model), request)
     if not isinstance(routed, MethodInfo):
         return routed
     params = calls.inference_params(request)
+    if routed.batch is not None:
+        outputs = await batching.apredict_inputs(model, routed, request.inputs, params, batchers)
+        return calls.unary_response(outputs)
     outputs = [await _apredict_one(model, routed, i, params) for i in request.inputs]
     return calls.unary_response(outputs)
 
@@ -143,16 +154,24 @@ def generate(model: ModelClass, request: Request) -> Iterator[Response]:
     if info.is_async:
         yield from _iterate_on_private_loop(agenerate(model, request), "agenerate")
         return
+    if info.batch is not None:
+        yield calls.unary_response(batching.predict_calls(model, info, [call]))
+        return
     begin_output_context()
     yield from _sync_responses(model, info, call.legacy, lambda: _call(model, info, call.kwargs))
 
 
-async def agenerate(model: ModelClass, request: Request) -> AsyncIterator[Response]:
-    """:func:`generate` for an event loop."""
+async def agenerate(
+    model: ModelClass, request: Request, batchers: batching.ModelBatchers | None = None
+) -> AsyncIterator[Response]:
+    """:func:`generate` for an event loop; a batched method's input joins ``batchers``."""
     try:
         info, call = _prepare_single(type(model), request, "generate")
     except CallError as exc:
         yield calls.failed_response(str(exc))
+        return
+    if info.batch is not None:
+        yield calls.unary_response(await batching.apredict_calls(model, info, [call], batchers))
         return
     begin_output_context()
     async for response in _async_responses(model, info, call.legacy, call.kwargs):

@@ -24,6 +24,23 @@ parameter, an unsupported type, two streaming parameters, a streaming parameter 
 return, the reserved name ``with_proto``) raises :class:`orchard.errors.ModelInvalid` when the
 class is defined, or, for annotations that name something defined later, when its signatures
 are first collected.
+
+A unary method may ask the runner to batch it: ``@ModelClass.method(batch_size=64,
+batch_wait_ms=5)``. It is written over lists (each parameter receives one element per input,
+and it returns one result per input, in order), and annotated so: ``list[T]`` on every
+parameter and on the return. Clients see the per-item signature, the one the same method
+without the outer ``list[...]`` would have, so it is called like any unary method::
+
+    class Classifier(ModelClass):
+        @ModelClass.method(batch_size=64, batch_wait_ms=5)
+        def classify(self, image: list[Image], top: list[int] = 1) -> list[list[Concept]]:
+            ...           # clients see classify(image: Image, top: int = 1) -> list[Concept]
+
+A default is each input's default. An element of the returned list that is an ``Exception``
+fails that input only (annotate the return ``list[T | Exception]`` to say so; clients see
+``T``). How the runner gathers a batch: :mod:`orchard.runners.batching`.
+Batching a streaming method (a generator, an ``Iterator[...]`` parameter or return) is a
+``ModelInvalid`` too.
 """
 
 from __future__ import annotations
@@ -32,9 +49,12 @@ import contextlib
 import contextvars
 import inspect
 import json
+import math
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from clarifai_grpc.grpc.api import resources_pb2
 from google.protobuf import json_format
@@ -47,6 +67,7 @@ from orchard.runners.utils.method_signatures import (
     Param,
     UnsupportedType,
     build_field,
+    split_stream,
 )
 
 MethodType = resources_pb2.RunnerMethodType
@@ -54,8 +75,10 @@ RESERVED_NAMES = frozenset({"with_proto"})
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MARK = "__orchard_params__"
+_BATCH = "__orchard_batching__"
 _REGISTRY = "__orchard_methods__"
-_TOKENS: contextvars.ContextVar[list[tuple[int | None, int | None, int | None]] | None]
+TokenCounts = tuple[int | None, int | None, int | None]  # prompt, completion, cached
+_TOKENS: contextvars.ContextVar[list[TokenCounts] | None]
 _TOKENS = contextvars.ContextVar("orchard_output_tokens", default=None)
 
 
@@ -71,13 +94,28 @@ class ArgSpec:
 
 
 @dataclass(frozen=True)
+class Batching:
+    """A batched method's policy: at most ``size`` inputs per call; a batch leaves once it is
+    full or its oldest input has waited ``wait_ms`` milliseconds."""
+
+    size: int
+    wait_ms: float
+
+    @property
+    def wait_s(self) -> float:
+        return self.wait_ms / 1000
+
+
+@dataclass(frozen=True)
 class MethodInfo:
-    """A model method as the dispatcher sees it."""
+    """A model method as the dispatcher sees it. ``args`` and the signature are per input,
+    also for a batched method (``batch`` set), which is called with a list per parameter."""
 
     name: str
     signature: resources_pb2.MethodSignature
     args: tuple[ArgSpec, ...]
     is_async: bool
+    batch: Batching | None = None
 
     @property
     def method_type(self) -> int:
@@ -102,16 +140,33 @@ class ModelClass:
         with contextlib.suppress(_Unresolved):
             _collect(cls)
 
+    @overload
     @staticmethod
-    def method(func: F) -> F:
-        """Expose ``func`` to clients. ``Param`` defaults become their plain ``default``."""
-        if not inspect.isfunction(func):
-            raise errors.ModelInvalid(
-                f"@ModelClass.method decorates a function defined with def or async def in "
-                f"the model class; got {func!r} (put @ModelClass.method closest to the def)"
-            )
-        setattr(func, _MARK, _unwrap_params(func))
-        return func
+    def method(func: F, /) -> F: ...
+
+    @overload
+    @staticmethod
+    def method(
+        *, batch_size: int | None = None, batch_wait_ms: float | None = None
+    ) -> Callable[[F], F]: ...
+
+    @staticmethod
+    def method(
+        func: F | None = None,
+        /,
+        *,
+        batch_size: int | None = None,
+        batch_wait_ms: float | None = None,
+    ) -> F | Callable[[F], F]:
+        """Expose a method to clients: ``@ModelClass.method``, or
+        ``@ModelClass.method(batch_size=N, batch_wait_ms=MS)`` for a unary method written over
+        lists that the runner calls with up to ``N`` inputs at once, the first of them having
+        waited at most ``MS`` milliseconds (default 0: no waiting beyond the batch running
+        before it). ``Param`` defaults become their plain ``default``."""
+        batching = _batching(batch_size, batch_wait_ms)
+        if func is None:
+            return lambda f: _expose(f, batching)
+        return _expose(func, batching)
 
     def load_model(self) -> None:
         """Load weights and other state; called once before the first request."""
@@ -130,12 +185,64 @@ class ModelClass:
         pending.append((prompt_tokens, completion_tokens, cached_tokens))
 
 
-def begin_output_context() -> None:
-    """Start a call: token counts set from here on belong to its outputs."""
-    _TOKENS.set([])
+def _expose(func: F, batching: Batching | None) -> F:
+    if not inspect.isfunction(func):
+        hint = " (pass batch_size=... by name)" if isinstance(func, int) else ""
+        raise errors.ModelInvalid(
+            f"@ModelClass.method decorates a function defined with def or async def in "
+            f"the model class; got {func!r} (put @ModelClass.method closest to the def){hint}"
+        )
+    if batching is not None and (
+        inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+    ):
+        raise errors.ModelInvalid(
+            f"{func.__qualname__} yields its results (a streaming method) and asks for "
+            f"batch_size={batching.size}; only unary methods can be batched: drop batch_size "
+            "and batch_wait_ms, or return a list with one result per input"
+        )
+    setattr(func, _MARK, _unwrap_params(func))
+    if batching is None:
+        vars(func).pop(_BATCH, None)
+    else:
+        setattr(func, _BATCH, batching)
+    return func
 
 
-def take_output_context() -> tuple[int | None, int | None, int | None] | None:
+def _batching(size: Any, wait_ms: Any) -> Batching | None:
+    """The policy asked for in ``@ModelClass.method(...)``, checked."""
+    if size is None:
+        if wait_ms is not None:
+            raise errors.ModelInvalid(
+                f"@ModelClass.method(batch_wait_ms={wait_ms!r}) needs batch_size too, the most "
+                "inputs per call, e.g. @ModelClass.method(batch_size=32, batch_wait_ms=5)"
+            )
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise errors.ModelInvalid(
+            f"@ModelClass.method(batch_size={size!r}): batch_size is the most inputs per call, "
+            "a whole number of at least 1"
+        )
+    wait = 0 if wait_ms is None else wait_ms
+    if (
+        isinstance(wait, bool)
+        or not isinstance(wait, int | float)
+        or not math.isfinite(wait)
+        or wait < 0
+    ):
+        raise errors.ModelInvalid(
+            f"@ModelClass.method(batch_wait_ms={wait_ms!r}): batch_wait_ms is how long the "
+            "first input of a batch may wait for others, in milliseconds, 0 or more"
+        )
+    return Batching(size, float(wait))
+
+
+def begin_output_context(counts: TokenCounts | None = None) -> None:
+    """Start a call: token counts set from here on belong to its outputs (``counts``, set
+    for the next output elsewhere, e.g. during a batch, come first)."""
+    _TOKENS.set([] if counts is None else [counts])
+
+
+def take_output_context() -> TokenCounts | None:
     """The token counts the model set for the next output, if any."""
     pending = _TOKENS.get()
     return pending.pop(0) if pending else None
@@ -223,7 +330,16 @@ def _mark_overrides(cls: type) -> None:
     for name in inherited & set(vars(cls)):
         value = vars(cls)[name]
         if inspect.isfunction(value) and not _is_marked(value):
-            ModelClass.method(value)
+            _expose(value, _inherited_batching(cls, name))
+
+
+def _inherited_batching(cls: type, name: str) -> Batching | None:
+    """The batching of the nearest base's ``name`` (an undecorated override keeps it)."""
+    for base in cls.__mro__[1:]:
+        value = vars(base).get(name)
+        if _is_marked(value):
+            return vars(value).get(_BATCH)
+    return None
 
 
 def _analyze(cls: type, name: str) -> MethodInfo:
@@ -246,8 +362,14 @@ def _read_method(cls: type, name: str, where: str) -> MethodInfo:
             "or `-> Iterator[str]` for a stream of results"
         )
     params: Mapping[str, Param] = getattr(func, _MARK, {})
-    args = tuple(_arg_spec(where, p, params.get(p.name)) for p in list(sig.parameters.values())[1:])
-    returns = _return_field(where, sig.return_annotation)
+    parameters = list(sig.parameters.values())[1:]
+    returned = sig.return_annotation
+    batch: Batching | None = vars(func).get(_BATCH)
+    if batch is not None:
+        parameters = [p.replace(annotation=_per_input(where, batch, p)) for p in parameters]
+        returned = _per_input(where, batch, None, returned)
+    args = tuple(_arg_spec(where, p, params.get(p.name)) for p in parameters)
+    returns = _return_field(where, returned)
     signature = resources_pb2.MethodSignature(
         name=name,
         method_type=_method_type(where, args, returns.iterator),
@@ -255,8 +377,10 @@ def _read_method(cls: type, name: str, where: str) -> MethodInfo:
         input_fields=[a.field for a in args],
         output_fields=[returns],
     )
+    if batch is not None:
+        _check_batched(where, batch, signature, args)
     is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
-    return MethodInfo(name=name, signature=signature, args=args, is_async=is_async)
+    return MethodInfo(name=name, signature=signature, args=args, is_async=is_async, batch=batch)
 
 
 def _definition(cls: type, name: str) -> Callable[..., Any]:
@@ -314,6 +438,64 @@ def _return_field(where: str, annotation: Any) -> resources_pb2.ModelTypeField:
         return build_field(RETURN, annotation)[0]
     except UnsupportedType as exc:
         raise errors.ModelInvalid(f"the return annotation of {where}: {exc}") from None
+
+
+def _per_input(
+    where: str, batch: Batching, p: inspect.Parameter | None, annotation: Any = EMPTY
+) -> Any:
+    """``T`` for the ``list[T]`` annotation of a batched method's parameter ``p`` (or of its
+    return, when ``p`` is None): what one input carries, as clients see it."""
+    if p is not None:
+        annotation = p.annotation
+        if annotation is EMPTY:
+            return annotation  # reported, with the usual message, by _check_parameter
+    what = f"parameter {p.name!r} of {where}" if p is not None else f"the return of {where}"
+    if split_stream(annotation)[1]:
+        raise errors.ModelInvalid(
+            f"{what} is a stream, and {where} asks for batch_size={batch.size}; only unary "
+            "methods can be batched: drop batch_size and batch_wait_ms, or take and return lists"
+        )
+    if typing.get_origin(annotation) is list and len(typing.get_args(annotation)) == 1:
+        item = typing.get_args(annotation)[0]
+        return item if p is not None else _without_exceptions(item)
+    example = f"{p.name}: list[str]" if p is not None else "-> list[str]"
+    raise errors.ModelInvalid(
+        f"{what} is annotated {inspect.formatannotation(annotation)}, but a batched method "
+        f"(batch_size={batch.size}) takes a list per parameter and returns a list, one element "
+        f"per input: annotate it list[T], with T what one input carries (e.g. `{example}`); "
+        "clients see T"
+    )
+
+
+def _without_exceptions(annotation: Any) -> Any:
+    """``T`` for ``T | Exception``: a batched method fails one input by putting an exception
+    in its place, and may say so in its return annotation."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return annotation
+    members = typing.get_args(annotation)
+    kept = [m for m in members if not (isinstance(m, type) and issubclass(m, BaseException))]
+    if len(kept) == len(members) or not kept:
+        return annotation
+    return kept[0] if len(kept) == 1 else typing.Union[tuple(kept)]  # noqa: UP007
+
+
+def _check_batched(
+    where: str,
+    batch: Batching,
+    signature: resources_pb2.MethodSignature,
+    args: tuple[ArgSpec, ...],
+) -> None:
+    if signature.method_type != MethodType.UNARY_UNARY:
+        raise errors.ModelInvalid(
+            f"{where} is {MethodType.Name(signature.method_type)} and asks for "
+            f"batch_size={batch.size}; only unary methods can be batched: drop batch_size and "
+            "batch_wait_ms, or take and return lists"
+        )
+    if not args:
+        raise errors.ModelInvalid(
+            f"{where} asks for batch_size={batch.size} but takes no parameters; a batched "
+            "method takes at least one (a list with one element per input)"
+        )
 
 
 def _method_type(where: str, args: tuple[ArgSpec, ...], streams_out: bool) -> int:
