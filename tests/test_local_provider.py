@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchard.providers.base import ComputeShape, NoCapacity, ReplicaLaunch, ReplicaStatus
+from orchard.providers.gpus import Device, NoDevice, assign_devices
 from orchard.providers.inventory import Gpu, HostInventory
 from orchard.providers.local import LocalProvider
 from tests.waiting import wait_for
@@ -31,22 +32,29 @@ def provider() -> Iterator[LocalProvider]:
     local.shutdown(grace=1.0)
 
 
-def launch(tmp_path: Path, instance_id: str, code: str, memory: int = GIB) -> ReplicaLaunch:
+def launch(
+    tmp_path: Path, instance_id: str, code: str, memory: int = GIB, **gpus: int
+) -> ReplicaLaunch:
+    replica_id = f"r-{instance_id}-{abs(hash((code, tuple(gpus.items())))) % 10_000}"
     return ReplicaLaunch(
-        id=f"r-{instance_id}-{abs(hash(code)) % 10_000}",
+        id=replica_id,
         instance_id=instance_id,
         argv=(sys.executable, "-c", code),
         env=dict(os.environ),
         memory_bytes=memory,
-        log_path=tmp_path / "logs" / f"{instance_id}.log",
+        log_path=tmp_path / "logs" / f"{replica_id}.log",
+        **gpus,
     )
 
 
 def ended(provider: LocalProvider, replica_id: str) -> ReplicaStatus | None:
+    """The replica's final status once it ended (``poll`` reports an ending once, so what one
+    call reports is kept for the others)."""
+    exits: dict[str, ReplicaStatus] = provider.__dict__.setdefault("_test_exits", {})
     for status in provider.poll():
-        if status.id == replica_id and not status.running:
-            return status
-    return None
+        if not status.running:
+            exits[status.id] = status
+    return exits.get(replica_id)
 
 
 def test_instances_hold_distinct_cpus_and_run_out(provider: LocalProvider) -> None:
@@ -70,17 +78,43 @@ def test_memory_and_gpus_are_not_promised_twice(provider: LocalProvider) -> None
     assert "GPUs 0,1" in provider.start_instance("u/cc/g", gpu).where
 
 
-def test_a_replica_runs_on_its_instance_cpus_and_gpus(
+SHOW = "import os; print(sorted(os.sched_getaffinity(0)), repr(os.environ['CUDA_VISIBLE_DEVICES']))"
+
+
+def test_a_replica_runs_on_its_instance_cpus_and_gets_whole_gpus(
     provider: LocalProvider, tmp_path: Path
 ) -> None:
-    shape = ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=1)
+    shape = ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=2)
     instance = provider.start_instance("u/cc/g", shape)
-    code = "import os; print(sorted(os.sched_getaffinity(0)), os.environ['CUDA_VISIBLE_DEVICES'])"
-    replica = launch(tmp_path, instance.id, code)
-    provider.start_replica(replica)
-    status = wait_for(lambda: ended(provider, replica.id), timeout=30, what="the replica's exit")
-    assert status.exit_code == 0
-    assert replica.log_path.read_text().strip() == "[0] 0"
+    first = launch(tmp_path, instance.id, SHOW + "; import time; time.sleep(60)", accelerators=1)
+    second = launch(tmp_path, instance.id, SHOW, accelerators=1)
+    cpu_only = launch(tmp_path, instance.id, SHOW)
+    for replica in (first, second, cpu_only):
+        provider.start_replica(replica)
+    with pytest.raises(NoCapacity, match=r"1 GPU.* requested but the instance has 0 free"):
+        provider.start_replica(launch(tmp_path, instance.id, "pass", accelerators=1))
+    for replica in (second, cpu_only):
+        status = wait_for(lambda r=replica: ended(provider, r.id), timeout=30, what="an exit")
+        assert status.exit_code == 0
+    assert second.log_path.read_text().strip() == "[0] '1'"  # device 0 is the first's
+    assert cpu_only.log_path.read_text().strip() == "[0] ''"  # no GPU for a CPU-only replica
+    wait_for(lambda: "'0'" in first.log_path.read_text(), timeout=30, what="the first's line")
+    # the second's device is free again once it exited
+    again = launch(tmp_path, instance.id, SHOW + " ", accelerators=1)
+    provider.start_replica(again)
+    wait_for(lambda: ended(provider, again.id), timeout=30, what="an exit")
+    assert again.log_path.read_text().strip() == "[0] '1'"
+
+
+def test_a_replica_never_gets_a_gpu_it_does_not_fit(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    instance = provider.start_instance(
+        "u/cc/g", ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=1)
+    )
+    huge = launch(tmp_path, instance.id, "pass", accelerators=1, accelerator_memory_bytes=200 * GIB)
+    with pytest.raises(NoCapacity, match=r"of at least 200\.0 GiB.*1 free, 1 of them too small"):
+        provider.start_replica(huge)
 
 
 def test_a_replica_on_no_instance_is_refused(provider: LocalProvider, tmp_path: Path) -> None:
@@ -138,3 +172,37 @@ def test_shutdown_stops_every_replica(provider: LocalProvider, tmp_path: Path) -
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reaped: not even a zombie is left
+
+
+@pytest.mark.parametrize(
+    ("devices", "count", "memory", "expected"),
+    [
+        ([Device(0, 80 * GIB), Device(1, 80 * GIB)], 0, 0, ()),
+        ([Device(1, 80 * GIB), Device(0, 80 * GIB)], 1, 0, (0,)),
+        ([Device(0, 80 * GIB, held=True), Device(1, 80 * GIB)], 1, 0, (1,)),
+        ([Device(0, 40 * GIB), Device(1, 80 * GIB), Device(2, 80 * GIB)], 2, 60 * GIB, (1, 2)),
+    ],
+)
+def test_assign_devices(devices: list[Device], count: int, memory: int, expected: tuple) -> None:
+    assert assign_devices(devices, count, memory) == expected
+
+
+@pytest.mark.parametrize(
+    ("devices", "count", "memory", "message"),
+    [
+        ([Device(0, 80 * GIB)], 2, 0, "2 GPU(s) requested but the instance has 1"),
+        ([Device(0, 80 * GIB, held=True)], 1, 0, "1 GPU(s) requested but the instance has 0 free"),
+        (
+            [Device(0, 40 * GIB)],
+            1,
+            60 * GIB,
+            "of at least 60.0 GiB requested but the instance has 1 free, 1 of them too small",
+        ),
+    ],
+)
+def test_assign_devices_refuses(
+    devices: list[Device], count: int, memory: int, message: str
+) -> None:
+    with pytest.raises(NoDevice) as refused:
+        assign_devices(devices, count, memory)
+    assert message in str(refused.value)

@@ -441,7 +441,14 @@ class Orchestrator:
         env = {**os.environ, "ORCHARD_PAT": token, "PYTHONUNBUFFERED": "1"}
         env.pop("VIRTUAL_ENV", None)
         launch = ReplicaLaunch(
-            replica_id, instance.id, argv, env, plan.request.memory_bytes, log_path
+            replica_id,
+            instance.id,
+            argv,
+            env,
+            plan.request.memory_bytes,
+            log_path,
+            accelerators=plan.request.accelerators,
+            accelerator_memory_bytes=plan.accelerator_memory,
         )
         self.tokens[token] = plan.user_id
         try:

@@ -22,6 +22,7 @@ from orchard.dispatch.sessions import PoolKey
 from orchard.orchestration.placement import Resources
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import ComputeShape
+from orchard.quantities import byte_count
 from orchard.services import nodepools as nodepool_service
 from orchard.services import runners
 from orchard.services.models import VersionRef
@@ -64,6 +65,7 @@ class DeploymentPlan:
     python: Path | None
     capacity: int  # items one replica runs at once (num_threads)
     request: Resources  # what one replica takes from an instance
+    accelerator_memory: int = 0  # bytes each of its accelerators must have
 
     @property
     def key(self) -> tuple[str, str]:
@@ -133,7 +135,7 @@ def _plan(
         )
     if not pools or version_row is None:
         return None
-    blocked, package, python, capacity, request = _version_files(version_row, packages, envs)
+    blocked, package, python, capacity, config = _version_files(version_row, packages, envs)
     return DeploymentPlan(
         user_id=row.user_id,
         id=row.id,
@@ -146,22 +148,26 @@ def _plan(
         package=package,
         python=python,
         capacity=capacity,
-        request=request,
+        request=Resources.from_compute_info(config),
+        accelerator_memory=byte_count(config.accelerator_memory)
+        if config.accelerator_memory
+        else 0,
     )
 
 
 def _version_files(
     version: ModelVersionRow, packages: PackageStore, envs: Path
-) -> tuple[str, Path | None, Path | None, int, Resources]:
-    default = Resources.from_compute_info(ComputeInfoSpec(cpu_limit="1", cpu_memory="1Gi"))
+) -> tuple[str, Path | None, Path | None, int, ComputeInfoSpec]:
+    """(why it cannot run yet, package folder, environment python, num_threads, what one
+    replica needs)."""
     if version.status_code != sc.MODEL_TRAINED:
         reason = version.status_description or f"status {version.status_code}"
+        default = ComputeInfoSpec(cpu_limit="1", cpu_memory="1Gi")
         return f"version {version.id} is not built yet ({reason})", None, None, 1, default
     package = packages.unpacked_package(version.package_digest)
     python = envs / version.env_key / "bin" / "python"
     config = package.config
-    request = Resources.from_compute_info(config.inference_compute_info)
-    return "", package.root, python, config.num_threads, request
+    return "", package.root, python, config.num_threads, config.inference_compute_info
 
 
 def _price(value: Any) -> float:

@@ -84,6 +84,8 @@ class ReplicaLaunch:
     env: Mapping[str, str]
     memory_bytes: int
     log_path: Path
+    accelerators: int = 0  # whole devices of its instance
+    accelerator_memory_bytes: int = 0  # that each of them must have
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ Orchestration. An instance is an envelope of this host: whole CPUs (``ceil(cpu_l
 them), an amount of memory and whole GPUs, held by no other instance, so that instances never
 promise the same hardware twice. A replica is a process in its model version's environment,
 held to its instance: its CPU affinity is the instance's CPUs, ``CUDA_VISIBLE_DEVICES`` names
-the instance's GPUs, and its resident memory (with its children's) is watched against its
+the whole GPUs of the instance it was given (:func:`~orchard.providers.gpus.assign_devices`;
+none for a CPU-only replica), and its resident memory (with its children's) is watched against its
 share; a replica over it is killed and reported with the reason. (A memory cgroup would
 enforce the same bound in the kernel, but needs a delegated cgroup tree that an unprivileged
 ``orchard serve`` rarely has; the watchdog works everywhere.) Replicas write their output to
@@ -39,6 +40,7 @@ from orchard.providers.base import (
     ReplicaLaunch,
     ReplicaStatus,
 )
+from orchard.providers.gpus import Device, NoDevice, assign_devices
 from orchard.providers.inventory import HostInventory, host_inventory
 from orchard.quantities import format_bytes, human_bytes
 
@@ -71,6 +73,7 @@ class _Envelope:
 class _Process:
     launch: ReplicaLaunch
     proc: subprocess.Popen[bytes]
+    gpu_ids: tuple[int, ...] = ()
     kill_at: float | None = None
     reason: str = ""
 
@@ -244,8 +247,23 @@ class LocalProvider(Provider):
         envelope = self._envelopes.get(launch.instance_id)
         if envelope is None:
             raise NoCapacity(f"instance {launch.instance_id!r} is not running")
+        held = {
+            g
+            for p in self._replicas.values()
+            if p.launch.instance_id == envelope.instance.id
+            for g in p.gpu_ids
+        }
+        memory = {g.index: g.memory_bytes for g in self.inventory.gpus}
+        try:
+            gpu_ids = assign_devices(
+                [Device(i, memory.get(i, 0), i in held) for i in envelope.gpu_ids],
+                launch.accelerators,
+                launch.accelerator_memory_bytes,
+            )
+        except NoDevice as exc:
+            raise NoCapacity(f"instance {envelope.instance.id}: {exc}") from None
         env = dict(launch.env)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, envelope.gpu_ids))
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(launch.log_path, "ab") as out:
             proc = subprocess.Popen(
@@ -258,7 +276,7 @@ class LocalProvider(Provider):
             )
         with contextlib.suppress(OSError):  # it may already have exited
             os.sched_setaffinity(proc.pid, envelope.cpu_ids)
-        self._replicas[launch.id] = _Process(launch, proc)
+        self._replicas[launch.id] = _Process(launch, proc, gpu_ids)
 
     def stop_replica(self, replica_id: str, grace: float) -> None:
         held = self._replicas.get(replica_id)
