@@ -84,15 +84,16 @@ async def run_item(item: Item, model: ModelAdapter, send: Send, max_bytes: int) 
     replaced by a FAILURE saying so and ends the item. Cancellation propagates, after the
     model's generator (if any) was closed."""
     outcome = _Outcome()
+    if item.shape == protocol.UNARY:  # one response, kept for the item end: no stream needed
+        item.final = fit(await model.predict(item.request), max_bytes)
+        outcome.add(item.final)
+        return outcome.word
     stream = responses(item, model)
     async with closing(stream):
         async for response in stream:
             fitted = fit(response, max_bytes)
             outcome.add(fitted)
-            if item.shape == protocol.UNARY:
-                item.final = fitted
-            else:
-                await send(protocol.output(item.id, fitted))
+            await send(protocol.output(item.id, fitted))
             if fitted is not response:
                 break
     return outcome.word

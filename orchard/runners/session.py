@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,19 +73,20 @@ class Slots:
         self.running = 0
         self.waiting = 0
 
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        self.waiting += 1
-        try:
-            await self._free.acquire()
-        finally:
-            self.waiting -= 1
+    async def acquire(self) -> None:
+        if self._free.locked():
+            self.waiting += 1
+            try:
+                await self._free.acquire()
+            finally:
+                self.waiting -= 1
+        else:
+            await self._free.acquire()  # free now: returns at once
         self.running += 1
-        try:
-            yield
-        finally:
-            self.running -= 1
-            self._free.release()
+
+    def release(self) -> None:
+        self.running -= 1
+        self._free.release()
 
 
 class Outbox:
@@ -238,18 +239,24 @@ class Session:
             await self._outbox.send(protocol.item_end(item.id, item.final))
         finally:
             self.items.pop(item.id, None)
-        method = self.model.method_name(item.request, item.entry)
-        elapsed_ms = (time.monotonic() - started) * 1000
         # A line for every item only at DEBUG (a busy replica serves thousands a second, and
         # its output becomes the runner log); cancelled and failed items always show.
         level = ITEM_LOG_LEVELS.get(outcome, logging.DEBUG)
-        log.log(level, "%s %s %s %.1fms item=%s", item.entry, method, outcome, elapsed_ms, item.id)
+        if log.isEnabledFor(level):
+            method = self.model.method_name(item.request, item.entry)
+            elapsed_ms = (time.monotonic() - started) * 1000
+            log.log(
+                level, "%s %s %s %.1fms item=%s", item.entry, method, outcome, elapsed_ms, item.id
+            )
 
     async def _outcome_of(self, item: Item) -> str:
         try:
-            async with self.slots.hold():
+            await self.slots.acquire()
+            try:
                 max_bytes = self.settings.max_output_bytes
                 return await run_item(item, self.model, self._outbox.send, max_bytes)
+            finally:
+                self.slots.release()
         except asyncio.CancelledError:
             _uncancel()
             return "cancelled"
