@@ -54,15 +54,15 @@ def test_the_nine_methods_through_the_orchard_sdk(server, echo, tmp_path, file_s
         resp.outputs[0].data.text.raw
         for resp in model.generate_by_bytes(b"a b c", input_type="text", method="generate")
     ]
-    assert words == ["a", "b", "c"]
+    assert words == ["a ", "b ", "c"]
     assert [
         x.outputs[0].data.text.raw
         for x in model.generate_by_filepath(str(text_file), input_type="text", method="generate")
-    ] == ["from", "a", "file"]
+    ] == ["from ", "a ", "file"]
     assert [
         x.outputs[0].data.text.raw
         for x in model.generate_by_url(url, input_type="text", method="generate")
-    ] == ["from", "a", "url"]
+    ] == ["from ", "a ", "url"]
     echoed = [
         resp.outputs[0].data.text.raw
         for resp in model.stream_by_bytes(
@@ -91,7 +91,7 @@ def test_the_nine_methods_through_the_orchard_sdk(server, echo, tmp_path, file_s
 def test_the_typed_client(server, echo):
     model = model_for(server, deployment_id="echo-dep")
     assert model.predict(text="typed") == "typed"
-    assert list(model.generate(text="x y")) == ["x", "y"]
+    assert list(model.generate(text="x y")) == ["x ", "y"]
     assert list(model.stream(input_iterator=iter(["p", "q"]))) == ["p", "q"]
     assert set(model.available_methods()) >= {"predict", "generate", "stream"}
 

@@ -103,7 +103,7 @@ def test_echo_predict_returns_the_text():
 def test_echo_generate_yields_one_item_per_word():
     echo = load("echo")
     generated = dispatch.generate(echo, request(echo, "generate", text="one two  three"))
-    assert values(generated) == ["one", "two", "three"]
+    assert values(generated) == ["one ", "two  ", "three"]  # joined: the text
 
 
 def test_echo_stream_echoes_each_item():
@@ -124,7 +124,7 @@ def test_echo_answers_an_old_format_text_input_in_text_raw():
     assert response.status.code == SC.SUCCESS
     assert response.outputs[0].data.text.raw == "plain old"
     streamed = dispatch.generate(echo, legacy(text=resources_pb2.Text(raw="x y")))
-    assert [r.outputs[0].data.text.raw for r in streamed] == ["x", "y"]
+    assert [r.outputs[0].data.text.raw for r in streamed] == ["x ", "y"]
 
 
 # -- image-classifier ------------------------------------------------------------------------

@@ -36,9 +36,9 @@ assert echo.predict_by_url(url, input_type="text").outputs[0].data.text.raw == "
 assert echo.predict_by_filepath(path, input_type="text").outputs[0].data.text.raw == "a file"
 print("ok: predict_by_bytes, predict_by_url, predict_by_filepath", flush=True)
 
-assert texts(echo.generate_by_bytes(b"a b c", input_type="text")) == ["a", "b", "c"]
-assert texts(echo.generate_by_url(url, input_type="text")) == ["from", "a", "url"]
-assert texts(echo.generate_by_filepath(path, input_type="text")) == ["a", "file"]
+assert texts(echo.generate_by_bytes(b"a b c", input_type="text")) == ["a ", "b ", "c"]
+assert texts(echo.generate_by_url(url, input_type="text")) == ["from ", "a ", "url"]
+assert texts(echo.generate_by_filepath(path, input_type="text")) == ["a ", "file"]
 print("ok: generate_by_bytes, generate_by_url, generate_by_filepath", flush=True)
 
 assert texts(echo.stream_by_bytes(iter([b"one", b"two"]), input_type="text")) == ["one", "two"]
@@ -48,7 +48,7 @@ print("ok: stream_by_bytes, stream_by_url, stream_by_filepath", flush=True)
 
 typed = model("echo", "echo-dep")
 assert typed.predict(text="typed") == "typed"
-assert list(typed.generate(text="x y")) == ["x", "y"]
+assert list(typed.generate(text="x y")) == ["x ", "y"]
 assert list(typed.stream(input_iterator=iter(["p", "q"]))) == ["p", "q"]
 print("ok: typed client predict, generate, stream", flush=True)
 

@@ -1,9 +1,10 @@
 """Echo: text back in all three call shapes (predict, generate, stream).
 
-``generate`` yields one item per word (split on whitespace), so joining the items with spaces
-gives the text back with its whitespace collapsed.
+``generate`` yields one item per word, each with the whitespace that follows it, so the items
+joined give the text back exactly (as a token stream does).
 """
 
+import re
 from collections.abc import Iterator
 
 try:  # the official clarifai uploader loads this file with its own ModelClass
@@ -20,8 +21,8 @@ class Echo(ModelClass):
 
     @ModelClass.method
     def generate(self, text: str) -> Iterator[str]:
-        """The text's words, one per item."""
-        yield from text.split()
+        """The text's words, one per item, each with the whitespace after it."""
+        yield from re.findall(r"\s*\S+\s*", text)
 
     @ModelClass.method
     def stream(self, input_iterator: Iterator[str]) -> Iterator[str]:
