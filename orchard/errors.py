@@ -155,6 +155,12 @@ class InstanceTypeNotFound(NotFound):
     code = SC.INSTANCE_TYPE_DOES_NOT_EXIST
 
 
+class ProviderUnavailable(OrchardError):
+    """What a provider drives (a Ray cluster) cannot be reached now; the message says why."""
+
+    code = SC.CLUSTER_INTERNAL_FAILURE
+
+
 class RunnerNotFound(NotFound):
     code = SC.RUNNER_DOES_NOT_EXIST
 
@@ -230,6 +236,7 @@ _BY_CODE: dict[int, type[OrchardError]] = {
         ModelUploadFailed,
         ModelBuildFailed,
         InstanceTypeNotFound,
+        ProviderUnavailable,
         RunnerNotFound,
         RunnerInvalid,
         DeploymentDisabled,

@@ -5,17 +5,28 @@
 
 The server is the real one (gRPC on loopback, SQLite or the given database URL); only its
 event loop runs in a thread of the calling process so that synchronous SDK calls can be made.
+:class:`RayLab` is a Ray cluster of this machine (a head and labelled workers) for the ``ray``
+provider's tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
+import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import psutil
 
 from orchard.server.app import OrchardServer, Settings
 from orchard.services import users
@@ -102,3 +113,200 @@ class ServerThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class RayLab:
+    """A Ray cluster of this machine for tests and benchmarks: a head and labelled worker
+    nodes started with ``ray start``, every process of each known by its id.
+
+    Ray binds some listeners to every interface whatever it is told, so a ``RayLab`` must run
+    in a network namespace whose only interface is loopback (``unshare -n`` then
+    ``ip link set lo up``); it refuses to start anywhere else. Token authentication is on (a
+    token file under ``temp``, ``RAY_AUTH_MODE=token`` for every node and client).
+
+        lab = RayLab(temp)
+        lab.start_head()
+        a = lab.start_worker({"orchard.nodepool": "a"}, cpus=2, memory=2 * 2**30)
+        ...
+        lab.kill_node(a)        # as if its machine died
+        lab.stop()              # every process it started, by id; raises if one survives
+    """
+
+    def __init__(self, temp: Path, port: int = 6379, client_port: int = 10001) -> None:
+        self.temp = temp
+        self.port, self.client_port = port, client_port
+        self.token_file = temp / "ray-token"
+        self.ray = str(Path(sys.executable).with_name("ray"))
+        if not Path(self.ray).exists():
+            self.ray = shutil.which("ray") or "ray"
+        self.nodes: dict[str, list[int]] = {}  # node name: ids of the processes it started
+        self.started: set[int] = set()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def client_address(self) -> str:
+        return f"ray://127.0.0.1:{self.client_port}"
+
+    def env(self, **more: str) -> dict[str, str]:
+        """The environment of Ray's nodes and clients: token auth, no usage reports, quick
+        detection of a dead node (1 s health checks, 3 misses)."""
+
+        return {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.token_file),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_timeout_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+            **more,
+        }
+
+    def start_head(self) -> float:
+        """Start the head (no CPUs: replicas go to workers); seconds it took."""
+        self._check_namespace()
+        self.token_file.write_text(secrets.token_hex(32))
+        return self._start(
+            "head",
+            [
+                "--head",
+                f"--port={self.port}",
+                f"--ray-client-server-port={self.client_port}",
+                "--num-cpus=0",
+                "--dashboard-host=127.0.0.1",
+                f"--temp-dir={self.temp / 'ray'}",
+                "--object-store-memory=100000000",
+                "--disable-usage-stats",
+            ],
+            self.env(),
+        )
+
+    def start_worker(
+        self,
+        labels: dict[str, str],
+        *,
+        cpus: int = 1,
+        memory: int = 2**30,
+        name: str = "",
+        env: dict[str, str] | None = None,
+    ) -> str:
+        """Start a worker node with ``labels``; its name (for :meth:`kill_node`)."""
+        name = name or f"worker-{len(self.nodes)}"
+        label_text = ",".join(f"{k}={v}" for k, v in labels.items())
+        self._start(
+            name,
+            [
+                f"--address={self.address}",
+                "--node-ip-address=127.0.0.1",
+                f"--num-cpus={cpus}",
+                f"--memory={memory}",
+                "--object-store-memory=100000000",
+                f"--labels={label_text}",
+            ],
+            self.env(**(env or {})),
+        )
+        return name
+
+    def _start(self, name: str, args: list[str], env: dict[str, str]) -> float:
+        before = self._namespace_pids()
+        began = time.perf_counter()
+        done = subprocess.run(
+            [self.ray, "start", *args], env=env, capture_output=True, text=True, timeout=180
+        )
+        took = time.perf_counter() - began
+        self.nodes[name] = sorted(self._namespace_pids() - before)
+        self.started.update(self.nodes[name])
+        if done.returncode != 0:
+            raise RuntimeError(f"`ray start` of {name} failed:\n{done.stderr[-3000:]}")
+        return took
+
+    def node_processes(self, name: str) -> list[int]:
+        """The processes of node ``name`` now: those ``ray start`` left, and their
+        descendants (Ray's workers, the runners they started)."""
+
+        found: set[int] = set()
+        for pid in self.nodes.get(name, []):
+            try:
+                proc = psutil.Process(pid)
+                found.add(pid)
+                found.update(child.pid for child in proc.children(recursive=True))
+            except psutil.Error:
+                continue
+        return sorted(found)
+
+    def kill_node(self, name: str) -> list[int]:
+        """SIGKILL every process of node ``name``, as if its machine died; their ids."""
+        pids = self.node_processes(name)
+        self.started.update(pids)
+        _kill(pids)
+        return pids
+
+    def pause_node(self, name: str, pause: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) every process of node ``name``: unreachable, not dead."""
+        for pid in self.node_processes(name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP if pause else signal.SIGCONT)
+
+    def stop(self) -> list[int]:
+        """Kill every process any node started (and anything else left in this network
+        namespace but this process and its parents), by id; the ids that survived (none)."""
+
+        for name in list(self.nodes):
+            self.started.update(self.node_processes(name))
+        me = psutil.Process()
+        keep = {me.pid, *(p.pid for p in me.parents())}
+        rest = self._namespace_pids() - keep - {c.pid for c in me.children(recursive=True)}
+        targets = sorted((self.started | rest) - keep)
+        for pid in targets:  # paused processes cannot die until they run again
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGCONT)
+        _kill(targets)
+        return [pid for pid in targets if _alive(pid)]
+
+    @staticmethod
+    def _namespace_pids() -> set[int]:
+
+        own = os.readlink("/proc/self/ns/net")
+        found = set()
+        for pid in psutil.pids():
+            try:
+                if os.readlink(f"/proc/{pid}/ns/net") == own:
+                    found.add(pid)
+            except OSError:
+                continue
+        return found
+
+    @staticmethod
+    def _check_namespace() -> None:
+
+        names = set(psutil.net_if_addrs())
+        if names - {"lo"}:
+            raise RuntimeError(
+                "a RayLab runs only in a network namespace whose only interface is loopback "
+                f"(this one has {', '.join(sorted(names))}); start it under "
+                "`unshare -n sh -c 'ip link set lo up && exec ...'`"
+            )
+
+
+def _kill(pids: list[int]) -> None:
+
+    procs = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            proc.kill()
+            procs.append(proc)
+        except psutil.Error:
+            continue
+    psutil.wait_procs(procs, timeout=30)
+
+
+def _alive(pid: int) -> bool:
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

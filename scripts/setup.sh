@@ -6,4 +6,4 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet uv
 fi
 [ -x .venv/bin/python ] || uv venv --quiet .venv --python 3.11
-uv pip install --quiet --python .venv/bin/python -e '.[dev]'
+uv pip install --quiet --python .venv/bin/python -e '.[dev,ray]'

@@ -56,7 +56,7 @@ def test_pagination(api):
             {"cloud_provider": {"id": "aws"}},
             sc.COMPUTE_CLUSTER_INVALID_ARGUMENT,
             "compute_clusters[0].cloud_provider.id: 'aws' is not a provider of this Orchard server;"
-            " use one of: local",
+            " use one of: local, ray",
         ),
         (
             {"region": "us-east-1"},

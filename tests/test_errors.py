@@ -31,6 +31,7 @@ TABLE = [
     (errors.ModelUploadFailed, sc.MODEL_UPLOADING_FAILED),
     (errors.ModelBuildFailed, sc.MODEL_BUILDING_FAILED),
     (errors.InstanceTypeNotFound, sc.INSTANCE_TYPE_DOES_NOT_EXIST),
+    (errors.ProviderUnavailable, sc.CLUSTER_INTERNAL_FAILURE),
     (errors.RunnerNotFound, sc.RUNNER_DOES_NOT_EXIST),
     (errors.RunnerInvalid, sc.RUNNER_INVALID_ARGUMENT),
     (errors.DeploymentDisabled, sc.DEPLOYMENT_DISABLED),

@@ -14,11 +14,13 @@ from orchard.configs import AutoscaleSpec
 from orchard.dispatch.sessions import PoolKey
 from orchard.orchestration.placement import Resources
 from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
-from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
+from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan, VersionSource
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import (
     ComputeShape,
     Instance,
+    NoCapacity,
+    NodepoolInfo,
     Provider,
     ReplicaLaunch,
     ReplicaStatus,
@@ -39,6 +41,9 @@ class ScriptedProvider(Provider):
         self.stopped: list[str] = []
         self.exits: dict[str, int] = {}  # replica id: exit code, reported on the next poll
         self.released: list[str] = []
+        self.full: set[str] = set()  # nodepools that get no new instance
+        self.lost: list[tuple[str, str]] = []  # reported by the next lost_instances()
+        self.told: list[NodepoolInfo] = []
         self._instances = 0
 
     def regions(self) -> list[str]:
@@ -50,7 +55,16 @@ class ScriptedProvider(Provider):
     def check_shape(self, shape: ComputeShape) -> list[tuple[str, str]]:
         return []
 
+    def set_nodepools(self, pools: list[NodepoolInfo]) -> None:
+        self.told = pools
+
+    def lost_instances(self) -> list[tuple[str, str]]:
+        lost, self.lost = self.lost, []
+        return lost
+
     def start_instance(self, pool: str, shape: ComputeShape) -> Instance:
+        if pool in self.full:
+            raise NoCapacity(f"every machine of {pool} is taken")
         self._instances += 1
         return Instance(f"i-{self._instances}", pool, shape, "CPUs 0")
 
@@ -249,3 +263,66 @@ async def test_a_deleted_deployment_loses_its_replicas_and_instances(rig: Any) -
     assert tokens == {}
     assert provider.released == ["i-1"]
     assert orchestrator.view.deployments == {}
+
+
+def two_pools(deployment: DeploymentPlan) -> DeploymentPlan:
+    first = replace(deployment.pools[0], key=PoolKey("u", "cc", "np-a"), instance_type="a")
+    second = replace(first, key=PoolKey("u", "cc", "np-b"), runner_id="runner-2", instance_type="b")
+    return replace(deployment, pools=(first, second))
+
+
+async def test_a_nodepool_without_room_sends_the_replica_to_another(rig: Any) -> None:
+    provider, _, store, clock, _, orchestrator = rig
+    store.plans = [two_pools(with_autoscale(store.plans[0], min_replicas=1))]
+    provider.full = {"u/cc/np-a"}
+    await orchestrator.round()
+    assert [p.instance_type for p in provider.told] == ["a", "b"]
+    assert provider.launched == []  # np-a came first and had no room
+    assert any("no room for a replica in u/cc/np-a" in e for e in store.events())
+    await orchestrator.round()  # the orchestrator woke itself for this round
+    (launch,) = provider.launched
+    assert "--nodepool-id np-b" in " ".join(launch.argv)
+    clock.now += 10.0  # np-a may be tried again later
+    assert orchestrator._nodepool_views(store.plans[0])[0].can_add == 2
+
+
+async def test_a_lost_instance_is_forgotten_and_its_replica_replaced(rig: Any) -> None:
+    provider, dispatcher, store, _, _, orchestrator = rig
+    store.plans = [with_autoscale(store.plans[0], min_replicas=1)]
+    await orchestrator.round()
+    (first,) = provider.launched
+    dispatcher.connected = [first.id]
+    await orchestrator.round()
+    provider.lost = [(first.instance_id, "its machine died")]
+    provider.exits[first.id] = -9
+    dispatcher.connected = []
+    await orchestrator.round()
+    second = provider.launched[1]
+    assert (first.instance_id, second.instance_id) == ("i-1", "i-2")
+    assert orchestrator.view.nodepools == {POOL: 1}
+    assert provider.released == []  # a lost instance is not stopped
+
+
+async def test_replicas_carry_what_another_machine_needs(rig: Any, tmp_path: Path) -> None:
+    provider, dispatcher, store, _, _, orchestrator = rig
+    source = VersionSource(tmp_path / "p.tar.gz", "d" * 64, "key1", "3.11", ("grpcio==1",))
+    store.plans = [replace(store.plans[0], source=source)]
+    orchestrator.settings = replace(
+        orchestrator.settings, network_server="127.0.0.1:7600", offline=True
+    )
+    dispatcher.waiting = 1
+    await orchestrator.round()
+    (launch,) = provider.launched
+    bundle = launch.bundle
+    assert bundle is not None and bundle.server == "127.0.0.1:7600"
+    assert (bundle.package, bundle.env_key, bundle.python_version) == (
+        tmp_path / "p.tar.gz",
+        "key1",
+        "3.11",
+    )
+    assert "--package" not in bundle.args and bundle.args[:2] == ("--runner-id", "runner-1")
+    create, install = bundle.commands
+    assert create[-1] == "{env}" and "{python}" in create
+    assert install[-2:] == ("grpcio==1", "--offline") and "{requirements}" in install
+    assert (bundle.runtime / "orchard" / "runners" / "serve.py").exists()
+    assert launch.cpus == 0.5

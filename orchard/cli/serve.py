@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from orchard.cli.common import build_options
+from orchard.providers.ray import cluster_option, clusters_file
 from orchard.server.app import DEFAULT_PORT, OrchardServer, Settings
 
 
@@ -90,6 +91,28 @@ async def _serve(settings: Settings) -> None:
     help="Port of the Prometheus /metrics endpoint (default: --port + 1, or a free port when "
     "--port is 0; -1: no endpoint).",
 )
+@click.option(
+    "--ray-cluster",
+    "ray_clusters",
+    multiple=True,
+    metavar="NAME=ADDRESS",
+    help="A Ray cluster compute clusters of provider `ray` may name as their region, e.g. "
+    "prod=ray://10.0.0.5:10001 (repeatable).",
+)
+@click.option(
+    "--ray-config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="A YAML file of Ray clusters (clusters: {NAME: {address, auth_token_file, "
+    "namespace}}), for clusters that need a token.",
+)
+@click.option(
+    "--advertise-address",
+    default=None,
+    metavar="HOST:PORT",
+    help="Where runner replicas on other machines (Ray nodes) reach this server. Default: "
+    "--host:--port (loopback when --host is 0.0.0.0).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
     home: Path | None,
@@ -104,9 +127,17 @@ def serve(
     orchestrate: bool,
     hold_seconds: float,
     metrics_port: int | None,
+    ray_clusters: tuple[str, ...],
+    ray_config: Path | None,
+    advertise_address: str | None,
     log_level: str,
 ) -> None:
     """Run the Orchard API server."""
+    try:
+        clusters = [cluster_option(text) for text in ray_clusters]
+        clusters += clusters_file(ray_config) if ray_config is not None else []
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -123,6 +154,8 @@ def serve(
         allowed_url_hosts=list(allowed_url_hosts),
         orchestrate=orchestrate,
         hold_seconds=hold_seconds,
+        ray_clusters=clusters,
+        advertise_address=advertise_address,
     )
     if metrics_port is None:
         metrics_port = port + 1 if port else 0

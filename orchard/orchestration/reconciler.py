@@ -14,6 +14,12 @@ a request that began waiting for a replica) it loads, decides, then applies:
    release instances nobody uses (down to their nodepool's ``min_instances``), write what the
    replicas printed to the runner log and what was done, and why, to the event log.
 
+Room. A nodepool whose provider answers "no capacity" when asked for a new instance (its
+machines are all held, its Ray node group has no free node) gets no new instance for
+``NO_ROOM_BACKOFF`` seconds: placement then puts the replica in another nodepool of the
+deployment when one can take it. An instance the provider reports lost (its machine died) is
+forgotten; its replicas are reported ended and replaced like any other.
+
 Health. A replica that exits, or is killed by its provider, is replaced on the next round:
 its deployment now has fewer replicas than desired. A ready replica whose stream to the server
 is gone (it reconnects by itself when it can) is stopped, and so replaced, once it has stayed
@@ -64,8 +70,15 @@ from orchard.orchestration.placement import (
 )
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
 from orchard.providers import ProviderRegistry
-from orchard.providers.base import Instance, NoCapacity, ReplicaLaunch
+from orchard.providers.base import (
+    Instance,
+    NoCapacity,
+    NodepoolInfo,
+    ReplicaBundle,
+    ReplicaLaunch,
+)
 from orchard.services import logs
+from orchard.services.builds import env_commands, runtime_copy
 from orchard.services.packages import PackageStore
 
 log = logging.getLogger(__name__)
@@ -76,12 +89,16 @@ MAX_BACKOFF = 60.0
 LOG_LINES_PER_ROUND = 2000  # per replica; the rest waits for the next round
 LAST_LINES = 15  # of a replica's output, in the event that reports its failed start
 EVENTS_KEPT = 50  # per deployment, in memory, for `orchard deployment get`
+NO_ROOM_BACKOFF = 10.0  # a nodepool whose provider had no instance for it is skipped this long
 
 
 @dataclass(frozen=True)
 class OrchestratorSettings:
     home: Path
-    server: str  # the address replicas connect to
+    server: str  # the address replicas on this host connect to (maybe a Unix socket)
+    network_server: str = ""  # host:port for replicas on other machines (default: server)
+    find_links: tuple[str, ...] = ()  # how environments are built (for other machines)
+    offline: bool = False
     tick: float = 1.0
     drain_grace: float = 30.0  # a stopped replica's time to finish what it holds
     server_gone_grace: float = 30.0  # replicas exit when the server is gone this long
@@ -207,6 +224,7 @@ class Orchestrator:
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
         self._pending_logs: list[tuple[logs.LogRef, list[str]]] = []
+        self._no_room: dict[PoolKey, float] = {}  # nodepool: until when it gets no new instance
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -247,6 +265,7 @@ class Orchestrator:
 
     async def round(self) -> None:
         self._plans = await self.store.load()
+        self._tell_nodepools()
         now = self.clock()
         self._observe(now)
         plans = {plan.key: plan for plan in self._plans}
@@ -263,9 +282,30 @@ class Orchestrator:
         await self._write_logs()
         self._publish()
 
+    def _tell_nodepools(self) -> None:
+        pools: dict[str, dict[str, NodepoolInfo]] = {}
+        for plan in self._plans:
+            for pool in plan.pools:
+                pools.setdefault(pool.provider, {})[_pool_name(pool)] = NodepoolInfo(
+                    _pool_name(pool),
+                    pool.region,
+                    pool.instance_type,
+                    pool.shape,
+                    pool.min_instances,
+                    pool.max_instances,
+                )
+        for provider in self.providers.all():
+            if provider.orchestrated:
+                provider.set_nodepools(list(pools.get(provider.id, {}).values()))
+
     def _observe(self, now: float) -> None:
-        """What happened since the last round: exits, connections, output."""
+        """What happened since the last round: exits, lost instances, connections, output."""
         connected = {s.hello.replica_id for s in self.dispatcher.sessions()}
+        for provider in self.providers.all():
+            for instance_id, why in provider.lost_instances():
+                held = self._instances.pop(instance_id, None)
+                if held is not None:
+                    log.warning("instance %s of %s is gone: %s", instance_id, held[1], why)
         for provider in self.providers.all():
             for status in provider.poll():
                 replica = self._replicas.get(status.id)
@@ -368,6 +408,11 @@ class Orchestrator:
                 self._start_replica(plan, pool, instance)
             except NoCapacity as exc:
                 self._problem(plan, state, f"no room for a replica in {_pool_name(pool)}: {exc}")
+                if placement.new_instance:
+                    # Placement counts on this nodepool for new instances no more for a while,
+                    # so the next round (now) puts the replica in another one if it may.
+                    self._no_room[pool.key] = self.clock() + NO_ROOM_BACKOFF
+                    self.wake()
                 return
         for placement in result.unplaced:
             self._problem(plan, state, placement.reason)
@@ -413,14 +458,7 @@ class Orchestrator:
         replica_id = f"{plan.id[:40]}-{uuid.uuid4().hex[:8]}"
         token = secrets.token_urlsafe(32)
         log_path = self.settings.home / "logs" / "replicas" / f"{replica_id}.log"
-        argv = (
-            str(plan.python),
-            "-m",
-            "orchard.runners.serve",
-            "--package",
-            str(plan.package),
-            "--server",
-            self.settings.server,
+        args = (
             "--runner-id",
             pool.runner_id,
             "--user-id",
@@ -438,6 +476,16 @@ class Orchestrator:
             "--drain-timeout",
             f"{self.settings.drain_grace:g}",
         )
+        argv = (
+            str(plan.python),
+            "-m",
+            "orchard.runners.serve",
+            "--package",
+            str(plan.package),
+            "--server",
+            self.settings.server,
+            *args,
+        )
         env = {**os.environ, "ORCHARD_PAT": token, "PYTHONUNBUFFERED": "1"}
         env.pop("VIRTUAL_ENV", None)
         launch = ReplicaLaunch(
@@ -449,6 +497,8 @@ class Orchestrator:
             log_path,
             accelerators=plan.request.accelerators,
             accelerator_memory_bytes=plan.accelerator_memory,
+            cpus=plan.request.cpus,
+            bundle=self._bundle(plan, args),
         )
         self.tokens[token] = plan.user_id
         try:
@@ -470,6 +520,30 @@ class Orchestrator:
         )
         self._replicas[replica_id] = replica
         self._event(replica, f"starting replica {replica_id} on instance {instance.id}")
+
+    def _bundle(self, plan: DeploymentPlan, args: tuple[str, ...]) -> ReplicaBundle | None:
+        source = plan.source
+        if source is None:
+            return None
+        commands = env_commands(
+            "{uv}",
+            "{python}",
+            "{env}",
+            "{requirements}",
+            list(source.pins),
+            list(self.settings.find_links),
+            self.settings.offline,
+        )
+        return ReplicaBundle(
+            server=self.settings.network_server or self.settings.server,
+            package=source.archive,
+            package_digest=source.digest,
+            env_key=source.env_key,
+            python_version=source.python_version,
+            commands=tuple(tuple(c) for c in commands),
+            runtime=runtime_copy(self.settings.home / "runtime"),
+            args=args,
+        )
 
     def _stop(self, replica: Replica, why: str) -> None:
         if replica.stopping:
@@ -508,6 +582,7 @@ class Orchestrator:
 
     def _nodepool_views(self, plan: DeploymentPlan) -> list[NodepoolView]:
         views = []
+        now = self.clock()
         for pool in plan.pools:
             instances = []
             count = 0
@@ -535,7 +610,9 @@ class Orchestrator:
                     priority=pool.priority,
                     price=pool.price,
                     capacity_type=pool.capacity_type,
-                    can_add=max(0, pool.max_instances - count),
+                    can_add=0
+                    if self._no_room.get(pool.key, 0.0) > now
+                    else max(0, pool.max_instances - count),
                     instances=tuple(instances),
                     min_instances=pool.min_instances,
                 )

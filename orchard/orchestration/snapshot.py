@@ -9,6 +9,7 @@ that no longer exist (deployment deleted, nodepool dropped, version changed) are
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from orchard.providers.base import ComputeShape
 from orchard.quantities import byte_count
 from orchard.services import nodepools as nodepool_service
 from orchard.services import runners
+from orchard.services.builds import READY
 from orchard.services.models import VersionRef
 from orchard.services.packages import PackageStore
 from orchard.store.models import (
@@ -49,6 +51,19 @@ class PoolPlan:
     min_instances: int
     max_instances: int
     runner_id: str
+    region: str = ""  # of its compute cluster
+    instance_type: str = ""  # the id of its instance type
+
+
+@dataclass(frozen=True)
+class VersionSource:
+    """Where a built version comes from, for replicas on machines without the server's disk."""
+
+    archive: Path  # the package as uploaded (.tar.gz)
+    digest: str
+    env_key: str
+    python_version: str  # of its environment
+    pins: tuple[str, ...]  # the runner's dependencies its environment was built with
 
 
 @dataclass(frozen=True)
@@ -66,6 +81,7 @@ class DeploymentPlan:
     capacity: int  # items one replica runs at once (num_threads)
     request: Resources  # what one replica takes from an instance
     accelerator_memory: int = 0  # bytes each of its accelerators must have
+    source: VersionSource | None = None  # None until the version is built
 
     @property
     def key(self) -> tuple[str, str]:
@@ -131,6 +147,8 @@ def _plan(
                 min_instances=pool.min_instances,
                 max_instances=pool.max_instances,
                 runner_id=_runner_for(session, row, pool, version_row).id,
+                region=cluster.region,
+                instance_type=str(item.get("id", "")),
             )
         )
     if not pools or version_row is None:
@@ -152,6 +170,21 @@ def _plan(
         accelerator_memory=byte_count(config.accelerator_memory)
         if config.accelerator_memory
         else 0,
+        source=_source(version_row, packages, envs) if not blocked else None,
+    )
+
+
+def _source(version: ModelVersionRow, packages: PackageStore, envs: Path) -> VersionSource:
+    try:
+        built = json.loads((envs / version.env_key / READY).read_text())
+    except (OSError, ValueError):
+        built = {}
+    return VersionSource(
+        archive=packages.blob(version.package_digest),
+        digest=version.package_digest,
+        env_key=version.env_key,
+        python_version=str(built.get("python", "")),
+        pins=tuple(built.get("pins", ())),
     )
 
 

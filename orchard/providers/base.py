@@ -15,6 +15,10 @@ Contracts:
 - stopping is idempotent: stopping an unknown or already stopped replica or instance is a
   no-op; a stopped replica is asked to drain and is killed when its grace runs out;
 - answers about capacity are facts about real machines, not promises.
+
+A provider whose replicas run on other machines (``ray``) cannot use the argv of a
+:class:`ReplicaLaunch` as it is (its paths are the server's): it rebuilds the replica from the
+launch's :class:`ReplicaBundle` on the machine that runs it.
 """
 
 from __future__ import annotations
@@ -75,6 +79,26 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class ReplicaBundle:
+    """What a replica needs on a machine that shares no disk with the server: the files behind
+    its argv, how its environment was built, and the server's network address.
+
+    The environment is built there with the same key, Python version and pins as the server's
+    (``commands``: uv's steps, with the placeholders ``{uv}``, ``{python}``, ``{env}`` and
+    ``{requirements}`` for what only that machine knows). Its token is the launch's
+    ``ORCHARD_PAT``; nothing else of the launch's environment is meant for another machine."""
+
+    server: str  # host:port of the server's gRPC listener (never a Unix socket)
+    package: Path  # the model version's package archive (.tar.gz)
+    package_digest: str
+    env_key: str
+    python_version: str  # major.minor
+    commands: tuple[tuple[str, ...], ...]
+    runtime: Path  # the folder whose `orchard` package the replica imports
+    args: tuple[str, ...]  # orchard.runners.serve's arguments other than --package and --server
+
+
+@dataclass(frozen=True)
 class ReplicaLaunch:
     """How to run one runner replica on an instance, and what it may use there."""
 
@@ -86,6 +110,20 @@ class ReplicaLaunch:
     log_path: Path
     accelerators: int = 0  # whole devices of its instance
     accelerator_memory_bytes: int = 0  # that each of them must have
+    cpus: float = 0.0  # what it requests of its instance (for providers that reserve it)
+    bundle: ReplicaBundle | None = None
+
+
+@dataclass(frozen=True)
+class NodepoolInfo:
+    """A nodepool the orchestrator runs replicas in, as its provider needs to know it."""
+
+    pool: str  # "user/cluster/nodepool", as start_instance names it
+    region: str
+    instance_type: str  # the id of its (first) instance type
+    shape: ComputeShape
+    min_instances: int
+    max_instances: int
 
 
 @dataclass(frozen=True)
@@ -115,7 +153,39 @@ class Provider(abc.ABC):
         """Why ``shape`` cannot be an instance here: ``(field, reason with fix)`` pairs;
         empty when it fits."""
 
+    def check_region(self, region: str) -> str:
+        """Why a compute cluster cannot be made in ``region`` (with the fix); "" when it can."""
+        regions = self.regions()
+        if region in regions:
+            return ""
+        return (
+            f"{region!r} is not a region of provider {self.id!r}; use one of: {', '.join(regions)}"
+        )
+
+    def check_instance_type(
+        self, region: str, instance_type: str, shape: ComputeShape
+    ) -> list[tuple[str, str]]:
+        """Like :meth:`check_shape`, for a nodepool's instance type ``instance_type`` (an id
+        that may or may not be in the catalogue) of ``shape`` in ``region``."""
+        return self.check_shape(shape)
+
+    def problem(self, region: str, pool: str) -> str:
+        """Why nodepool ``pool`` ("user/cluster/nodepool") in ``region`` cannot run replicas
+        now, with the fix; "" when nothing is known to be wrong."""
+        return ""
+
+    def close(self) -> None:
+        """Release what the provider holds for itself (connections, helper processes); called
+        once when the server stops, after :meth:`shutdown`."""
+        return None
+
     # -- orchestration (providers that run replicas override all of these) -----------------
+
+    def set_nodepools(self, pools: list[NodepoolInfo]) -> None:
+        """The nodepools of this provider that deployments use, told every round before any
+        instance is started (a provider with an autoscaler turns their ``min_instances`` and
+        ``max_instances`` into requests)."""
+        return None
 
     def start_instance(self, pool: str, shape: ComputeShape) -> Instance:
         """A new instance of ``shape`` for nodepool ``pool``; NoCapacity when none fits now."""
@@ -139,6 +209,11 @@ class Provider(abc.ABC):
         return []
 
     def instances(self) -> list[Instance]:
+        return []
+
+    def lost_instances(self) -> list[tuple[str, str]]:
+        """Instances that are gone without being stopped (their machine died), each with why;
+        each is reported once. Their replicas are reported ended by :meth:`poll`."""
         return []
 
     def shutdown(self, grace: float) -> None:

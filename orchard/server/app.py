@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from orchard.configs import ComputeClusterSpec, NodepoolSpec
 from orchard.dispatch.dispatcher import Dispatcher, DispatchSettings
 from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings, StoreEdge
 from orchard.providers import ProviderRegistry
+from orchard.providers.local import LocalProvider
+from orchard.providers.ray import RayClusterConfig, RayProvider
 from orchard.server import (
     apps,
     cloud,
@@ -79,6 +82,11 @@ class Settings:
     default_cluster: bool = True
     # Prometheus metrics at http://host:metrics_port/metrics (0: a free port; None: off).
     metrics_port: int | None = DEFAULT_PORT + 1
+    # Ray clusters the `ray` provider may run replicas on (compute clusters name them as their
+    # region), and the host:port replicas on other machines reach this server at (default:
+    # host:port, with a wildcard host read as loopback).
+    ray_clusters: list[RayClusterConfig] = field(default_factory=list)
+    advertise_address: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -95,6 +103,12 @@ class Settings:
     @property
     def pat_file(self) -> Path:
         return self.home / f"{self.bootstrap_user}.pat"
+
+
+def default_providers(settings: Settings) -> ProviderRegistry:
+    """This host, and the Ray clusters of the settings (the `ray` provider is always there, so
+    that a `ray` compute cluster is refused with the reason and the fix)."""
+    return ProviderRegistry([LocalProvider(), RayProvider(settings.ray_clusters, settings.home)])
 
 
 def build_router() -> Router:
@@ -209,7 +223,7 @@ class OrchardServer:
             )
         )
         runtime = Runtime(
-            providers=providers or ProviderRegistry(),
+            providers=providers or default_providers(settings),
             packages=packages,
             builds=self.builds,
             dispatcher=self.dispatcher,
@@ -258,10 +272,14 @@ class OrchardServer:
 
     def _start_orchestrator(self) -> None:
         loopback = "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host
+        network = self.settings.advertise_address or f"{loopback}:{self.port}"
         orchestrator = Orchestrator(
             OrchestratorSettings(
                 home=self.settings.home,
-                server=self.local_address or f"{loopback}:{self.port}",
+                server=self.local_address or network,
+                network_server=network,
+                find_links=tuple(str(p) for p in self.settings.find_links),
+                offline=self.settings.offline,
                 drain_grace=self.settings.drain_seconds,
             ),
             self.runtime.providers,
@@ -295,6 +313,8 @@ class OrchardServer:
         if self.runtime.orchestrator is not None:
             await self.runtime.orchestrator.close()
             self.runtime.orchestrator = None
+        for provider in self.runtime.providers.all():
+            await asyncio.to_thread(provider.close)
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None

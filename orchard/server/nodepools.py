@@ -10,6 +10,7 @@ from clarifai_grpc.grpc.api.status import status_pb2
 from orchard import errors
 from orchard.configs import NodepoolSpec, spec_from_proto
 from orchard.dispatch.sessions import PoolKey
+from orchard.providers import ProviderRegistry
 from orchard.server.convert import done, fill, page, patched, stamp
 from orchard.server.rpc import Call, Router
 from orchard.services import compute_clusters as clusters
@@ -18,9 +19,14 @@ from orchard.store.models import NodepoolRow
 
 router = Router()
 READY = resources_pb2.Nodepool.NodepoolStatus.NODEPOOL_STATUS_READY
+ERROR = resources_pb2.Nodepool.NodepoolStatus.NODEPOOL_STATUS_ERROR
 
 
-def to_proto(row: NodepoolRow, live: Any = None) -> resources_pb2.Nodepool:
+def to_proto(
+    row: NodepoolRow, live: Any = None, providers: ProviderRegistry | None = None
+) -> resources_pb2.Nodepool:
+    """The nodepool; with ``providers``, its status is ERROR with the reason when its provider
+    knows why it cannot run replicas now (a Ray cluster that is unreachable...)."""
     np = resources_pb2.Nodepool()
     fill(np, row.spec)
     np.id = row.id
@@ -28,10 +34,22 @@ def to_proto(row: NodepoolRow, live: Any = None) -> resources_pb2.Nodepool:
     np.min_instances, np.max_instances = row.min_instances, row.max_instances
     np.enforced_min_instances, np.enforced_max_instances = row.min_instances, row.max_instances
     np.status = READY
+    if providers is not None:
+        problem = _problem(row, providers)
+        if problem:
+            np.status, np.status_description = ERROR, problem
     if live is not None:
         np.node_count = live.nodepools.get(PoolKey(row.user_id, row.compute_cluster_id, row.id), 0)
     stamp(np, row)
     return np
+
+
+def _problem(row: NodepoolRow, providers: ProviderRegistry) -> str:
+    cluster = row.compute_cluster
+    provider = providers.get(cluster.cloud_provider)
+    if provider is None:
+        return f"provider {cluster.cloud_provider!r} is not a provider of this server any more"
+    return provider.problem(cluster.region, f"{row.user_id}/{row.compute_cluster_id}/{row.id}")
 
 
 def _cluster_id(request_cluster: str, np: resources_pb2.Nodepool, where: str) -> str:
@@ -72,7 +90,7 @@ def get(request: service_pb2.GetNodepoolRequest, call: Call) -> service_pb2.Sing
     row = service.find_nodepool(
         call.session, owner, request.compute_cluster_id, request.nodepool_id
     )
-    return service_pb2.SingleNodepoolResponse(nodepool=to_proto(row, call.live))
+    return service_pb2.SingleNodepoolResponse(nodepool=to_proto(row, call.live, call.providers))
 
 
 @router.rpc("ListNodepools")
@@ -84,7 +102,9 @@ def list_(
         clusters.get_compute_cluster(call.session, owner, request.compute_cluster_id)
     rows = service.list_nodepools(call.session, owner, request.compute_cluster_id, page(request))
     live = call.live
-    return service_pb2.MultiNodepoolResponse(nodepools=[to_proto(r, live) for r in rows])
+    return service_pb2.MultiNodepoolResponse(
+        nodepools=[to_proto(r, live, call.providers) for r in rows]
+    )
 
 
 @router.rpc("PatchNodepools")

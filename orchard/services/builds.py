@@ -157,6 +157,26 @@ def runtime_copy(root: Path) -> Path:
     return target
 
 
+def env_commands(
+    uv: str,
+    python: str,
+    env: str,
+    requirements: str,
+    pins: list[str],
+    find_links: list[str],
+    offline: bool,
+) -> tuple[list[str], list[str]]:
+    """uv's two steps that build an environment at ``env``: create it with ``python`` (a path
+    or a version), then install ``requirements`` (a requirements.txt) and ``pins``."""
+    create = [uv, "venv", "--quiet", "--no-python-downloads", "--python", python, env]
+    install = [uv, "pip", "install", "--python", f"{env}/bin/python", "-r", requirements, *pins]
+    for folder in find_links:
+        install += ["--find-links", folder]
+    if offline:
+        install.append("--offline")
+    return create, install
+
+
 class BuildLog:
     """Build output lines, written to the log store in batches."""
 
@@ -210,32 +230,16 @@ class EnvBuilder:
         staging = env.with_name(f".{env.name}.building")
         shutil.rmtree(staging, ignore_errors=True)
         out.line(f"creating environment with Python {python.version} ({python.path})")
-        await self.run(
-            [
-                self.settings.uv,
-                "venv",
-                "--quiet",
-                "--no-python-downloads",
-                "--python",
-                python.path,
-                str(staging),
-            ],
-            out,
-        )
-        install = [
+        create, install = env_commands(
             self.settings.uv,
-            "pip",
-            "install",
-            "--python",
-            str(staging / "bin/python"),
-            "-r",
+            python.path,
+            str(staging),
             str(requirements),
-            *pins,
-        ]
-        for folder in self.settings.find_links:
-            install += ["--find-links", str(folder)]
-        if self.settings.offline:
-            install.append("--offline")
+            pins,
+            [str(p) for p in self.settings.find_links],
+            self.settings.offline,
+        )
+        await self.run(create, out)
         out.line("installing requirements.txt and the runner's dependencies: " + " ".join(pins))
         await self.run(install, out)
         (staging / READY).write_text(json.dumps({"python": python.version, "pins": pins}))

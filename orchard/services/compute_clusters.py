@@ -30,11 +30,9 @@ def check_provider(spec: ComputeClusterSpec, providers: ProviderRegistry, where:
             f"{where}.cloud_provider.id: {spec.cloud_provider.id!r} is not a provider of this "
             f"Orchard server; use one of: {', '.join(providers.ids())}"
         )
-    if spec.region not in provider.regions():
-        raise errors.ComputeClusterInvalid(
-            f"{where}.region: {spec.region!r} is not a region of provider {provider.id!r}; "
-            f"use one of: {', '.join(provider.regions())}"
-        )
+    problem = provider.check_region(spec.region)
+    if problem:
+        raise errors.ComputeClusterInvalid(f"{where}.region: {problem}")
 
 
 def create_compute_cluster(

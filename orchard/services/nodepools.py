@@ -84,10 +84,13 @@ def _resolve_instance_type(
         info = ComputeInfoSpec(**known[item.id].shape.compute_info())
         item = item.model_copy(update={"compute_info": info})
     assert item.compute_info is not None
-    problems = provider.check_shape(shape_of(item.compute_info))
+    problems = provider.check_instance_type(region, item.id, shape_of(item.compute_info))
     if problems:
         raise errors.NodepoolInvalid(
-            "; ".join(f"{where}.compute_info.{name}: {reason}" for name, reason in problems)
+            "; ".join(
+                f"{where}.{name if name == 'id' else 'compute_info.' + name}: {reason}"
+                for name, reason in problems
+            )
         )
     return item
 

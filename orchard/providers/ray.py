@@ -1,0 +1,844 @@
+"""The ``ray`` provider: runner replicas as actors on the nodes of existing Ray clusters.
+
+A compute cluster with ``cloud_provider.id: ray`` names, in ``region``, a Ray cluster this server
+was configured with (``orchard serve --ray-cluster NAME=ADDRESS``, or a settings file); the
+address and any token stay on the server. What maps to what:
+
+- region: a configured Ray cluster (:class:`RayClusterConfig`);
+- instance type: a *node group* of that cluster, the nodes whose label ``orchard.nodepool`` (or,
+  on clusters made by Ray's autoscaler or KubeRay, ``ray.io/node-group``) has one value; its
+  shape is what every live node of the group offers (the smallest of them), or what the
+  autoscaler's node type declares when none is up;
+- instance: one Ray node of the group, held by one nodepool at a time;
+- replica: a detached, named Ray actor (:mod:`~orchard.providers.ray_replica`) with the model's
+  CPUs, GPUs and memory as resources, the group's label as its label selector and its instance's
+  node as a hard node affinity, which runs ``orchard.runners.serve`` on that node; packing is
+  the orchestrator's (``disable_packing`` gives each replica a node of its own).
+
+Ray is driven from a child process per cluster (:mod:`~orchard.providers.ray_driver`): this
+module never imports Ray, and every method returns at once from what the driver last reported.
+A driver that stops answering for ``SILENCE`` seconds, or exits, marks its cluster unreachable
+(its nodepools' status is ERROR with the reason) and is started again with backoff; the actors
+it ran are adopted again when it is back. A node that dies loses its instance
+(:meth:`~RayProvider.lost_instances`) and its replicas (reported ended with Ray's reason), which
+the orchestrator replaces on the pool's other nodes.
+
+``min_instances`` and ``max_instances`` become requests to the cluster's autoscaler when it has
+one (a bundle of the nodepool's shape per node wanted, selected by the group's label); without
+one, missing nodes are a nodepool status that says how to add them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchard import errors
+from orchard.providers.base import (
+    ComputeShape,
+    Instance,
+    InstanceTypeInfo,
+    NoCapacity,
+    NodepoolInfo,
+    Provider,
+    ReplicaLaunch,
+    ReplicaStatus,
+)
+from orchard.quantities import format_bytes, human_bytes
+
+log = logging.getLogger(__name__)
+
+GROUP_LABEL = "orchard.nodepool"
+NODE_GROUP_LABEL = "ray.io/node-group"  # set by Ray's autoscaler and KubeRay
+INSTALL = "the ray provider needs Ray on this server: pip install 'orchard[ray]'"
+CONNECT_WAIT = 20.0  # how long a control-plane call waits for a cluster's first report
+SILENCE = 10.0  # a driver quiet this long means its cluster is unreachable
+MAX_BACKOFF = 30.0
+MIB = 2**20
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RayClusterConfig:
+    """A Ray cluster this server may run replicas on; users name it as a compute cluster's
+    ``region``."""
+
+    name: str
+    address: str  # ray://HEAD:10001 (Ray Client), or HEAD:6379 from a machine that is a node
+    auth_token_file: Path | None = None  # the cluster's token, when it uses RAY_AUTH_MODE=token
+    namespace: str = "orchard"  # the Ray namespace of this server's actors (one per server)
+
+
+def cluster_option(text: str) -> RayClusterConfig:
+    """``NAME=ADDRESS`` (``orchard serve --ray-cluster``) as a cluster; ValueError when not."""
+    name, sep, address = text.partition("=")
+    if not sep or not name.strip() or not address.strip():
+        raise ValueError(f"{text!r} is not NAME=ADDRESS, e.g. prod=ray://10.0.0.5:10001")
+    return RayClusterConfig(name.strip(), address.strip())
+
+
+def clusters_file(path: Path) -> list[RayClusterConfig]:
+    """The clusters of a settings file (YAML)::
+
+        clusters:
+          prod:
+            address: ray://10.0.0.5:10001
+            auth_token_file: /etc/orchard/ray-prod.token   # optional
+            namespace: orchard                             # optional
+
+    ValueError naming the bad entry."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    entries = data.get("clusters") if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        raise ValueError(f"{path}: expected a mapping `clusters: {{NAME: {{address: ...}}}}`")
+    known = {"address", "auth_token_file", "namespace"}
+    clusters = []
+    for name, entry in entries.items():
+        if not isinstance(entry, dict) or not entry.get("address"):
+            raise ValueError(f"{path}: clusters.{name} needs an address")
+        unknown = set(entry) - known
+        if unknown:
+            raise ValueError(
+                f"{path}: clusters.{name}: unknown field(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        token = entry.get("auth_token_file")
+        clusters.append(
+            RayClusterConfig(
+                str(name),
+                str(entry["address"]),
+                Path(token).expanduser() if token else None,
+                str(entry.get("namespace") or "orchard"),
+            )
+        )
+    return clusters
+
+
+def ray_installed() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
+# -- what a cluster's nodes offer (pure) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RayNode:
+    id: str
+    alive: bool
+    address: str
+    labels: Mapping[str, str]
+    resources: Mapping[str, float]
+
+    @classmethod
+    def of(cls, report: Mapping[str, Any]) -> RayNode:
+        return cls(
+            str(report["id"]),
+            bool(report["alive"]),
+            str(report.get("address", "")),
+            dict(report.get("labels") or {}),
+            dict(report.get("resources") or {}),
+        )
+
+    def group(self) -> tuple[str, str] | None:
+        """(label key, group name) of the node's group; None for a node in no group."""
+        for key in (GROUP_LABEL, NODE_GROUP_LABEL):
+            if self.labels.get(key):
+                return key, self.labels[key]
+        return None
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    name: str
+    label: str  # the label key whose value is ``name`` on the group's nodes
+    shape: ComputeShape
+    nodes: tuple[str, ...]  # live nodes, by id
+    min_nodes: int | None = None  # the autoscaler's bounds, when it has the group
+    max_nodes: int | None = None
+
+
+def shape_of_resources(resources: Mapping[str, float], labels: Mapping[str, str]) -> ComputeShape:
+    """A node's Ray resources as a shape: CPU, memory (whole MiB), GPUs and their type (the
+    ``accelerator_type:NAME`` resource, or the ``ray.io/accelerator-type`` label)."""
+    types = sorted(key.split(":", 1)[1] for key in resources if key.startswith("accelerator_type:"))
+    if not types and labels.get("ray.io/accelerator-type"):
+        types = [labels["ray.io/accelerator-type"]]
+    gpus = int(resources.get("GPU", 0))
+    return ComputeShape(
+        cpus=float(resources.get("CPU", 0)),
+        memory_bytes=int(resources.get("memory", 0)) // MIB * MIB,
+        num_accelerators=gpus,
+        accelerator_types=tuple(types) if gpus else (),
+    )
+
+
+def _smallest(shapes: list[ComputeShape]) -> ComputeShape:
+    return ComputeShape(
+        cpus=min(s.cpus for s in shapes),
+        memory_bytes=min(s.memory_bytes for s in shapes),
+        num_accelerators=min(s.num_accelerators for s in shapes),
+        accelerator_types=tuple(sorted({t for s in shapes for t in s.accelerator_types})),
+    )
+
+
+def node_groups(nodes: list[RayNode], config: Mapping[str, Any] | None) -> dict[str, NodeGroup]:
+    """The cluster's node groups: labelled live nodes, and the autoscaler's node types (from
+    ``config``, the driver's ``config`` event) even when none of their nodes is up."""
+    members: dict[str, tuple[str, list[RayNode]]] = {}
+    for node in nodes:
+        group = node.group() if node.alive else None
+        if group is not None:
+            members.setdefault(group[1], (group[0], []))[1].append(node)
+    declared = {g["name"]: g for g in (config or {}).get("groups", [])}
+    groups = {}
+    for name in sorted(set(members) | set(declared)):
+        label, live = members.get(name, (NODE_GROUP_LABEL, []))
+        spec = declared.get(name)
+        if live:
+            shape = _smallest([shape_of_resources(n.resources, n.labels) for n in live])
+        else:
+            assert spec is not None
+            shape = shape_of_resources(spec.get("resources", {}), spec.get("labels", {}))
+        groups[name] = NodeGroup(
+            name,
+            label,
+            shape,
+            tuple(sorted(n.id for n in live)),
+            None if spec is None else int(spec.get("min", 0)),
+            None if spec is None else int(spec.get("max", 0)),
+        )
+    return groups
+
+
+def instance_type_of(group: NodeGroup) -> InstanceTypeInfo:
+    shape = group.shape
+    parts = [f"{shape.cpus:g} CPU", human_bytes(shape.memory_bytes)]
+    if shape.num_accelerators:
+        parts.append(f"{shape.num_accelerators} x {'/'.join(shape.accelerator_types) or 'GPU'}")
+    nodes = f"{len(group.nodes)} live node(s)"
+    if group.max_nodes is not None:
+        nodes += f", autoscaled {group.min_nodes}..{group.max_nodes}"
+    return InstanceTypeInfo(
+        id=group.name,
+        description=f"a node of Ray group {group.name} ({', '.join(parts)}; {nodes})",
+        shape=shape,
+    )
+
+
+def check_fit(shape: ComputeShape, group: NodeGroup) -> list[tuple[str, str]]:
+    """Why an instance of ``shape`` is not a node of ``group``: what it promises must be what a
+    node of the group offers, or less."""
+    offer = group.shape
+    problems = []
+    if shape.cpus > offer.cpus:
+        problems.append(
+            (
+                "cpu_limit",
+                f"{shape.cpus:g} CPUs requested but a node of Ray group {group.name!r} has "
+                f"{offer.cpus:g}; lower cpu_limit",
+            )
+        )
+    if shape.memory_bytes > offer.memory_bytes:
+        problems.append(
+            (
+                "cpu_memory",
+                f"{human_bytes(shape.memory_bytes)} requested but a node of Ray group "
+                f"{group.name!r} has {human_bytes(offer.memory_bytes)} "
+                f"({format_bytes(offer.memory_bytes)}); lower cpu_memory",
+            )
+        )
+    if shape.num_accelerators > offer.num_accelerators:
+        problems.append(
+            (
+                "num_accelerators",
+                f"{shape.num_accelerators} GPU(s) requested but a node of Ray group "
+                f"{group.name!r} has {offer.num_accelerators}; lower num_accelerators",
+            )
+        )
+    return problems
+
+
+def autoscaler_request(
+    pools: list[NodepoolInfo],
+    held: Mapping[str, int],
+    short: set[str],
+    groups: Mapping[str, NodeGroup],
+) -> tuple[list[dict[str, float]], list[dict[str, str]]]:
+    """What to ask the autoscaler for: per nodepool, a node of its shape for each instance it
+    should have (``min_instances``, or the instances it holds plus one it could not start),
+    never more than ``max_instances``; each bundle selects the pool's group by its label."""
+    bundles: list[dict[str, float]] = []
+    selectors: list[dict[str, str]] = []
+    for pool in sorted(pools, key=lambda p: p.pool):
+        group = groups.get(pool.instance_type)
+        if group is None:
+            continue
+        wanted = held.get(pool.pool, 0) + (1 if pool.pool in short else 0)
+        count = min(pool.max_instances, max(pool.min_instances, wanted))
+        bundle = {"CPU": pool.shape.cpus, "memory": float(pool.shape.memory_bytes)}
+        if pool.shape.num_accelerators:
+            bundle["GPU"] = float(pool.shape.num_accelerators)
+        bundles += [bundle] * count
+        selectors += [{group.label: group.name}] * count
+    return bundles, selectors
+
+
+# -- the driver process -----------------------------------------------------------------------
+
+
+class Link(Protocol):
+    """The provider's line to one cluster's driver."""
+
+    problem: str  # why the cluster cannot be used now ("" when it can)
+
+    def start(self) -> None: ...
+
+    def send(self, command: Event) -> None: ...
+
+    def close(self, grace: float) -> None: ...
+
+
+class DriverLink:
+    """A driver process for one cluster, kept running: started again with backoff when it
+    exits, and reported unreachable while it is gone or silent. Events go to ``on_event``
+    (from the link's own thread), with two of the link's own: ``spawned`` (a new driver waits
+    for its first commands) and ``down`` (``reason``)."""
+
+    def __init__(
+        self, config: RayClusterConfig, logs: Path, on_event: Callable[[Event], None]
+    ) -> None:
+        self.config, self.on_event = config, on_event
+        self.log_path = logs / f"ray-{config.name}.log"
+        self.problem = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._write = threading.Lock()
+        self._closing = threading.Event()
+        self._heard = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._keep_running, daemon=True, name=f"ray-{self.config.name}"
+            )
+            self._thread.start()
+            threading.Thread(target=self._watch_silence, daemon=True).start()
+
+    def send(self, command: Event) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return
+        with self._write, contextlib.suppress(OSError, ValueError):
+            proc.stdin.write(json.dumps(command).encode() + b"\n")
+            proc.stdin.flush()
+
+    def close(self, grace: float) -> None:
+        """Tell the driver to stop its replicas (up to ``grace``) and end; kill it after."""
+        self._closing.set()
+        proc = self._proc
+        if proc is None:
+            return
+        self.send({"op": "exit", "grace": grace})
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        try:
+            proc.wait(timeout=grace + 20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "orchard.providers.ray_driver",
+            "--address",
+            self.config.address,
+            "--namespace",
+            self.config.namespace,
+        ]
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.config.auth_token_file is not None:
+            env["RAY_AUTH_MODE"] = "token"
+            env["RAY_AUTH_TOKEN_PATH"] = str(self.config.auth_token_file)
+        return env
+
+    def _keep_running(self) -> None:
+        failures = 0
+        while not self._closing.is_set():
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "ab") as err:
+                self._proc = subprocess.Popen(
+                    self._command(),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    env=self._env(),
+                    start_new_session=True,
+                )
+            self._heard = time.monotonic()
+            self.on_event({"event": "spawned"})
+            hello = self._read(self._proc)
+            code = self._proc.wait()
+            if self._closing.is_set():
+                break
+            failures = 0 if hello else failures + 1
+            delay = min(MAX_BACKOFF, 2.0 ** max(0, failures - 1))
+            self.problem = (
+                f"the Ray cluster {self.config.name!r} at {self.config.address} is not "
+                f"reachable (its driver exited with code {code}; next try in {delay:g} s): "
+                f"{self._last_error()}"
+            )
+            self.on_event({"event": "down", "reason": self.problem})
+            log.warning("%s", self.problem)
+            self._closing.wait(delay)
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> bool:
+        """Events until the driver's output ends; whether it ever connected."""
+        assert proc.stdout is not None
+        hello = False
+        for raw in proc.stdout:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue
+            self._heard = time.monotonic()
+            if event.get("event") == "hello":
+                hello = True
+            if event.get("event") in ("hello", "nodes"):
+                self.problem = ""
+            self.on_event(event)
+        return hello
+
+    def _watch_silence(self) -> None:
+        while not self._closing.wait(1.0):
+            quiet = time.monotonic() - self._heard
+            proc = self._proc
+            if proc is not None and proc.poll() is None and quiet > SILENCE:
+                if not self.problem:
+                    log.warning("the Ray cluster %r stopped answering", self.config.name)
+                self.problem = (
+                    f"the Ray cluster {self.config.name!r} at {self.config.address} is not "
+                    f"reachable: no answer for {quiet:.0f} s"
+                )
+
+    def _last_error(self) -> str:
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - 8192))
+                lines = handle.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return "no output"
+        useful = [line.strip() for line in lines if line.strip()]
+        errors_only = [line for line in useful if "Error" in line or "error" in line]
+        return (errors_only or useful or ["no output"])[-1][:500]
+
+
+# -- the provider ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Cluster:
+    config: RayClusterConfig
+    link: Link
+    nodes: list[RayNode] | None = None  # the last report (None before the first)
+    config_report: Mapping[str, Any] | None = None
+    config_known: bool = False
+    ready: threading.Event = field(default_factory=threading.Event)
+    demand: tuple[Any, ...] = ()
+
+    def groups(self) -> dict[str, NodeGroup]:
+        return node_groups(self.nodes or [], self.config_report)
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.config_report is not None
+
+
+@dataclass
+class _Held:
+    instance: Instance
+    cluster: str
+    node: str
+    label: str
+    group: str
+
+
+@dataclass
+class _Replica:
+    launch: ReplicaLaunch
+    cluster: str
+    stopping: float | None = None  # the grace, once asked to stop
+    ended: ReplicaStatus | None = None
+
+
+class RayProvider(Provider):
+    id = "ray"
+    name = "Ray clusters"
+    orchestrated = True
+
+    def __init__(
+        self,
+        clusters: list[RayClusterConfig],
+        home: Path,
+        link_factory: Callable[[RayClusterConfig, Callable[[Event], None]], Link] | None = None,
+        installed: bool | None = None,
+    ) -> None:
+        self._configs = {c.name: c for c in clusters}
+        self._logs = home / "logs"
+        self._link_factory = link_factory or (
+            lambda config, on_event: DriverLink(config, self._logs, on_event)
+        )
+        self._installed = ray_installed() if installed is None else installed
+        self._lock = threading.RLock()
+        self._clusters: dict[str, _Cluster] = {}
+        self._pools: dict[str, NodepoolInfo] = {}
+        self._short: set[str] = set()
+        self._instances: dict[str, _Held] = {}
+        self._replicas: dict[str, _Replica] = {}
+        self._lost: list[tuple[str, str]] = []
+        self._closed = False
+
+    # -- catalogue and checks ----------------------------------------------------------------
+
+    def regions(self) -> list[str]:
+        return sorted(self._configs)
+
+    def check_region(self, region: str) -> str:
+        if not self._installed:
+            return INSTALL
+        if region in self._configs:
+            return ""
+        known = ", ".join(self.regions()) or "none"
+        return (
+            f"{region!r} is not a Ray cluster this server knows (it knows: {known}); "
+            f"start it with `orchard serve --ray-cluster {region or 'NAME'}=ray://HEAD:10001`"
+        )
+
+    def instance_types(self, region: str) -> list[InstanceTypeInfo]:
+        cluster = self._connected(region)
+        return [instance_type_of(g) for g in cluster.groups().values()]
+
+    def check_shape(self, shape: ComputeShape) -> list[tuple[str, str]]:
+        return []  # only a node group can say (check_instance_type)
+
+    def check_instance_type(
+        self, region: str, instance_type: str, shape: ComputeShape
+    ) -> list[tuple[str, str]]:
+        try:
+            groups = self._connected(region).groups()
+        except errors.ProviderUnavailable as exc:
+            return [("id", exc.message)]
+        group = groups.get(instance_type)
+        if group is None:
+            known = ", ".join(groups) or "none"
+            return [
+                (
+                    "id",
+                    f"{instance_type!r} is not a node group of Ray cluster {region!r} (its "
+                    f"groups: {known}); label its nodes with `ray start --labels "
+                    f"{GROUP_LABEL}={instance_type}` or use one of its groups",
+                )
+            ]
+        return check_fit(shape, group)
+
+    def problem(self, region: str, pool: str) -> str:
+        if region not in self._configs or not self._installed:
+            return self.check_region(region)
+        cluster = self._cluster(region)
+        if cluster.link.problem:
+            return cluster.link.problem
+        info = self._pools.get(pool)
+        if info is None or cluster.nodes is None:
+            return ""
+        return self._missing_nodes(cluster, info)
+
+    def _missing_nodes(self, cluster: _Cluster, info: NodepoolInfo) -> str:
+        group = cluster.groups().get(info.instance_type)
+        live = len(group.nodes) if group is not None else 0
+        if cluster.autoscaled or live >= info.min_instances:
+            return ""
+        return (
+            f"nodepool {info.pool} wants {info.min_instances} node(s) of Ray group "
+            f"{info.instance_type!r} but the Ray cluster {cluster.config.name!r} has {live} and "
+            f"no autoscaler to add more; start one with `ray start --address=... --labels "
+            f"{GROUP_LABEL}={info.instance_type}`"
+        )
+
+    # -- clusters ---------------------------------------------------------------------------
+
+    def _cluster(self, name: str) -> _Cluster:
+        with self._lock:
+            cluster = self._clusters.get(name)
+            if cluster is None:
+                if self._closed:
+                    raise errors.ProviderUnavailable("the server is stopping")
+                config = self._configs[name]
+                link = self._link_factory(config, lambda event: self._on_event(name, event))
+                cluster = self._clusters[name] = _Cluster(config, link)
+                link.start()
+            return cluster
+
+    def _connected(self, region: str) -> _Cluster:
+        """The cluster, once it has reported its nodes (waiting up to CONNECT_WAIT; for the
+        control plane's calls, which run in worker threads)."""
+        problem = self.check_region(region)
+        if problem:
+            raise errors.ProviderUnavailable(problem)
+        cluster = self._cluster(region)
+        cluster.ready.wait(CONNECT_WAIT)
+        if cluster.nodes is None or cluster.link.problem:
+            raise errors.ProviderUnavailable(
+                cluster.link.problem
+                or f"the Ray cluster {region!r} at {cluster.config.address} did not answer "
+                f"within {CONNECT_WAIT:g} s; check that it is up"
+            )
+        return cluster
+
+    def _on_event(self, name: str, event: Event) -> None:
+        kind = event.get("event")
+        with self._lock:
+            cluster = self._clusters.get(name)
+            if cluster is None:
+                return
+            if kind == "spawned":
+                self._resume(name, cluster)
+            elif kind == "nodes":
+                cluster.nodes = [RayNode.of(n) for n in event["nodes"]]
+                self._forget_dead_nodes(name, cluster.nodes)
+                cluster.ready.set()
+            elif kind == "config":
+                cluster.config_report, cluster.config_known = event.get("config"), True
+            elif kind == "output":
+                self._write_output(event["id"], event["text"])
+            elif kind == "ended":
+                self._ended(event)
+            elif kind == "down":
+                cluster.ready.set()  # waiters learn the problem instead of waiting on
+
+    def _resume(self, name: str, cluster: _Cluster) -> None:
+        """A new driver: it adopts the replicas still counted here, then gets the stops it
+        may have missed."""
+        mine = {rid: r for rid, r in self._replicas.items() if r.cluster == name and not r.ended}
+        cluster.link.send({"op": "adopt", "ids": sorted(mine)})
+        for replica_id, replica in mine.items():
+            if replica.stopping is not None:
+                cluster.link.send({"op": "stop", "id": replica_id, "grace": replica.stopping})
+        cluster.demand = ()
+
+    def _forget_dead_nodes(self, name: str, nodes: list[RayNode]) -> None:
+        alive = {n.id for n in nodes if n.alive}
+        for instance_id, held in list(self._instances.items()):
+            if held.cluster == name and held.node not in alive:
+                del self._instances[instance_id]
+                self._lost.append(
+                    (instance_id, f"Ray node {held.node[:12]} of group {held.group} is gone")
+                )
+
+    def _write_output(self, replica_id: str, text: str) -> None:
+        replica = self._replicas.get(replica_id)
+        if replica is None:
+            return
+        path = replica.launch.log_path
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as out:
+                out.write(text)
+
+    def _ended(self, event: Event) -> None:
+        replica = self._replicas.get(event["id"])
+        if replica is None or replica.ended is not None:
+            return
+        code = event.get("code")
+        replica.ended = ReplicaStatus(
+            replica.launch.id,
+            replica.launch.instance_id,
+            False,
+            None if code is None else int(code),
+            str(event.get("reason") or ""),
+        )
+
+    # -- orchestration ------------------------------------------------------------------------
+
+    def set_nodepools(self, pools: list[NodepoolInfo]) -> None:
+        with self._lock:
+            self._pools = {p.pool: p for p in pools}
+            self._short &= set(self._pools)
+            for region in sorted({p.region for p in pools if p.region in self._configs}):
+                if self._installed:
+                    self._ask_autoscaler(region, self._cluster(region))
+
+    def _ask_autoscaler(self, region: str, cluster: _Cluster) -> None:
+        if not cluster.autoscaled or cluster.link.problem:
+            return
+        pools = [p for p in self._pools.values() if p.region == region]
+        held: dict[str, int] = {}
+        for h in self._instances.values():
+            held[h.instance.pool] = held.get(h.instance.pool, 0) + 1
+        bundles, selectors = autoscaler_request(pools, held, self._short, cluster.groups())
+        demand = (json.dumps(bundles, sort_keys=True), json.dumps(selectors, sort_keys=True))
+        if demand != cluster.demand:
+            cluster.demand = demand
+            cluster.link.send({"op": "demand", "bundles": bundles, "selectors": selectors})
+
+    def start_instance(self, pool: str, shape: ComputeShape) -> Instance:
+        with self._lock:
+            info = self._pools.get(pool)
+            if info is None:
+                raise NoCapacity(f"nodepool {pool} is not one the orchestrator runs yet")
+            cluster = self._usable(info.region)
+            group = cluster.groups().get(info.instance_type)
+            if group is None:
+                raise NoCapacity(
+                    f"the Ray cluster {info.region!r} has no node group {info.instance_type!r} "
+                    f"now; label nodes with `ray start --labels {GROUP_LABEL}={info.instance_type}`"
+                )
+            taken = {h.node for h in self._instances.values() if h.cluster == info.region}
+            free = [node for node in group.nodes if node not in taken]
+            if not free:
+                self._short.add(pool)
+                self._ask_autoscaler(info.region, cluster)
+                raise NoCapacity(self._no_free_node(cluster, group))
+            self._short.discard(pool)
+            node = free[0]
+            address = next((n.address for n in cluster.nodes or [] if n.id == node), "")
+            instance = Instance(
+                f"ray-{info.region}-{node[:12]}",
+                pool,
+                shape,
+                f"Ray node {node[:12]} ({address}) of group {group.name} in {info.region}",
+            )
+            self._instances[instance.id] = _Held(
+                instance, info.region, node, group.label, group.name
+            )
+            self._ask_autoscaler(info.region, cluster)
+            return instance
+
+    def _no_free_node(self, cluster: _Cluster, group: NodeGroup) -> str:
+        held = f"all {len(group.nodes)} live node(s) of Ray group {group.name!r} hold instances"
+        if cluster.autoscaled:
+            return f"{held}; asked the Ray autoscaler for another"
+        return (
+            f"{held} and the Ray cluster {cluster.config.name!r} has no autoscaler; start "
+            f"another node with `ray start --address=... --labels {GROUP_LABEL}={group.name}`"
+        )
+
+    def _usable(self, region: str) -> _Cluster:
+        if region not in self._configs or not self._installed:
+            raise NoCapacity(self.check_region(region))
+        cluster = self._cluster(region)
+        if cluster.link.problem:
+            raise NoCapacity(cluster.link.problem)
+        if cluster.nodes is None:
+            raise NoCapacity(f"the Ray cluster {region!r} has not reported its nodes yet")
+        return cluster
+
+    def stop_instance(self, instance_id: str) -> None:
+        with self._lock:
+            held = self._instances.pop(instance_id, None)
+            if held is not None and held.cluster in self._clusters:
+                self._ask_autoscaler(held.cluster, self._clusters[held.cluster])
+
+    def instances(self) -> list[Instance]:
+        with self._lock:
+            return [h.instance for h in self._instances.values()]
+
+    def lost_instances(self) -> list[tuple[str, str]]:
+        with self._lock:
+            lost, self._lost = self._lost, []
+            return lost
+
+    def start_replica(self, launch: ReplicaLaunch) -> None:
+        with self._lock:
+            held = self._instances.get(launch.instance_id)
+            if held is None:
+                raise NoCapacity(f"instance {launch.instance_id!r} is not running")
+            cluster = self._usable(held.cluster)
+            bundle = launch.bundle
+            if bundle is None:
+                raise NoCapacity(f"replica {launch.id} has nothing to run on another machine")
+            spec = {
+                "id": launch.id,
+                "server": bundle.server,
+                "args": list(bundle.args),
+                "token": launch.env.get("ORCHARD_PAT", ""),
+                "package_digest": bundle.package_digest,
+                "runtime_version": bundle.runtime.name,
+                "env_key": bundle.env_key,
+                "python_version": bundle.python_version,
+                "commands": [list(c) for c in bundle.commands],
+            }
+            self._replicas[launch.id] = _Replica(launch, held.cluster)
+            cluster.link.send(
+                {
+                    "op": "start",
+                    "spec": spec,
+                    "node": held.node,
+                    "selector": {held.label: held.group},
+                    "resources": {
+                        "num_cpus": launch.cpus,
+                        "num_gpus": launch.accelerators,
+                        "memory": launch.memory_bytes,
+                    },
+                    "package": str(bundle.package),
+                    "runtime": str(bundle.runtime),
+                }
+            )
+
+    def stop_replica(self, replica_id: str, grace: float) -> None:
+        with self._lock:
+            replica = self._replicas.get(replica_id)
+            if replica is None or replica.stopping is not None or replica.ended is not None:
+                return
+            replica.stopping = grace
+            cluster = self._clusters.get(replica.cluster)
+            if cluster is not None:
+                cluster.link.send({"op": "stop", "id": replica_id, "grace": grace})
+
+    def poll(self) -> list[ReplicaStatus]:
+        with self._lock:
+            statuses = []
+            for replica_id, replica in list(self._replicas.items()):
+                if replica.ended is not None:
+                    statuses.append(replica.ended)
+                    del self._replicas[replica_id]
+                else:
+                    launch = replica.launch
+                    statuses.append(ReplicaStatus(launch.id, launch.instance_id, True))
+            return statuses
+
+    def shutdown(self, grace: float) -> None:
+        with self._lock:
+            clusters = list(self._clusters.values())
+        for cluster in clusters:
+            cluster.link.close(grace)
+        with self._lock:
+            self._clusters.clear()
+            self._replicas.clear()
+            self._instances.clear()
+
+    def close(self) -> None:
+        self.shutdown(0.0)
+        self._closed = True

@@ -1,0 +1,327 @@
+"""What runs on a Ray node for the ``ray`` provider: one runner replica as a Ray actor.
+
+This module is shipped to the cluster by value (the driver registers it with Ray's pickler), so
+a Ray node needs Ray and uv but not Orchard: it imports nothing but the standard library at the
+top, and ``ray`` inside the helpers that run as Ray tasks.
+
+The actor (:class:`ReplicaActor`, made with the model's CPUs, GPUs and memory, on one node of the
+nodepool's group) gets the model package and Orchard's runner code as bytes through Ray's
+object store, because Ray nodes share no disk with the server. On its node it:
+
+1. unpacks both into a node-local cache (``$ORCHARD_RAY_CACHE``, default
+   ``~/.cache/orchard-ray``), once per package digest and per code version;
+2. builds the version's environment there with uv, keyed like the server's (same key, Python
+   version and pins, the server's uv steps), or reuses it; concurrent builds of one key on one
+   machine wait for each other (a file lock);
+3. runs ``python -m orchard.runners.serve`` in it as a subprocess with the replica's token in
+   ``ORCHARD_PAT``, which connects back to the server like any runner; its output (and the build
+   steps') goes to a file the driver reads with :meth:`ReplicaActor.read`.
+
+:meth:`ReplicaActor.run` does all that once and returns when the runner has exited (any later
+call just waits for the same end): ``{"code": exit code or None, "reason": why}``.
+:meth:`ReplicaActor.stop` asks the runner to drain (SIGTERM) and kills it when the grace is
+over. The runner dies with the actor's process (``PR_SET_PDEATHSIG``), so a Ray worker that is
+killed leaves no runner behind. An actor whose runner has ended and that nobody killed (its
+server is gone) exits by itself after ``exit_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+READY = "orchard-env-ready"
+READ_LIMIT = 1 << 16
+PR_SET_PDEATHSIG = 1
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("ORCHARD_RAY_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "orchard-ray"
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (made when missing) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def unpack_once(data: bytes, target: Path, locks: Path) -> Path:
+    """Extract the tar.gz ``data`` into ``target`` unless a previous call did."""
+    if target.is_dir():
+        return target
+    with locked(locks / f"{target.parent.name}-{target.name}.lock"):
+        if target.is_dir():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+        try:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(staging, filter="data")
+                else:  # pragma: no cover - Pythons before 3.11.4 check nothing themselves
+                    tar.extractall(staging)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return target
+
+
+def find_uv() -> str:
+    """uv on this node: the ``uv`` package of Ray's Python, next to it, or on PATH."""
+    try:
+        from uv import find_uv_bin  # type: ignore[import-not-found,unused-ignore]
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    beside = Path(sys.executable).with_name("uv")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("uv")
+    if found is None:
+        raise RuntimeError(
+            "uv is not installed on this Ray node; install it in the nodes' Python "
+            "(pip install uv) or put it on PATH"
+        )
+    return found
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class ReplicaActor:
+    """One runner replica on this node (see the module's docstring)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.root = cache_root()
+        self.log_path = self.root / "logs" / f"{spec['id']}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.write_bytes(b"")
+        self._lock = threading.Lock()
+        self._began = False
+        self._done = threading.Event()
+        self._result: dict[str, Any] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stop_grace: float | None = None
+
+    # -- what the driver calls ---------------------------------------------------------------
+
+    def run(self, package: bytes | None, runtime: bytes | None) -> dict[str, Any]:
+        with self._lock:
+            first, self._began = not self._began, True
+        if first:
+            try:
+                self._result = self._run(package, runtime)
+            except Exception as exc:
+                self._say(f"error: {exc}")
+                self._result = {"code": None, "reason": f"its start on the Ray node failed: {exc}"}
+            finally:
+                self._done.set()
+                self._exit_later(float(self.spec.get("exit_after", 60.0)))
+        self._done.wait()
+        return self._result
+
+    def read(self, offset: int) -> tuple[str, int]:
+        """Output from byte ``offset`` (whole lines only) and the offset after it."""
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read(READ_LIMIT)
+        except OSError:
+            return "", offset
+        end = data.rfind(b"\n") + 1
+        return data[:end].decode("utf-8", "replace"), offset + end
+
+    def stop(self, grace: float) -> None:
+        """Drain: SIGTERM to the runner, SIGKILL when ``grace`` seconds have passed. A replica
+        that has not started its runner yet does not start it."""
+        with self._lock:
+            if self._stop_grace is not None:
+                return
+            self._stop_grace = grace
+            proc = self._proc
+        if proc is not None:
+            self._drain(proc, grace)
+
+    def where(self) -> dict[str, Any]:
+        import ray  # type: ignore[import-not-found,unused-ignore]
+
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    # -- on the node ----------------------------------------------------------------------------
+
+    def _run(self, package: bytes | None, runtime: bytes | None) -> dict[str, Any]:
+        if package is None or runtime is None:
+            return {"code": None, "reason": "it was adopted before it ever started"}
+        spec = self.spec
+        locks = self.root / "locks"
+        package_dir = unpack_once(package, self.root / "packages" / spec["package_digest"], locks)
+        code_dir = unpack_once(runtime, self.root / "runtime" / spec["runtime_version"], locks)
+        env = self._environment(package_dir, locks)
+        for site in env.glob("lib/python*/site-packages"):
+            (site / "_orchard_runtime.pth").write_text(f"{code_dir}\n")
+        argv = [
+            str(env / "bin" / "python"),
+            "-m",
+            "orchard.runners.serve",
+            "--package",
+            str(package_dir),
+            "--server",
+            spec["server"],
+            *spec["args"],
+        ]
+        child_env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        child_env.update({"ORCHARD_PAT": spec["token"], "PYTHONUNBUFFERED": "1"})
+        with self._lock:
+            if self._stop_grace is not None:
+                return {"code": 0, "reason": "it was stopped before its runner started"}
+            with open(self.log_path, "ab") as out:
+                self._proc = subprocess.Popen(
+                    argv,
+                    env=child_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
+            proc = self._proc
+        code = proc.wait()
+        return {"code": code, "reason": ""}
+
+    def _environment(self, package_dir: Path, locks: Path) -> Path:
+        spec = self.spec
+        env = self.root / "envs" / spec["env_key"]
+        if (env / READY).exists():
+            return env
+        with locked(locks / f"env-{spec['env_key']}.lock"):
+            if (env / READY).exists():
+                return env
+            self._say(f"building environment {spec['env_key']} on this Ray node")
+            staging = env.with_name(f".{env.name}.building")
+            shutil.rmtree(staging, ignore_errors=True)
+            values = {
+                "{uv}": find_uv(),
+                "{python}": self._python(spec["python_version"]),
+                "{env}": str(staging),
+                "{requirements}": str(package_dir / "requirements.txt"),
+            }
+            for command in spec["commands"]:
+                self._tool([_fill(part, values) for part in command])
+            (staging / READY).write_text(json.dumps({"python": spec["python_version"]}))
+            shutil.rmtree(env, ignore_errors=True)
+            os.replace(staging, env)
+        return env
+
+    @staticmethod
+    def _python(version: str) -> str:
+        """This node's interpreter when it is ``version`` (the one Ray runs), else the version
+        for uv to find."""
+        own = f"{sys.version_info.major}.{sys.version_info.minor}"
+        return sys.executable if not version or version == own else version
+
+    def _tool(self, command: list[str]) -> None:
+        env = {
+            **os.environ,
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_NO_PROGRESS": "1",
+            "VIRTUAL_ENV": "",
+        }
+        with open(self.log_path, "ab") as out:
+            code = subprocess.run(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            ).returncode
+        if code != 0:
+            tool = " ".join(Path(part).name for part in command[:2])
+            raise RuntimeError(f"`{tool}` failed with exit code {code} while building")
+
+    def _drain(self, proc: subprocess.Popen[bytes], grace: float) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+
+        def kill() -> None:
+            if proc.poll() is None:
+                self._say(f"the runner did not drain within {grace:g} s; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
+        timer = threading.Timer(grace, kill)
+        timer.daemon = True
+        timer.start()
+
+    def _say(self, line: str) -> None:
+        with contextlib.suppress(OSError), open(self.log_path, "a") as out:
+            out.write(f"[orchard on the Ray node] {line}\n")
+
+    @staticmethod
+    def _exit_later(seconds: float) -> None:
+        def leave() -> None:
+            time.sleep(seconds)
+            os._exit(0)
+
+        threading.Thread(target=leave, daemon=True).start()
+
+
+def _fill(part: str, values: dict[str, str]) -> str:
+    for placeholder, value in values.items():
+        part = part.replace(placeholder, value)
+    return part
+
+
+# -- Ray tasks the driver runs inside the cluster ---------------------------------------------
+
+
+def cluster_config() -> dict[str, Any] | None:
+    """The autoscaler's node groups (name, resources, min and max nodes), or None when the
+    cluster has no autoscaler that publishes them."""
+    from ray._private.state import state  # type: ignore[import-not-found,unused-ignore]
+
+    config = state.get_cluster_config()
+    if config is None or not config.node_group_configs:
+        return None
+    return {
+        "groups": [
+            {
+                "name": group.name,
+                "resources": dict(group.resources),
+                "labels": dict(getattr(group, "labels", {}) or {}),
+                "min": int(group.min_count),
+                "max": int(group.max_count),
+            }
+            for group in config.node_group_configs
+        ]
+    }
+
+
+def request_resources(bundles: list[dict[str, float]], selectors: list[dict[str, str]]) -> None:
+    """Ask the cluster's autoscaler for room for ``bundles`` (replacing the last request)."""
+    from ray.autoscaler.sdk import (  # type: ignore[import-not-found,unused-ignore]
+        request_resources as ask,
+    )
+
+    ask(bundles=bundles, bundle_label_selectors=selectors)
