@@ -126,9 +126,9 @@ class RayLab:
 
         lab = RayLab(temp)
         lab.start_head()
-        a = lab.start_worker({"orchard.nodepool": "a"}, cpus=2, memory=2 * 2**30)
+        lab.start_worker({"orchard.nodepool": "a"}, cpus=2, memory=2 * 2**30, name="a")
         ...
-        lab.kill_node(a)        # as if its machine died
+        lab.kill_node("a")      # as if its machine died
         lab.stop()              # every process it started, by id; raises if one survives
     """
 
@@ -152,7 +152,7 @@ class RayLab:
 
     def env(self, **more: str) -> dict[str, str]:
         """The environment of Ray's nodes and clients: token auth, no usage reports, quick
-        detection of a dead node (1 s health checks, 3 misses)."""
+        detection of a dead node (1 s health checks, 3 misses), patience with a slow start."""
 
         return {
             **os.environ,
@@ -162,6 +162,7 @@ class RayLab:
             "RAY_health_check_period_ms": "1000",
             "RAY_health_check_timeout_ms": "1000",
             "RAY_health_check_failure_threshold": "3",
+            "RAY_raylet_start_wait_time_s": "180",  # a loaded 2-core machine is slow
             **more,
         }
 
@@ -173,6 +174,7 @@ class RayLab:
             "head",
             [
                 "--head",
+                "--node-ip-address=127.0.0.1",
                 f"--port={self.port}",
                 f"--ray-client-server-port={self.client_port}",
                 "--num-cpus=0",
@@ -192,11 +194,17 @@ class RayLab:
         memory: int = 2**30,
         name: str = "",
         env: dict[str, str] | None = None,
-    ) -> str:
-        """Start a worker node with ``labels``; its name (for :meth:`kill_node`)."""
+        auth_mode: bool = True,
+    ) -> float:
+        """Start a worker node with ``labels`` (named ``name``, for :meth:`kill_node`);
+        seconds it took. ``auth_mode=False`` leaves ``RAY_AUTH_MODE`` unset (the token file
+        is still there): such a node cannot join (``RuntimeError``)."""
         name = name or f"worker-{len(self.nodes)}"
         label_text = ",".join(f"{k}={v}" for k, v in labels.items())
-        self._start(
+        node_env = self.env(**(env or {}))
+        if not auth_mode:
+            node_env.pop("RAY_AUTH_MODE")
+        return self._start(
             name,
             [
                 f"--address={self.address}",
@@ -206,9 +214,8 @@ class RayLab:
                 "--object-store-memory=100000000",
                 f"--labels={label_text}",
             ],
-            self.env(**(env or {})),
+            node_env,
         )
-        return name
 
     def _start(self, name: str, args: list[str], env: dict[str, str]) -> float:
         before = self._namespace_pids()
@@ -222,6 +229,14 @@ class RayLab:
         if done.returncode != 0:
             raise RuntimeError(f"`ray start` of {name} failed:\n{done.stderr[-3000:]}")
         return took
+
+    def memory(self, name: str) -> int:
+        """Proportional set size (bytes) of node ``name``'s processes now."""
+        total = 0
+        for pid in self.node_processes(name):
+            with contextlib.suppress(psutil.Error):
+                total += psutil.Process(pid).memory_full_info().pss
+        return total
 
     def node_processes(self, name: str) -> list[int]:
         """The processes of node ``name`` now: those ``ray start`` left, and their

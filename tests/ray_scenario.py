@@ -38,7 +38,7 @@ from orchard.client.uploads import upload_model
 from orchard.providers.ray import RayClusterConfig
 from orchard.testing import RayLab, ServerThread
 from tests.conftest import Api
-from tests.resources import EXAMPLES, make_cluster, make_nodepool, ok
+from tests.resources import EXAMPLES, SUCCESS, make_cluster, make_nodepool, ok
 from tests.waiting import wait_for
 
 NAMESPACE = "orchard"
@@ -107,11 +107,15 @@ class Scenario:
                 "ListCloudRegions", service_pb2.ListCloudRegionsRequest(cloud_provider=ray_provider)
             )
         )
-        types = ok(
-            api.call(
-                "ListInstanceTypes",
-                service_pb2.ListInstanceTypesRequest(cloud_provider=ray_provider, region="lab"),
-            )
+        listing = service_pb2.ListInstanceTypesRequest(cloud_provider=ray_provider, region="lab")
+        # The server connects to the cluster when it starts; on a busy machine that can take
+        # longer than one call waits for it.
+        types = wait_for(
+            lambda: (
+                (answer := api.call("ListInstanceTypes", listing)).status.code == SUCCESS and answer
+            ),
+            timeout=180,
+            what="the Ray cluster's instance types",
         )
         self.report["regions"] = list(regions.regions)
         self.report["instance_types"] = {

@@ -29,12 +29,14 @@ from orchard.providers.base import (
 from orchard.providers.ray import (
     INSTALL,
     RayClusterConfig,
-    RayNode,
     RayProvider,
-    autoscaler_request,
-    check_fit,
     cluster_option,
     clusters_file,
+)
+from orchard.providers.ray_groups import (
+    RayNode,
+    autoscaler_request,
+    check_fit,
     node_groups,
     shape_of_resources,
 )

@@ -174,6 +174,10 @@ class Provider(abc.ABC):
         now, with the fix; "" when nothing is known to be wrong."""
         return ""
 
+    def start(self) -> None:
+        """Called once when the server starts (a provider may connect to what it drives)."""
+        return None
+
     def close(self) -> None:
         """Release what the provider holds for itself (connections, helper processes); called
         once when the server stops, after :meth:`shutdown`."""

@@ -15,11 +15,12 @@ address and any token stay on the server. What maps to what:
   node as a hard node affinity, which runs ``orchard.runners.serve`` on that node; packing is
   the orchestrator's (``disable_packing`` gives each replica a node of its own).
 
-Ray is driven from a child process per cluster (:mod:`~orchard.providers.ray_driver`): this
-module never imports Ray, and every method returns at once from what the driver last reported.
-A driver that stops answering for ``SILENCE`` seconds, or exits, marks its cluster unreachable
-(its nodepools' status is ERROR with the reason) and is started again with backoff; the actors
-it ran are adopted again when it is back. A node that dies loses its instance
+Ray is driven from a child process per cluster (:mod:`~orchard.providers.ray_driver`, kept
+running by :mod:`~orchard.providers.ray_link`): this module never imports Ray, and every method
+returns at once from what the driver last reported. A driver that stops answering, or exits,
+marks its cluster unreachable (its nodepools' status is ERROR with the reason) and is started
+again with backoff; the actors it ran are adopted again when it is back. Node groups and what
+they offer are :mod:`~orchard.providers.ray_groups`. A node that dies loses its instance
 (:meth:`~RayProvider.lost_instances`) and its replicas (reported ended with Ray's reason), which
 the orchestrator replaces on the pool's other nodes.
 
@@ -34,15 +35,13 @@ import contextlib
 import importlib.util
 import json
 import logging
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+import yaml
 
 from orchard import errors
 from orchard.providers.base import (
@@ -55,29 +54,23 @@ from orchard.providers.base import (
     ReplicaLaunch,
     ReplicaStatus,
 )
-from orchard.quantities import format_bytes, human_bytes
+from orchard.providers.ray_groups import (
+    GROUP_LABEL,
+    NodeGroup,
+    RayNode,
+    autoscaler_request,
+    check_fit,
+    instance_type_of,
+    node_groups,
+)
+from orchard.providers.ray_link import DriverLink, Event, Link, RayClusterConfig
+
+__all__ = ["RayClusterConfig", "RayProvider", "cluster_option", "clusters_file"]
 
 log = logging.getLogger(__name__)
 
-GROUP_LABEL = "orchard.nodepool"
-NODE_GROUP_LABEL = "ray.io/node-group"  # set by Ray's autoscaler and KubeRay
 INSTALL = "the ray provider needs Ray on this server: pip install 'orchard[ray]'"
 CONNECT_WAIT = 20.0  # how long a control-plane call waits for a cluster's first report
-SILENCE = 10.0  # a driver quiet this long means its cluster is unreachable
-MAX_BACKOFF = 30.0
-MIB = 2**20
-Event = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class RayClusterConfig:
-    """A Ray cluster this server may run replicas on; users name it as a compute cluster's
-    ``region``."""
-
-    name: str
-    address: str  # ray://HEAD:10001 (Ray Client), or HEAD:6379 from a machine that is a node
-    auth_token_file: Path | None = None  # the cluster's token, when it uses RAY_AUTH_MODE=token
-    namespace: str = "orchard"  # the Ray namespace of this server's actors (one per server)
 
 
 def cluster_option(text: str) -> RayClusterConfig:
@@ -98,8 +91,6 @@ def clusters_file(path: Path) -> list[RayClusterConfig]:
             namespace: orchard                             # optional
 
     ValueError naming the bad entry."""
-    import yaml
-
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -134,338 +125,12 @@ def ray_installed() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
-# -- what a cluster's nodes offer (pure) ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RayNode:
-    id: str
-    alive: bool
-    address: str
-    labels: Mapping[str, str]
-    resources: Mapping[str, float]
-
-    @classmethod
-    def of(cls, report: Mapping[str, Any]) -> RayNode:
-        return cls(
-            str(report["id"]),
-            bool(report["alive"]),
-            str(report.get("address", "")),
-            dict(report.get("labels") or {}),
-            dict(report.get("resources") or {}),
-        )
-
-    def group(self) -> tuple[str, str] | None:
-        """(label key, group name) of the node's group; None for a node in no group."""
-        for key in (GROUP_LABEL, NODE_GROUP_LABEL):
-            if self.labels.get(key):
-                return key, self.labels[key]
-        return None
-
-
-@dataclass(frozen=True)
-class NodeGroup:
-    name: str
-    label: str  # the label key whose value is ``name`` on the group's nodes
-    shape: ComputeShape
-    nodes: tuple[str, ...]  # live nodes, by id
-    min_nodes: int | None = None  # the autoscaler's bounds, when it has the group
-    max_nodes: int | None = None
-
-
-def shape_of_resources(resources: Mapping[str, float], labels: Mapping[str, str]) -> ComputeShape:
-    """A node's Ray resources as a shape: CPU, memory (whole MiB), GPUs and their type (the
-    ``accelerator_type:NAME`` resource, or the ``ray.io/accelerator-type`` label)."""
-    types = sorted(key.split(":", 1)[1] for key in resources if key.startswith("accelerator_type:"))
-    if not types and labels.get("ray.io/accelerator-type"):
-        types = [labels["ray.io/accelerator-type"]]
-    gpus = int(resources.get("GPU", 0))
-    return ComputeShape(
-        cpus=float(resources.get("CPU", 0)),
-        memory_bytes=int(resources.get("memory", 0)) // MIB * MIB,
-        num_accelerators=gpus,
-        accelerator_types=tuple(types) if gpus else (),
-    )
-
-
-def _smallest(shapes: list[ComputeShape]) -> ComputeShape:
-    return ComputeShape(
-        cpus=min(s.cpus for s in shapes),
-        memory_bytes=min(s.memory_bytes for s in shapes),
-        num_accelerators=min(s.num_accelerators for s in shapes),
-        accelerator_types=tuple(sorted({t for s in shapes for t in s.accelerator_types})),
-    )
-
-
-def node_groups(nodes: list[RayNode], config: Mapping[str, Any] | None) -> dict[str, NodeGroup]:
-    """The cluster's node groups: labelled live nodes, and the autoscaler's node types (from
-    ``config``, the driver's ``config`` event) even when none of their nodes is up."""
-    members: dict[str, tuple[str, list[RayNode]]] = {}
-    for node in nodes:
-        group = node.group() if node.alive else None
-        if group is not None:
-            members.setdefault(group[1], (group[0], []))[1].append(node)
-    declared = {g["name"]: g for g in (config or {}).get("groups", [])}
-    groups = {}
-    for name in sorted(set(members) | set(declared)):
-        label, live = members.get(name, (NODE_GROUP_LABEL, []))
-        spec = declared.get(name)
-        if live:
-            shape = _smallest([shape_of_resources(n.resources, n.labels) for n in live])
-        else:
-            assert spec is not None
-            shape = shape_of_resources(spec.get("resources", {}), spec.get("labels", {}))
-        groups[name] = NodeGroup(
-            name,
-            label,
-            shape,
-            tuple(sorted(n.id for n in live)),
-            None if spec is None else int(spec.get("min", 0)),
-            None if spec is None else int(spec.get("max", 0)),
-        )
-    return groups
-
-
-def instance_type_of(group: NodeGroup) -> InstanceTypeInfo:
-    shape = group.shape
-    parts = [f"{shape.cpus:g} CPU", human_bytes(shape.memory_bytes)]
-    if shape.num_accelerators:
-        parts.append(f"{shape.num_accelerators} x {'/'.join(shape.accelerator_types) or 'GPU'}")
-    nodes = f"{len(group.nodes)} live node(s)"
-    if group.max_nodes is not None:
-        nodes += f", autoscaled {group.min_nodes}..{group.max_nodes}"
-    return InstanceTypeInfo(
-        id=group.name,
-        description=f"a node of Ray group {group.name} ({', '.join(parts)}; {nodes})",
-        shape=shape,
-    )
-
-
-def check_fit(shape: ComputeShape, group: NodeGroup) -> list[tuple[str, str]]:
-    """Why an instance of ``shape`` is not a node of ``group``: what it promises must be what a
-    node of the group offers, or less."""
-    offer = group.shape
-    problems = []
-    if shape.cpus > offer.cpus:
-        problems.append(
-            (
-                "cpu_limit",
-                f"{shape.cpus:g} CPUs requested but a node of Ray group {group.name!r} has "
-                f"{offer.cpus:g}; lower cpu_limit",
-            )
-        )
-    if shape.memory_bytes > offer.memory_bytes:
-        problems.append(
-            (
-                "cpu_memory",
-                f"{human_bytes(shape.memory_bytes)} requested but a node of Ray group "
-                f"{group.name!r} has {human_bytes(offer.memory_bytes)} "
-                f"({format_bytes(offer.memory_bytes)}); lower cpu_memory",
-            )
-        )
-    if shape.num_accelerators > offer.num_accelerators:
-        problems.append(
-            (
-                "num_accelerators",
-                f"{shape.num_accelerators} GPU(s) requested but a node of Ray group "
-                f"{group.name!r} has {offer.num_accelerators}; lower num_accelerators",
-            )
-        )
-    return problems
-
-
-def autoscaler_request(
-    pools: list[NodepoolInfo],
-    held: Mapping[str, int],
-    short: set[str],
-    groups: Mapping[str, NodeGroup],
-) -> tuple[list[dict[str, float]], list[dict[str, str]]]:
-    """What to ask the autoscaler for: per nodepool, a node of its shape for each instance it
-    should have (``min_instances``, or the instances it holds plus one it could not start),
-    never more than ``max_instances``; each bundle selects the pool's group by its label."""
-    bundles: list[dict[str, float]] = []
-    selectors: list[dict[str, str]] = []
-    for pool in sorted(pools, key=lambda p: p.pool):
-        group = groups.get(pool.instance_type)
-        if group is None:
-            continue
-        wanted = held.get(pool.pool, 0) + (1 if pool.pool in short else 0)
-        count = min(pool.max_instances, max(pool.min_instances, wanted))
-        bundle = {"CPU": pool.shape.cpus, "memory": float(pool.shape.memory_bytes)}
-        if pool.shape.num_accelerators:
-            bundle["GPU"] = float(pool.shape.num_accelerators)
-        bundles += [bundle] * count
-        selectors += [{group.label: group.name}] * count
-    return bundles, selectors
-
-
-# -- the driver process -----------------------------------------------------------------------
-
-
-class Link(Protocol):
-    """The provider's line to one cluster's driver."""
-
-    problem: str  # why the cluster cannot be used now ("" when it can)
-
-    def start(self) -> None: ...
-
-    def send(self, command: Event) -> None: ...
-
-    def close(self, grace: float) -> None: ...
-
-
-class DriverLink:
-    """A driver process for one cluster, kept running: started again with backoff when it
-    exits, and reported unreachable while it is gone or silent. Events go to ``on_event``
-    (from the link's own thread), with two of the link's own: ``spawned`` (a new driver waits
-    for its first commands) and ``down`` (``reason``)."""
-
-    def __init__(
-        self, config: RayClusterConfig, logs: Path, on_event: Callable[[Event], None]
-    ) -> None:
-        self.config, self.on_event = config, on_event
-        self.log_path = logs / f"ray-{config.name}.log"
-        self.problem = ""
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._write = threading.Lock()
-        self._closing = threading.Event()
-        self._heard = time.monotonic()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._keep_running, daemon=True, name=f"ray-{self.config.name}"
-            )
-            self._thread.start()
-            threading.Thread(target=self._watch_silence, daemon=True).start()
-
-    def send(self, command: Event) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None:
-            return
-        with self._write, contextlib.suppress(OSError, ValueError):
-            proc.stdin.write(json.dumps(command).encode() + b"\n")
-            proc.stdin.flush()
-
-    def close(self, grace: float) -> None:
-        """Tell the driver to stop its replicas (up to ``grace``) and end; kill it after."""
-        self._closing.set()
-        proc = self._proc
-        if proc is None:
-            return
-        self.send({"op": "exit", "grace": grace})
-        with contextlib.suppress(OSError):
-            if proc.stdin is not None:
-                proc.stdin.close()
-        try:
-            proc.wait(timeout=grace + 20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "orchard.providers.ray_driver",
-            "--address",
-            self.config.address,
-            "--namespace",
-            self.config.namespace,
-        ]
-
-    def _env(self) -> dict[str, str]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if self.config.auth_token_file is not None:
-            env["RAY_AUTH_MODE"] = "token"
-            env["RAY_AUTH_TOKEN_PATH"] = str(self.config.auth_token_file)
-        return env
-
-    def _keep_running(self) -> None:
-        failures = 0
-        while not self._closing.is_set():
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "ab") as err:
-                self._proc = subprocess.Popen(
-                    self._command(),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=err,
-                    env=self._env(),
-                    start_new_session=True,
-                )
-            self._heard = time.monotonic()
-            self.on_event({"event": "spawned"})
-            hello = self._read(self._proc)
-            code = self._proc.wait()
-            if self._closing.is_set():
-                break
-            failures = 0 if hello else failures + 1
-            delay = min(MAX_BACKOFF, 2.0 ** max(0, failures - 1))
-            self.problem = (
-                f"the Ray cluster {self.config.name!r} at {self.config.address} is not "
-                f"reachable (its driver exited with code {code}; next try in {delay:g} s): "
-                f"{self._last_error()}"
-            )
-            self.on_event({"event": "down", "reason": self.problem})
-            log.warning("%s", self.problem)
-            self._closing.wait(delay)
-
-    def _read(self, proc: subprocess.Popen[bytes]) -> bool:
-        """Events until the driver's output ends; whether it ever connected."""
-        assert proc.stdout is not None
-        hello = False
-        for raw in proc.stdout:
-            try:
-                event = json.loads(raw)
-            except ValueError:
-                continue
-            self._heard = time.monotonic()
-            if event.get("event") == "hello":
-                hello = True
-            if event.get("event") in ("hello", "nodes"):
-                self.problem = ""
-            self.on_event(event)
-        return hello
-
-    def _watch_silence(self) -> None:
-        while not self._closing.wait(1.0):
-            quiet = time.monotonic() - self._heard
-            proc = self._proc
-            if proc is not None and proc.poll() is None and quiet > SILENCE:
-                if not self.problem:
-                    log.warning("the Ray cluster %r stopped answering", self.config.name)
-                self.problem = (
-                    f"the Ray cluster {self.config.name!r} at {self.config.address} is not "
-                    f"reachable: no answer for {quiet:.0f} s"
-                )
-
-    def _last_error(self) -> str:
-        try:
-            with open(self.log_path, "rb") as handle:
-                handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, handle.tell() - 8192))
-                lines = handle.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return "no output"
-        useful = [line.strip() for line in lines if line.strip()]
-        errors_only = [line for line in useful if "Error" in line or "error" in line]
-        return (errors_only or useful or ["no output"])[-1][:500]
-
-
-# -- the provider ---------------------------------------------------------------------------
-
-
 @dataclass
 class _Cluster:
     config: RayClusterConfig
     link: Link
     nodes: list[RayNode] | None = None  # the last report (None before the first)
-    config_report: Mapping[str, Any] | None = None
-    config_known: bool = False
+    config_report: Mapping[str, Any] | None = None  # the autoscaler's node groups, if any
     ready: threading.Event = field(default_factory=threading.Event)
     demand: tuple[Any, ...] = ()
 
@@ -520,6 +185,13 @@ class RayProvider(Provider):
         self._replicas: dict[str, _Replica] = {}
         self._lost: list[tuple[str, str]] = []
         self._closed = False
+
+    def start(self) -> None:
+        """Connect to every configured cluster now, so that the first user of one does not
+        wait for it."""
+        if self._installed:
+            for name in self._configs:
+                self._cluster(name)
 
     # -- catalogue and checks ----------------------------------------------------------------
 
@@ -612,8 +284,9 @@ class RayProvider(Provider):
         if cluster.nodes is None or cluster.link.problem:
             raise errors.ProviderUnavailable(
                 cluster.link.problem
-                or f"the Ray cluster {region!r} at {cluster.config.address} did not answer "
-                f"within {CONNECT_WAIT:g} s; check that it is up"
+                or f"Orchard is still connecting to the Ray cluster {region!r} at "
+                f"{cluster.config.address} (no answer within {CONNECT_WAIT:g} s; it keeps "
+                "trying); try again shortly, and check that the cluster is up"
             )
         return cluster
 
@@ -630,7 +303,7 @@ class RayProvider(Provider):
                 self._forget_dead_nodes(name, cluster.nodes)
                 cluster.ready.set()
             elif kind == "config":
-                cluster.config_report, cluster.config_known = event.get("config"), True
+                cluster.config_report = event.get("config")
             elif kind == "output":
                 self._write_output(event["id"], event["text"])
             elif kind == "ended":

@@ -322,13 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     wire = Wire()
     commands: queue.Queue[dict[str, Any]] = queue.Queue()
     threading.Thread(target=read_commands, args=(commands,), daemon=True).start()
+    began = time.monotonic()
     ray.init(
         address=args.address,
         namespace=args.namespace,
         logging_level=logging.WARNING,
         log_to_driver=False,
     )
-    wire.send("hello", ray=ray.__version__)
+    took = time.monotonic() - began
+    log.info("connected to %s in %.1f s", args.address, took)
+    wire.send("hello", ray=ray.__version__, connect_s=round(took, 2))
     driver = Driver(wire, args.namespace)
     while not driver.done_exiting():
         deadline = time.monotonic() + TICK

@@ -258,6 +258,8 @@ class OrchardServer:
         self.local_address = self._listen_locally(server)
         await server.start()
         self._grpc = server
+        for provider in self.runtime.providers.all():
+            provider.start()
         await self.builds.resume()
         if self.settings.default_cluster:
             with self.store.session() as session:
