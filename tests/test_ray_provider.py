@@ -17,7 +17,9 @@ import grpc
 import psutil
 import pytest
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+from click.testing import CliRunner
 
+from orchard.cli.main import cli
 from orchard.providers import ray as ray_provider
 from orchard.providers.base import (
     ComputeShape,
@@ -323,6 +325,14 @@ def test_missing_nodes_without_an_autoscaler_are_the_pool_status(rig: Rig) -> No
 
 
 # -- the server's refusals ---------------------------------------------------------------------
+
+
+def test_orchard_serve_refuses_a_malformed_ray_cluster(tmp_path: Path) -> None:
+    answer = CliRunner().invoke(
+        cli, ["serve", "--home", str(tmp_path), "--ray-cluster", "ray://h:10001"]
+    )
+    assert answer.exit_code != 0
+    assert "is not NAME=ADDRESS, e.g. prod=ray://10.0.0.5:10001" in answer.output
 
 
 def test_the_server_refuses_a_ray_cluster_it_cannot_use(tmp_path: Path, monkeypatch) -> None:

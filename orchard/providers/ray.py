@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 
 INSTALL = "the ray provider needs Ray on this server: pip install 'orchard[ray]'"
 CONNECT_WAIT = 20.0  # how long a control-plane call waits for a cluster's first report
+ACTOR_EXIT_AFTER = 60.0  # an actor whose runner ended and that nobody killed leaves then
 
 
 def cluster_option(text: str) -> RayClusterConfig:
@@ -462,6 +463,7 @@ class RayProvider(Provider):
                 "env_key": bundle.env_key,
                 "python_version": bundle.python_version,
                 "commands": [list(c) for c in bundle.commands],
+                "exit_after": ACTOR_EXIT_AFTER,
             }
             self._replicas[launch.id] = _Replica(launch, held.cluster)
             cluster.link.send(

@@ -167,9 +167,12 @@ class Driver:
         tracked.kill_at = time.monotonic() + grace + KILL_MARGIN
 
     def begin_exit(self, grace: float) -> None:
+        """Stop every replica; a second call (the end of input after an ``exit``) never
+        shortens the first one's grace."""
         for replica_id in list(self.tracked):
             self.stop(replica_id, grace)
-        self.exiting_until = time.monotonic() + grace + KILL_MARGIN
+        until = time.monotonic() + grace + KILL_MARGIN
+        self.exiting_until = max(until, self.exiting_until or until)
 
     # -- each tick -----------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ call just waits for the same end): ``{"code": exit code or None, "reason": why}`
 :meth:`ReplicaActor.stop` asks the runner to drain (SIGTERM) and kills it when the grace is
 over. The runner dies with the actor's process (``PR_SET_PDEATHSIG``), so a Ray worker that is
 killed leaves no runner behind. An actor whose runner has ended and that nobody killed (its
-server is gone) exits by itself after ``exit_after`` seconds.
+server is gone) exits by itself after ``exit_after`` seconds (when its spec says).
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ class ReplicaActor:
                 self._result = {"code": None, "reason": f"its start on the Ray node failed: {exc}"}
             finally:
                 self._done.set()
-                self._exit_later(float(self.spec.get("exit_after", 60.0)))
+                if self.spec.get("exit_after") is not None:
+                    self._exit_later(float(self.spec["exit_after"]))
         self._done.wait()
         return self._result
 
