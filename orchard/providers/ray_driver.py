@@ -107,7 +107,12 @@ class Driver:
         if op == "adopt":
             self.adopt(set(command["ids"]))
         elif op == "start":
-            self.start(command)
+            try:
+                self.start(command)
+            except Exception as exc:  # the replica ends; the driver goes on
+                log.exception("could not start %s", command["spec"]["id"])
+                reason = f"Ray refused to start it: {first_lines(str(exc))}"
+                self.wire.send("ended", id=command["spec"]["id"], code=None, reason=reason)
         elif op == "stop":
             self.stop(command["id"], float(command["grace"]))
         elif op == "demand":
