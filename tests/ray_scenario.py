@@ -11,8 +11,10 @@ The scenario: a deployment of the echo example spanning nodepools ``pa`` (group 
 (group b) places one replica on each group's node (Ray's own view of its actors); it serves
 predict, generate and stream; the cluster made unreachable for a while (its head paused) marks
 the nodepools ERROR with the reason while predictions go on, and READY again once it is back;
-node b killed (every process of it, as if its machine died) loses its replica, which is replaced
-on node a while unary calls keep succeeding; deleting the deployment leaves no actor.
+Orchard's Ray driver killed does the same, and the driver started again adopts the same
+actors; node b killed (every process of it, as if its machine died) loses its replica, which
+is replaced on node a while unary calls keep succeeding; deleting the deployment leaves no
+actor.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import ray
 from clarifai_grpc.grpc.api import resources_pb2 as r
 from clarifai_grpc.grpc.api import service_pb2
@@ -241,6 +244,36 @@ class Scenario:
         )
         self.report["unreachable"] = {"status": seen["pa"][1], "served_meanwhile": served}
 
+    def driver_restart(self, api: Api, model: Model) -> None:
+        """Orchard's Ray driver killed: the nodepools say so, the replicas keep serving, and
+        the driver started again adopts the same actors (none is replaced)."""
+        before = self.actors()
+        drivers = [
+            p
+            for p in psutil.Process().children(recursive=True)
+            if "orchard.providers.ray_driver" in " ".join(p.cmdline())
+        ]
+        for driver in drivers:
+            driver.kill()
+        seen = wait_for(
+            lambda: (s := self.statuses(api)) and s["pa"][0] == ERROR and s,
+            timeout=30,
+            what="nodepools in ERROR once the driver is gone",
+        )
+        served = model.predict_by_bytes(b"still", input_type="text").outputs[0].data.text.raw
+        wait_for(
+            lambda: all(v[0] == READY for v in self.statuses(api).values()),
+            timeout=120,
+            what="nodepools READY with a new driver",
+        )
+        wait_for(lambda: self.live(api) == 2, timeout=60, what="two live replicas")
+        self.report["driver_restart"] = {
+            "drivers_killed": len(drivers),
+            "status": seen["pa"][1],
+            "served_meanwhile": served,
+            "same_actors": self.actors() == before,
+        }
+
     def node_death(self, api: Api, model: Model) -> None:
         """Node b killed while unary calls run in a loop: none may fail (the SDK retries what
         the server answers while the deployment recovers), and the lost replica comes back on
@@ -298,6 +331,7 @@ class Scenario:
         self.placement(api)
         self.shapes(model)
         self.unreachable(api, model)
+        self.driver_restart(api, model)
         self.node_death(api, model)
         self.delete(api)
 

@@ -442,6 +442,9 @@ def test_a_deployment_on_a_real_ray_cluster(tmp_path: Path) -> None:
     }
     assert "is not reachable" in report["unreachable"]["status"]
     assert report["unreachable"]["served_meanwhile"] == "still"
+    restart = report["driver_restart"]
+    assert restart["drivers_killed"] == 1 and "its driver exited" in restart["status"]
+    assert restart["served_meanwhile"] == "still" and restart["same_actors"]
     death = report["node_death"]
     assert death["placed"] == ["a", "a"] and death["calls_failed"] == 0, death
     assert report["actors_after_delete"] == []
