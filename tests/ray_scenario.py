@@ -144,6 +144,9 @@ class Scenario:
             ],
         )
         self.report["too_big_refused"] = too_big.status.description
+        make_nodepool(api, "rc", "pmin", instance_types=[{"id": "b"}], min_instances=2)
+        self.report["statuses"] = {k: v[1] for k, v in self.statuses(api).items()}
+        ok(api.call("DeleteNodepools", compute_cluster_id="rc", ids=["pmin"]))
 
     def deploy(self, api: Api) -> Model:
         assert self.server is not None

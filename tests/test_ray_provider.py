@@ -312,14 +312,14 @@ def test_a_dead_node_loses_its_instance_and_an_unreachable_cluster_is_a_problem(
     assert lost == instance.id and "Ray node n1 of group a is gone" in why
     assert rig.provider.lost_instances() == []
     rig.link.problem = "the Ray cluster 'lab' at ray://... is not reachable: no answer for 10 s"
-    assert rig.provider.problem("lab", "u/cc/pa") == rig.link.problem
+    assert rig.provider.problem(pool("pa", "a")) == rig.link.problem
     with pytest.raises(NoCapacity, match="not reachable"):
         rig.provider.start_instance("u/cc/pa", ComputeShape(2, GIB))
 
 
 def test_missing_nodes_without_an_autoscaler_are_the_pool_status(rig: Rig) -> None:
-    rig.provider.set_nodepools([pool("pa", "a", minimum=2)])
-    problem = rig.provider.problem("lab", "u/cc/pa")
+    assert rig.provider.problem(pool("pa", "a", minimum=1)) == ""
+    problem = rig.provider.problem(pool("pa", "a", minimum=2))
     assert "wants 2 node(s) of Ray group 'a' but the Ray cluster 'lab' has 1" in problem
     assert "ray start --address=... --labels orchard.nodepool=a" in problem
 
@@ -434,6 +434,9 @@ def test_a_deployment_on_a_real_ray_cluster(tmp_path: Path) -> None:
     assert report["regions"] == ["lab"]
     assert report["instance_types"] == {"a": ["2", "2Gi"], "b": ["2", "2Gi"]}
     assert "64 CPUs requested but a node of Ray group 'a' has 2" in report["too_big_refused"]
+    statuses = report["statuses"]
+    assert statuses["pa"] == statuses["pb"] == ""  # READY
+    assert "wants 2 node(s) of Ray group 'b' but the Ray cluster 'lab' has 1" in statuses["pmin"]
     assert sorted(report["placed"]) == ["a", "b"]
     assert report["shapes"] == {
         "predict": "hello",

@@ -169,9 +169,10 @@ class Provider(abc.ABC):
         that may or may not be in the catalogue) of ``shape`` in ``region``."""
         return self.check_shape(shape)
 
-    def problem(self, region: str, pool: str) -> str:
-        """Why nodepool ``pool`` ("user/cluster/nodepool") in ``region`` cannot run replicas
-        now, with the fix; "" when nothing is known to be wrong."""
+    def problem(self, pool: NodepoolInfo) -> str:
+        """Why nodepool ``pool`` cannot run replicas now (its machines are unreachable, or
+        fewer than its ``min_instances``), with the fix; "" when nothing is known to be
+        wrong."""
         return ""
 
     def start(self) -> None:

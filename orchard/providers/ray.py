@@ -237,16 +237,15 @@ class RayProvider(Provider):
             ]
         return check_fit(shape, group)
 
-    def problem(self, region: str, pool: str) -> str:
-        if region not in self._configs or not self._installed:
-            return self.check_region(region)
-        cluster = self._cluster(region)
+    def problem(self, pool: NodepoolInfo) -> str:
+        if pool.region not in self._configs or not self._installed:
+            return self.check_region(pool.region)
+        cluster = self._cluster(pool.region)
         if cluster.link.problem:
             return cluster.link.problem
-        info = self._pools.get(pool)
-        if info is None or cluster.nodes is None:
+        if cluster.nodes is None:
             return ""
-        return self._missing_nodes(cluster, info)
+        return self._missing_nodes(cluster, pool)
 
     def _missing_nodes(self, cluster: _Cluster, info: NodepoolInfo) -> str:
         group = cluster.groups().get(info.instance_type)

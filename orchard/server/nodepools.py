@@ -49,7 +49,7 @@ def _problem(row: NodepoolRow, providers: ProviderRegistry) -> str:
     provider = providers.get(cluster.cloud_provider)
     if provider is None:
         return f"provider {cluster.cloud_provider!r} is not a provider of this server any more"
-    return provider.problem(cluster.region, f"{row.user_id}/{row.compute_cluster_id}/{row.id}")
+    return provider.problem(service.info_of(row))
 
 
 def _cluster_id(request_cluster: str, np: resources_pb2.Nodepool, where: str) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from orchard import errors
 from orchard.configs import ComputeInfoSpec, InstanceTypeSpec, NodepoolSpec, ensure_id
 from orchard.providers import ComputeShape, Provider, ProviderRegistry
+from orchard.providers.base import NodepoolInfo
 from orchard.quantities import byte_count, cpu_count
 from orchard.services.common import Page, only_one
 from orchard.store.models import (
@@ -66,6 +67,19 @@ def shape_of(info: ComputeInfoSpec) -> ComputeShape:
         accelerator_memory_bytes=byte_count(info.accelerator_memory)
         if info.accelerator_memory
         else 0,
+    )
+
+
+def info_of(row: NodepoolRow) -> NodepoolInfo:
+    """The nodepool as its provider knows nodepools."""
+    item = row.spec["instance_types"][0]
+    return NodepoolInfo(
+        pool=f"{row.user_id}/{row.compute_cluster_id}/{row.id}",
+        region=row.compute_cluster.region,
+        instance_type=str(item.get("id", "")),
+        shape=shape_of(ComputeInfoSpec(**item["compute_info"])),
+        min_instances=row.min_instances,
+        max_instances=row.max_instances,
     )
 
 
