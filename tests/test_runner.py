@@ -132,7 +132,7 @@ async def test_generate_item_streams_outputs_then_its_end(fake, launch, echo_cls
     generate = request(echo_cls, "generate", text="one two three")
     await stream.send(protocol.start("g1", protocol.SERVER_STREAM, generate))
     responses = await stream.until_end_of("g1")
-    assert [text_of(r) for r in responses] == ["one", "two", "three"]
+    assert [text_of(r) for r in responses] == ["one ", "two ", "three"]
 
 
 async def test_stream_item_takes_next_requests_until_input_end(fake, launch, echo_cls):
