@@ -24,6 +24,9 @@ class PackageStore:
         self.incoming = root / "incoming"
         for folder in (self.blobs, self.unpacked, self.incoming):
             folder.mkdir(parents=True, exist_ok=True)
+        # A digest names its content, so a package read once is the package for good (the
+        # orchestrator asks for its deployments' packages every round).
+        self._loaded: dict[str, Package] = {}
 
     def blob(self, digest: str) -> Path:
         return self.blobs / f"{digest}.tar.gz"
@@ -32,7 +35,9 @@ class PackageStore:
         return Upload(self, self.incoming / f"{upload_id}.part")
 
     def unpacked_package(self, digest: str) -> Package:
-        """The package's files (extracted on first use; later calls reuse them)."""
+        """The package's files (extracted and read on first use; later calls reuse them)."""
+        if (known := self._loaded.get(digest)) is not None:
+            return known
         target = self.unpacked / digest
         if not target.is_dir():
             staging = Path(tempfile.mkdtemp(dir=self.unpacked, prefix=f".{digest[:12]}-"))
@@ -42,7 +47,8 @@ class PackageStore:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-        return load_package(target)
+        package = self._loaded[digest] = load_package(target)
+        return package
 
 
 class Upload:
