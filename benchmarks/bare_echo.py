@@ -48,24 +48,17 @@ async def stream(
         yield answer(request.inputs[0].data.text.raw)
 
 
-async def main() -> None:
-    def codec(name: str) -> dict[str, object]:
-        return {
-            "request_deserializer": request_class(name).FromString,
-            "response_serializer": response_class(name).SerializeToString,
-        }
-
-    handlers = {
-        "PostModelOutputs": grpc.unary_unary_rpc_method_handler(
-            predict, **codec("PostModelOutputs")
-        ),
-        "GenerateModelOutputs": grpc.unary_stream_rpc_method_handler(
-            generate, **codec("GenerateModelOutputs")
-        ),
-        "StreamModelOutputs": grpc.stream_stream_rpc_method_handler(
-            stream, **codec("StreamModelOutputs")
-        ),
+def codec(name: str) -> dict[str, object]:
+    """The (de)serializers of V2 method ``name``, for a method handler."""
+    return {
+        "request_deserializer": request_class(name).FromString,
+        "response_serializer": response_class(name).SerializeToString,
     }
+
+
+async def serve_until_stdin_closes(handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    """Serve ``handlers`` (V2 method name: handler) on a free loopback port, print
+    ``port N``, and stop when standard input closes."""
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
@@ -75,6 +68,22 @@ async def main() -> None:
     print(f"port {port}", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await server.stop(1)
+
+
+async def main() -> None:
+    await serve_until_stdin_closes(
+        {
+            "PostModelOutputs": grpc.unary_unary_rpc_method_handler(
+                predict, **codec("PostModelOutputs")
+            ),
+            "GenerateModelOutputs": grpc.unary_stream_rpc_method_handler(
+                generate, **codec("GenerateModelOutputs")
+            ),
+            "StreamModelOutputs": grpc.stream_stream_rpc_method_handler(
+                stream, **codec("StreamModelOutputs")
+            ),
+        }
+    )
 
 
 if __name__ == "__main__":

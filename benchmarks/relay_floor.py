@@ -29,12 +29,12 @@ from pathlib import Path
 
 import grpc
 import psutil
-from bare_echo import answer
+from bare_echo import answer, codec, serve_until_stdin_closes
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from common import start_server, stop_server
 from dataplane import deploy_noop, start_bare
 
-from orchard.wire import SERVICE, callable_for, request_class, response_class
+from orchard.wire import callable_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,29 +67,16 @@ async def relay_server() -> None:
         finally:
             reader.cancel()
 
-    def codec(name: str) -> dict[str, object]:
-        return {
-            "request_deserializer": request_class(name).FromString,
-            "response_serializer": response_class(name).SerializeToString,
+    await serve_until_stdin_closes(
+        {
+            "PostModelOutputs": grpc.unary_unary_rpc_method_handler(
+                predict, **codec("PostModelOutputs")
+            ),
+            "ProcessRunnerItems": grpc.stream_stream_rpc_method_handler(
+                work, **codec("ProcessRunnerItems")
+            ),
         }
-
-    handlers = {
-        "PostModelOutputs": grpc.unary_unary_rpc_method_handler(
-            predict, **codec("PostModelOutputs")
-        ),
-        "ProcessRunnerItems": grpc.stream_stream_rpc_method_handler(
-            work, **codec("ProcessRunnerItems")
-        ),
-    }
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
     )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(f"port {port}", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    await server.stop(1)
 
 
 async def relay_runner(port: int) -> None:
