@@ -79,6 +79,7 @@ from orchard.providers.base import (
 )
 from orchard.services import logs
 from orchard.services.builds import env_commands, runtime_copy
+from orchard.services.models import VersionRef
 from orchard.services.packages import PackageStore
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class Replica:
     id: str
     deployment: tuple[str, str]
     plan_pool: PoolPlan
-    version_id: str
+    version: VersionRef
     instance: Instance
     request: Resources
     exclusive: bool
@@ -510,7 +511,7 @@ class Orchestrator:
             id=replica_id,
             deployment=plan.key,
             plan_pool=pool,
-            version_id=plan.version.version_id,
+            version=plan.version,
             instance=instance,
             request=plan.request,
             exclusive=plan.autoscale.disable_packing,
@@ -633,23 +634,21 @@ class Orchestrator:
         self, plan: DeploymentPlan, message: str, pool: PoolPlan | None = None
     ) -> None:
         pool = pool or plan.pools[0]
-        self._record(plan.key, plan.version.model_id, plan.version.version_id, pool, message)
+        self._record(plan.key, plan.version, pool, message)
 
     def _event(self, replica: Replica, message: str) -> None:
-        plan = next((p for p in self._plans if p.key == replica.deployment), None)
-        model_id = plan.version.model_id if plan is not None else ""
-        self._record(replica.deployment, model_id, replica.version_id, replica.plan_pool, message)
+        self._record(replica.deployment, replica.version, replica.plan_pool, message)
 
     def _record(
-        self, key: tuple[str, str], model_id: str, version_id: str, pool: PoolPlan, message: str
+        self, key: tuple[str, str], version: VersionRef, pool: PoolPlan, message: str
     ) -> None:
         stamped = f"{time.strftime('%H:%M:%S')} {message}"
         self._state(key).events.append(stamped)
         log.info("deployment %s: %s", key[1], message)
         ref = logs.LogRef(
             key[0],
-            model_id,
-            version_id,
+            version.model_id,
+            version.version_id,
             logs.EVENTS,
             pool.key.compute_cluster_id,
             pool.key.nodepool_id,
@@ -669,11 +668,10 @@ class Orchestrator:
             return
         replica.log_offset += end
         lines = data[:end].decode("utf-8", "replace").splitlines()[-LOG_LINES_PER_ROUND:]
-        plan = next((p for p in self._plans if p.key == replica.deployment), None)
         ref = logs.LogRef(
             replica.deployment[0],
-            plan.version.model_id if plan is not None else "",
-            replica.version_id,
+            replica.version.model_id,
+            replica.version.version_id,
             logs.RUNNER,
             replica.plan_pool.key.compute_cluster_id,
             replica.plan_pool.key.nodepool_id,
@@ -727,7 +725,7 @@ def _still_wanted(replica: Replica, plan: DeploymentPlan) -> bool:
     return (
         pool is not None
         and pool.runner_id == replica.plan_pool.runner_id
-        and replica.version_id == plan.version.version_id
+        and replica.version == plan.version
     )
 
 
