@@ -46,8 +46,9 @@ class Resource(BaseClient):
         self.proto: Any = proto if proto is not None else self._local_proto(resource_id, kwargs)
 
     def _local_proto(self, resource_id: str, fields: dict[str, Any]) -> Message:
+        proto_class: Any = self.PROTO  # a generated message class: fields by keyword
         try:
-            return self.PROTO(id=resource_id, **fields)
+            return proto_class(id=resource_id, **fields)
         except (TypeError, ValueError) as exc:
             raise errors.UserError(
                 f"{type(self).__name__}: {exc}; pass only fields of {self.PROTO.DESCRIPTOR.name}"
