@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchard.providers.base import ComputeShape, NoCapacity, ReplicaLaunch, ReplicaStatus
-from orchard.providers.gpus import Device, NoDevice, assign_devices
+from orchard.providers.gpus import Device
 from orchard.providers.inventory import Gpu, HostInventory
 from orchard.providers.local import LocalProvider
 from tests.waiting import wait_for
@@ -79,6 +79,17 @@ def test_memory_and_gpus_are_not_promised_twice(provider: LocalProvider) -> None
 
 
 SHOW = "import os; print(sorted(os.sched_getaffinity(0)), repr(os.environ['CUDA_VISIBLE_DEVICES']))"
+STAY = SHOW[:-1] + ", flush=True); import time; time.sleep(60)"  # shows, then keeps its GPUs
+
+
+def line_of(replica: ReplicaLaunch) -> str:
+    """The line a replica printed, once it is whole."""
+
+    def whole_line() -> str:
+        text = replica.log_path.read_text() if replica.log_path.exists() else ""
+        return text.strip() if text.endswith("\n") else ""
+
+    return wait_for(whole_line, timeout=30, what=f"the line of {replica.id}")
 
 
 def test_a_replica_runs_on_its_instance_cpus_and_gets_whole_gpus(
@@ -86,19 +97,19 @@ def test_a_replica_runs_on_its_instance_cpus_and_gets_whole_gpus(
 ) -> None:
     shape = ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=2)
     instance = provider.start_instance("u/cc/g", shape)
-    first = launch(tmp_path, instance.id, SHOW + "; import time; time.sleep(60)", accelerators=1)
+    first = launch(tmp_path, instance.id, STAY, accelerators=1)
     second = launch(tmp_path, instance.id, SHOW, accelerators=1)
     cpu_only = launch(tmp_path, instance.id, SHOW)
     for replica in (first, second, cpu_only):
         provider.start_replica(replica)
-    with pytest.raises(NoCapacity, match=r"1 GPU.* requested but the instance has 0 free"):
+    with pytest.raises(NoCapacity, match=r"1 whole GPU requested; GPU 0 is held whole by a rep"):
         provider.start_replica(launch(tmp_path, instance.id, "pass", accelerators=1))
     for replica in (second, cpu_only):
         status = wait_for(lambda r=replica: ended(provider, r.id), timeout=30, what="an exit")
         assert status.exit_code == 0
     assert second.log_path.read_text().strip() == "[0] '1'"  # device 0 is the first's
     assert cpu_only.log_path.read_text().strip() == "[0] ''"  # no GPU for a CPU-only replica
-    wait_for(lambda: "'0'" in first.log_path.read_text(), timeout=30, what="the first's line")
+    assert line_of(first) == "[0] '0'"
     # the second's device is free again once it exited
     again = launch(tmp_path, instance.id, SHOW + " ", accelerators=1)
     provider.start_replica(again)
@@ -113,8 +124,51 @@ def test_a_replica_never_gets_a_gpu_it_does_not_fit(
         "u/cc/g", ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=1)
     )
     huge = launch(tmp_path, instance.id, "pass", accelerators=1, accelerator_memory_bytes=200 * GIB)
-    with pytest.raises(NoCapacity, match=r"of at least 200\.0 GiB.*1 free, 1 of them too small"):
+    with pytest.raises(NoCapacity) as refused:
         provider.start_replica(huge)
+    assert str(refused.value) == (
+        f"instance {instance.id}: 1 GPU with 200 GiB free requested; GPU 0 has 140 GiB free; "
+        "lower the model's inference_compute_info.accelerator_memory or use an instance type "
+        "with larger GPUs"
+    )
+
+
+def test_replicas_that_state_gpu_memory_share_a_device_and_a_whole_one_gets_another(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    shape = ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=2)
+    instance = provider.start_instance("u/cc/g", shape)
+    first, second, third = (
+        launch(
+            tmp_path,
+            instance.id,
+            STAY + " " * n,
+            accelerators=1,
+            accelerator_memory_bytes=40 * GIB,
+        )
+        for n in range(3)
+    )
+    whole = launch(tmp_path, instance.id, STAY, accelerators=1)
+    for replica in (first, second, whole):
+        provider.start_replica(replica)
+    assert [line_of(r) for r in (first, second, whole)] == ["[0] '0'", "[0] '0'", "[0] '1'"]
+    assert provider.devices(instance.id) == (
+        Device(0, 140 * GIB, 80 * GIB, sharers=2),
+        Device(1, 140 * GIB, held=True),
+    )
+    big = launch(tmp_path, instance.id, "pass", accelerators=1, accelerator_memory_bytes=70 * GIB)
+    with pytest.raises(NoCapacity) as refused:
+        provider.start_replica(big)
+    assert str(refused.value) == (
+        f"instance {instance.id}: 1 GPU with 70 GiB free requested; GPU 0 has 60 GiB free "
+        "(shared by 2 replicas), GPU 1 is held whole by a replica; it fits once replicas on "
+        "these GPUs end, or on another instance"
+    )
+    provider.stop_replica(first.id, grace=5.0)
+    wait_for(lambda: ended(provider, first.id), timeout=30, what="the first's exit")
+    assert provider.devices(instance.id)[0] == Device(0, 140 * GIB, 40 * GIB, sharers=1)
+    provider.start_replica(third)  # the first's share is free again
+    assert line_of(third) == "[0] '0'"
 
 
 def test_a_replica_on_no_instance_is_refused(provider: LocalProvider, tmp_path: Path) -> None:
@@ -172,37 +226,3 @@ def test_shutdown_stops_every_replica(provider: LocalProvider, tmp_path: Path) -
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # reaped: not even a zombie is left
-
-
-@pytest.mark.parametrize(
-    ("devices", "count", "memory", "expected"),
-    [
-        ([Device(0, 80 * GIB), Device(1, 80 * GIB)], 0, 0, ()),
-        ([Device(1, 80 * GIB), Device(0, 80 * GIB)], 1, 0, (0,)),
-        ([Device(0, 80 * GIB, held=True), Device(1, 80 * GIB)], 1, 0, (1,)),
-        ([Device(0, 40 * GIB), Device(1, 80 * GIB), Device(2, 80 * GIB)], 2, 60 * GIB, (1, 2)),
-    ],
-)
-def test_assign_devices(devices: list[Device], count: int, memory: int, expected: tuple) -> None:
-    assert assign_devices(devices, count, memory) == expected
-
-
-@pytest.mark.parametrize(
-    ("devices", "count", "memory", "message"),
-    [
-        ([Device(0, 80 * GIB)], 2, 0, "2 GPU(s) requested but the instance has 1"),
-        ([Device(0, 80 * GIB, held=True)], 1, 0, "1 GPU(s) requested but the instance has 0 free"),
-        (
-            [Device(0, 40 * GIB)],
-            1,
-            60 * GIB,
-            "of at least 60.0 GiB requested but the instance has 1 free, 1 of them too small",
-        ),
-    ],
-)
-def test_assign_devices_refuses(
-    devices: list[Device], count: int, memory: int, message: str
-) -> None:
-    with pytest.raises(NoDevice) as refused:
-        assign_devices(devices, count, memory)
-    assert message in str(refused.value)

@@ -1,4 +1,4 @@
-"""Placement (pure): scheduling choices, packing, priority groups, removals."""
+"""Placement (pure): scheduling choices, packing, priority groups, GPUs, removals."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from orchard.orchestration.placement import (
     place,
 )
 from orchard.providers.base import ComputeShape
+from orchard.providers.gpus import Device
 
 GIB = 2**30
 SMALL = ComputeShape(cpus=4, memory_bytes=16 * GIB)
@@ -48,8 +49,9 @@ def inst(
     used: Resources | None = None,
     replicas: int = 0,
     exclusive: bool = False,
+    devices: tuple[Device, ...] | None = None,
 ) -> InstanceView:
-    return InstanceView(id, shape, used or Resources(0, 0), replicas, exclusive)
+    return InstanceView(id, shape, used or Resources(0, 0), replicas, exclusive, devices)
 
 
 def pool(
@@ -401,14 +403,158 @@ def test_several_replicas_consume_capacity() -> None:
 
 
 def test_accelerators_are_counted() -> None:
-    gpu_pool = pool("g", GPU, can_add=1, instances=(inst("g-1", GPU, res(1, 8, 1), 1),))
+    held = (Device(0, 0, held=True),)
+    gpu_pool = pool(
+        "g", GPU, can_add=1, instances=(inst("g-1", GPU, res(1, 8, 1), 1, devices=held),)
+    )
     result = plan([gpu_pool], count=2, request=res(1, 8, 1))
     assert where(result) == [
         ("g", "new-1", True),
         "no nodepool of deployment dep has room for "
         "1 CPU / 8 GiB / 1 accelerator: raise max_instances of nodepool cc/g or use a larger "
-        "instance type",
+        "instance type (1 whole GPU wanted; instance g-1 of cc/g: GPU 0 is held whole by a "
+        "replica; instance new-1 of cc/g: GPU 0 is held whole by a replica)",
     ]
+
+
+# -- GPUs ----------------------------------------------------------------------------------
+
+ONE_80 = ComputeShape(
+    cpus=16, memory_bytes=64 * GIB, num_accelerators=1, accelerator_memory_bytes=80 * GIB
+)
+TWO_80 = ComputeShape(
+    cpus=16, memory_bytes=64 * GIB, num_accelerators=2, accelerator_memory_bytes=80 * GIB
+)
+
+
+def gpu(gib: float, count: int = 1) -> Resources:
+    """A replica of 1 CPU, 4 GiB and ``count`` GPUs of ``gib`` each (0: memory unknown)."""
+    return Resources(1, 4 * GIB, count, int(gib * GIB))
+
+
+def shared(index: int, used_gib: float, sharers: int, memory_gib: float = 80) -> Device:
+    return Device(index, int(memory_gib * GIB), int(used_gib * GIB), sharers)
+
+
+def devices_after(result: PlacementPlan, instance_id: str) -> tuple[Device, ...] | None:
+    (after,) = result.nodepools
+    return next(i.devices for i in after.instances if i.id == instance_id)
+
+
+def test_with_packing_replicas_that_state_gpu_memory_share_a_device() -> None:
+    result = plan([pool("g", ONE_80, can_add=2)], count=3, request=gpu(40))
+    assert where(result) == [("g", "new-1", True), ("g", "new-1", True), ("g", "new-2", True)]
+    assert [p.devices for p in result.placements] == [(0,), (0,), (0,)]
+    assert devices_after(result, "new-1") == (shared(0, 80, 2),)
+    assert devices_after(result, "new-2") == (shared(0, 40, 1),)
+
+
+def test_a_replica_of_unknown_gpu_memory_holds_whole_devices() -> None:
+    result = plan([pool("g", TWO_80, can_add=1)], count=3, request=gpu(0))
+    assert where(result)[:2] == [("g", "new-1", True), ("g", "new-1", True)]
+    assert [p.devices for p in result.placements[:2]] == [(0,), (1,)]
+    assert where(result)[2] == (
+        "no nodepool of deployment dep has room for 1 CPU / 4 GiB / 1 accelerator: raise "
+        "max_instances of nodepool cc/g or use a larger instance type (1 whole GPU wanted; "
+        "instance new-1 of cc/g: GPU 0 is held whole by a replica, GPU 1 is held whole by a "
+        "replica)"
+    )
+
+
+def test_without_packing_a_replica_that_states_gpu_memory_shares_nothing() -> None:
+    result = plan([pool("g", ONE_80, can_add=2)], count=2, request=gpu(40), disable_packing=True)
+    assert where(result) == [("g", "new-1", True), ("g", "new-2", True)]
+    assert devices_after(result, "new-1") == (Device(0, 80 * GIB, held=True),)
+    # An instance whose device is partly taken is not empty: it takes no such replica.
+    half = inst("g-1", ONE_80, res(1, 4, 1), 1, devices=(shared(0, 40, 1),))
+    refused = plan(
+        [pool("g", ONE_80, can_add=0, instances=(half,))], request=gpu(40), disable_packing=True
+    )
+    assert where(refused) == [
+        "no nodepool of deployment dep has room for 1 CPU / 4 GiB / 1 accelerator with 40 GiB: "
+        "raise max_instances of nodepool cc/g or use a larger instance type (disable_packing is "
+        "true: each replica needs an instance of its own)"
+    ]
+
+
+def test_a_replica_that_does_not_fit_the_shared_device_goes_to_another_nodepool() -> None:
+    busy = inst("a-1", ONE_80, res(2, 8, 2), 2, devices=(shared(0, 70, 2),))
+    first = pool("a", ONE_80, priority=9, can_add=0, instances=(busy,))
+    assert where(plan([first, pool("b", ONE_80, priority=1)], request=gpu(40))) == [
+        ("b", "new-1", True)
+    ]
+    assert where(plan([first, pool("b", ONE_80, priority=1)], request=gpu(10))) == [
+        ("a", "a-1", False)
+    ]
+    assert where(plan([first], request=gpu(40))) == [
+        "no nodepool of deployment dep has room for 1 CPU / 4 GiB / 1 accelerator with 40 GiB: "
+        "raise max_instances of nodepool cc/a or use a larger instance type (1 GPU with 40 GiB "
+        "free wanted; instance a-1 of cc/a: GPU 0 has 10 GiB free (shared by 2 replicas))"
+    ]
+
+
+def test_whole_and_shared_replicas_never_take_each_others_devices() -> None:
+    mixed = (shared(0, 40, 1), Device(1, 80 * GIB, held=True))
+    instance = inst("g-1", TWO_80, res(2, 8, 2), 2, devices=mixed)
+    nodepool = pool("g", TWO_80, can_add=0, instances=(instance,))
+    assert where(plan([nodepool], request=gpu(40))) == [("g", "g-1", False)]
+    assert plan([nodepool], request=gpu(40)).placements[0].devices == (0,)
+    for request in (gpu(0), gpu(50)):
+        (reason,) = where(plan([nodepool], request=request))
+        assert isinstance(reason, str)
+        assert "GPU 0 has 40 GiB free (shared by 1 replica), GPU 1 is held whole" in reason
+
+
+def test_gpu_packing_fills_the_fullest_device_that_fits() -> None:
+    quarter = inst("i-1", ONE_80, res(1, 4, 1), 1, devices=(shared(0, 20, 1),))
+    most = inst("i-2", ONE_80, res(1, 4, 1), 1, devices=(shared(0, 50, 1),))
+    too_full = inst("i-3", ONE_80, res(1, 4, 1), 1, devices=(shared(0, 70, 1),))
+    nodepool = pool("g", ONE_80, instances=(quarter, most, too_full))
+    assert where(plan([nodepool], request=gpu(20))) == [("g", "i-2", False)]
+    # Inside an instance: the shared device before the empty one, and the fuller of two.
+    two = inst("t-1", TWO_80, res(2, 8, 2), 2, devices=(Device(0, 80 * GIB), shared(1, 10, 1)))
+    assert plan([pool("t", TWO_80, instances=(two,))], request=gpu(20)).placements[0].devices == (
+        1,
+    )
+    three = (shared(0, 10, 1), shared(1, 50, 1))
+    fuller = inst("t-1", TWO_80, res(2, 8, 2), 2, devices=three)
+    assert plan([pool("t", TWO_80, instances=(fuller,))], request=gpu(20)).placements[
+        0
+    ].devices == (1,)
+
+
+def test_a_replica_of_several_gpus_shares_each_of_them() -> None:
+    result = plan([pool("g", TWO_80, can_add=2)], count=3, request=gpu(30, count=2))
+    assert where(result) == [("g", "new-1", True), ("g", "new-1", True), ("g", "new-2", True)]
+    assert [p.devices for p in result.placements] == [(0, 1)] * 3
+    assert devices_after(result, "new-1") == (shared(0, 60, 2), shared(1, 60, 2))
+
+
+def test_a_gpu_smaller_than_the_replica_asks_is_never_used() -> None:
+    result = plan([pool("g", ONE_80, can_add=5)], request=gpu(100))
+    assert where(result) == [
+        "a replica of deployment dep needs 1 CPU / 4 GiB / 1 accelerator with 100 GiB, more "
+        "than an empty instance of any of its nodepools holds (cc/g: 16 CPUs / 64 GiB / 1 "
+        "accelerator with 80 GiB); use a larger instance type or lower the model's "
+        "inference_compute_info"
+    ]
+
+
+def test_a_type_that_does_not_state_gpu_memory_plans_one_shared_replica_per_device() -> None:
+    unknown = ComputeShape(cpus=16, memory_bytes=64 * GIB, num_accelerators=1)
+    result = plan([pool("g", unknown, can_add=2)], count=2, request=gpu(40))
+    assert where(result) == [("g", "new-1", True), ("g", "new-2", True)]
+    # Once the provider says what the device has, it is shared.
+    known = inst("g-1", unknown, res(1, 4, 1), 1, devices=(shared(0, 40, 1),))
+    assert where(plan([pool("g", unknown, instances=(known,))], request=gpu(40))) == [
+        ("g", "g-1", False)
+    ]
+
+
+def test_utilization_and_fullness_count_gpus_by_the_share_taken() -> None:
+    half = inst("g-1", ONE_80, res(1, 4, 1), 1, devices=(shared(0, 40, 1),))
+    assert half.fullness == 0.5
+    assert pool("g", ONE_80, instances=(half, inst("g-2", ONE_80))).utilization == 0.25
 
 
 # -- resources -----------------------------------------------------------------------------
@@ -417,6 +563,8 @@ def test_accelerators_are_counted() -> None:
 def test_resources_from_compute_info_prefer_requests() -> None:
     limits = ComputeInfoSpec(cpu_limit="2", cpu_memory="3Gi", num_accelerators=1)
     assert Resources.from_compute_info(limits) == Resources(2.0, 3 * GIB, 1)
+    gpu_memory = ComputeInfoSpec(cpu_limit="2", num_accelerators=1, accelerator_memory="40Gi")
+    assert Resources.from_compute_info(gpu_memory) == Resources(2.0, 0, 1, 40 * GIB)
     requests = ComputeInfoSpec(
         cpu_limit="2", cpu_memory="3Gi", cpu_requests="500m", cpu_memory_requests="512Mi"
     )
@@ -429,6 +577,10 @@ def test_resources_describe() -> None:
     assert Resources(0.5, 1536 * 2**20, 2).describe() == "0.5 CPUs / 1.5 GiB / 2 accelerators"
     assert Resources(2, 100 * 2**20).describe() == "2 CPUs / 100 MiB"
     assert Resources(2, 1000).describe() == "2 CPUs / 1000 bytes"
+    assert (
+        Resources(1, GIB, 2, 40 * GIB).describe()
+        == "1 CPU / 1 GiB / 2 accelerators with 40 GiB each"
+    )
 
 
 def test_fractional_cpus_fit_exactly() -> None:

@@ -28,6 +28,7 @@ from orchard.providers.base import (
     ReplicaBundle,
     ReplicaLaunch,
 )
+from orchard.providers.gpus import Device, GpuNeed
 from orchard.providers.ray import (
     INSTALL,
     RayClusterConfig,
@@ -39,6 +40,7 @@ from orchard.providers.ray_groups import (
     RayNode,
     autoscaler_request,
     check_fit,
+    gpu_request,
     node_groups,
     shape_of_resources,
 )
@@ -125,6 +127,24 @@ def test_the_autoscaler_is_asked_for_min_instances_or_one_more_than_held() -> No
     assert selectors == [{"orchard.nodepool": "a"}] * 2 + [{"ray.io/node-group": "b"}]
 
 
+@pytest.mark.parametrize(
+    ("count", "gib", "device_gib", "need", "num_gpus"),
+    [
+        (1, 40, 80, GpuNeed(1, 40 * GIB, shared=True), 0.5),
+        (1, 1, 3, GpuNeed(1, GIB, shared=True), 0.3334),  # rounded up to Ray's step
+        (1, 80, 80, GpuNeed(1, 80 * GIB, shared=True), 1),
+        (1, 40, 0, GpuNeed(1, 40 * GIB), 1),  # the nodepool does not say what a GPU has
+        (1, 0, 80, GpuNeed(1, 0), 1),  # the model does not say what it needs
+        (2, 40, 80, GpuNeed(2, 40 * GIB), 2),  # Ray shares only one device
+        (0, 0, 80, GpuNeed(0, 0), 0),
+    ],
+)
+def test_a_replica_asks_ray_for_a_fraction_of_one_gpu_or_whole_gpus(
+    count: int, gib: int, device_gib: int, need: GpuNeed, num_gpus: float
+) -> None:
+    assert gpu_request(count, gib * GIB, device_gib * GIB) == (need, num_gpus)
+
+
 def test_settings_name_clusters_on_the_command_line_or_in_a_file(tmp_path: Path) -> None:
     assert cluster_option("prod=ray://10.0.0.5:10001") == RayClusterConfig(
         "prod", "ray://10.0.0.5:10001"
@@ -200,7 +220,7 @@ class Rig:
             }
         )
 
-    def launch(self, replica_id: str, instance_id: str) -> ReplicaLaunch:
+    def launch(self, replica_id: str, instance_id: str, **gpus: int) -> ReplicaLaunch:
         bundle = ReplicaBundle(
             server="127.0.0.1:7600",
             package=self.tmp_path / "p.tar.gz",
@@ -220,6 +240,7 @@ class Rig:
             self.tmp_path / "logs" / f"{replica_id}.log",
             cpus=1.0,
             bundle=bundle,
+            **gpus,
         )
 
 
@@ -287,6 +308,33 @@ def test_a_replica_is_an_actor_on_its_instance_node(rig: Rig) -> None:
     assert (status.running, status.exit_code) == (False, 1)
     assert rig.provider.poll() == []  # forgotten once reported
     assert (rig.tmp_path / "logs" / "r1.log").read_text() == "loading\n"
+
+
+def test_replicas_that_state_gpu_memory_share_a_gpu_of_their_node(rig: Rig) -> None:
+    shape = ComputeShape(2, GIB, num_accelerators=1, accelerator_memory_bytes=80 * GIB)
+    instance = rig.provider.start_instance("u/cc/pa", shape)
+    for replica_id in ("r1", "r2"):
+        rig.provider.start_replica(
+            rig.launch(replica_id, instance.id, accelerators=1, accelerator_memory_bytes=40 * GIB)
+        )
+    assert [start["resources"]["num_gpus"] for start in rig.link.ops("start")] == [0.5, 0.5]
+    assert rig.provider.devices(instance.id) == (Device(0, 80 * GIB, 80 * GIB, sharers=2),)
+    with pytest.raises(NoCapacity) as refused:
+        rig.provider.start_replica(
+            rig.launch("r3", instance.id, accelerators=1, accelerator_memory_bytes=40 * GIB)
+        )
+    assert str(refused.value) == (
+        f"instance {instance.id}: 1 GPU with 40 GiB free requested; GPU 0 has 0 B free "
+        "(shared by 2 replicas); it fits once replicas on these GPUs end, or on another instance"
+    )
+    assert len(rig.link.ops("start")) == 2  # Ray was not asked
+    rig.on_event({"event": "ended", "id": "r1", "code": 0, "reason": ""})
+    rig.provider.start_replica(  # r1's share is free again
+        rig.launch("r3", instance.id, accelerators=1, accelerator_memory_bytes=40 * GIB)
+    )
+    with pytest.raises(NoCapacity, match=r"1 whole GPU requested; GPU 0 has 0 B free \(shared"):
+        rig.provider.start_replica(rig.launch("r4", instance.id, accelerators=1))
+    assert [start["resources"]["num_gpus"] for start in rig.link.ops("start")] == [0.5] * 3
 
 
 def test_stopping_is_idempotent_and_survives_a_new_driver(rig: Rig) -> None:

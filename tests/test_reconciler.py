@@ -25,6 +25,14 @@ from orchard.providers.base import (
     ReplicaLaunch,
     ReplicaStatus,
 )
+from orchard.providers.gpus import (
+    Device,
+    GpuNeed,
+    SharesDevices,
+    assign_devices,
+    devices_of,
+    take_devices,
+)
 from orchard.services.models import VersionRef
 
 GIB = 2**30
@@ -170,7 +178,10 @@ class Clock:
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Any:
-    provider = ScriptedProvider()
+    return make_rig(tmp_path, ScriptedProvider())
+
+
+def make_rig(tmp_path: Path, provider: ScriptedProvider) -> Any:
     dispatcher = ScriptedDispatcher()
     store = ScriptedStore([plan(tmp_path)])
     clock = Clock()
@@ -326,3 +337,86 @@ async def test_replicas_carry_what_another_machine_needs(rig: Any, tmp_path: Pat
     assert install[-2:] == ("grpcio==1", "--offline") and "{requirements}" in install
     assert (bundle.runtime / "orchard" / "runners" / "serve.py").exists()
     assert launch.cpus == 0.5
+
+
+# -- GPUs ------------------------------------------------------------------------------------
+
+
+def on_gpus(
+    deployment: DeploymentPlan, gib: int, device_gib: int, **autoscale: Any
+) -> DeploymentPlan:
+    """The deployment with replicas of one GPU of ``gib`` (0: unknown) on a nodepool whose
+    instances have one GPU of ``device_gib`` (0: not stated)."""
+    shape = ComputeShape(
+        cpus=2, memory_bytes=GIB, num_accelerators=1, accelerator_memory_bytes=device_gib * GIB
+    )
+    return replace(
+        with_autoscale(deployment, **autoscale),
+        pools=(replace(deployment.pools[0], shape=shape),),
+        request=Resources(0.5, GIB // 4, 1, gib * GIB),
+    )
+
+
+async def test_replicas_that_state_gpu_memory_share_a_gpu(rig: Any) -> None:
+    provider, _, store, _, _, orchestrator = rig
+    store.plans = [on_gpus(store.plans[0], 40, 80, min_replicas=3, max_replicas=3)]
+    await orchestrator.round()
+    assert [launch.instance_id for launch in provider.launched] == ["i-1", "i-1", "i-2"]
+    assert {(x.accelerators, x.accelerator_memory_bytes) for x in provider.launched} == {
+        (1, 40 * GIB)
+    }
+    (view,) = orchestrator._nodepool_views(store.plans[0])
+    assert [i.devices for i in view.instances] == [
+        (Device(0, 80 * GIB, 80 * GIB, sharers=2),),
+        (Device(0, 80 * GIB, 40 * GIB, sharers=1),),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("gib", "autoscale"),
+    [(40, {"disable_packing": True}), (0, {})],
+    ids=["packing-disabled", "memory-unknown"],
+)
+async def test_without_packing_or_a_stated_memory_a_replica_holds_its_gpu(
+    rig: Any, gib: int, autoscale: dict[str, Any]
+) -> None:
+    provider, _, store, _, _, orchestrator = rig
+    store.plans = [on_gpus(store.plans[0], gib, 80, min_replicas=3, max_replicas=3, **autoscale)]
+    await orchestrator.round()
+    assert [launch.instance_id for launch in provider.launched] == ["i-1", "i-2"]
+    (view,) = orchestrator._nodepool_views(store.plans[0])
+    assert [i.devices for i in view.instances] == [(Device(0, 80 * GIB, held=True),)] * 2
+    assert any("raise max_instances of nodepool cc/np" in e for e in store.events())
+
+
+class SharingProvider(ScriptedProvider, SharesDevices):
+    """Assigns the GPUs of its instances (one of 80 GiB each) by the rules, as the local
+    provider does, and reports them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holds: dict[str, tuple[str, tuple[int, ...], GpuNeed]] = {}
+
+    def devices(self, instance_id: str) -> tuple[Device, ...]:
+        devices = devices_of(1, 80 * GIB)
+        for held_on, indices, need in self.holds.values():
+            if held_on == instance_id:
+                devices = take_devices(devices, indices, need)
+        return devices
+
+    def start_replica(self, launch: ReplicaLaunch) -> None:
+        need = GpuNeed.of(launch.accelerators, launch.accelerator_memory_bytes)
+        indices = assign_devices(self.devices(launch.instance_id), need)
+        self.holds[launch.id] = (launch.instance_id, indices, need)
+        super().start_replica(launch)
+
+
+async def test_placement_plans_on_the_gpus_the_provider_reports(tmp_path: Path) -> None:
+    provider, _, store, _, _, orchestrator = make_rig(tmp_path, SharingProvider())
+    # The nodepool does not state its GPU memory: a new instance is planned for one replica.
+    store.plans = [on_gpus(store.plans[0], 40, 0, min_replicas=1)]
+    await orchestrator.round()
+    store.plans = [on_gpus(store.plans[0], 40, 0, min_replicas=2)]
+    await orchestrator.round()
+    # The provider says the device has 80 GiB, 40 of them free: the second shares it.
+    assert [launch.instance_id for launch in provider.launched] == ["i-1", "i-1"]

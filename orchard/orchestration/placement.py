@@ -2,14 +2,16 @@
 
 The caller describes each nodepool the deployment may use (``NodepoolView``: priority, the
 shape and price of its instance type, spot or on-demand, how many more instances it may
-start, its instances with what they already hold) and what one replica requests
-(``Resources``). ``place`` answers, for each replica to add, "on existing instance X of
+start, its instances with what they already hold: CPUs and memory, and each GPU with what
+holds it) and what one replica requests (``Resources``, with its accelerators' count and
+memory). ``place`` answers, for each replica to add, "on existing instance X of
 nodepool N", "on a new instance of nodepool N" or "unplaceable, because ..., fix: ...".
 ``choose_removals`` answers which replicas to stop and which instances that leaves empty.
 
 Placement policy, replica by replica (each one sees the capacity the earlier ones took):
 
-1. A nodepool whose instance type cannot hold one replica even when empty is never used.
+1. A nodepool whose instance type cannot hold one replica even when empty (its CPUs, memory,
+   number of GPUs or, where the type states it, GPU memory) is never used.
 2. A nodepool *can take* the replica when one of its instances has room for it (see
    packing below) or it may start another instance.
 3. Priority groups: nodepools are grouped by ``deployment_nodepools`` priority, higher
@@ -42,6 +44,14 @@ Placement policy, replica by replica (each one sees the capacity the earlier one
    that disabled packing (``InstanceView.exclusive``) takes no other replica. With
    ``disable_packing: true`` each replica gets an instance of its own: an existing empty one
    if there is one, else a new one; that instance then counts as exclusive.
+6. GPUs. An instance has room for a replica only when its devices can be assigned to it by
+   the rules of :mod:`orchard.providers.gpus`, the ones the provider assigns by: with packing,
+   a replica that states ``accelerator_memory`` takes that much of each of its devices and
+   shares them with others like it while their memory together fits (the fullest device that
+   fits first); a replica whose memory is unknown, or whose deployment disables packing, holds
+   its devices whole and gets only devices nothing holds. An instance's fullness counts its
+   GPUs by the share of them taken. Each placement names the devices planned
+   (``Placement.devices``).
 
 New instances started by one call get placeholder ids ``new-1``, ``new-2`` ... per nodepool
 (skipping ids its instances already have). Every placement on such an instance has
@@ -54,9 +64,13 @@ by nodepool key, instance id and replica id. Instances these removals leave empt
 reported for release, keeping at least the nodepool's ``min_instances`` instances.
 
 Caveats. A nodepool has one instance type (``NodepoolView.shape``); the provider's room is
-the caller's business (it lowers ``can_add``). Fit is checked on CPUs, memory and
-accelerator count, not on accelerator memory or type. Price is the instance type's price,
-not a replica's share of it.
+the caller's business (it lowers ``can_add``). Accelerator type is not checked (the
+nodepool's type names what its instances have). The GPUs of an existing instance are what the
+caller says (``InstanceView.devices``, from the provider where it reports them); a new
+instance's are its type's, so when the type does not state ``accelerator_memory`` each of its
+devices is planned to take one shared replica, and more once the provider reports the real
+memory. Scale-down leaves the GPUs of the instances as they were (which devices a replica held
+is the provider's). Price is the instance type's price, not a replica's share of it.
 """
 
 from __future__ import annotations
@@ -67,6 +81,15 @@ from dataclasses import dataclass, replace
 
 from orchard.configs import ComputeInfoSpec
 from orchard.providers.base import ComputeShape
+from orchard.providers.gpus import (
+    Device,
+    GpuNeed,
+    choose_devices,
+    describe_devices,
+    devices_of,
+    gpu_load,
+    take_devices,
+)
 from orchard.quantities import byte_count, cpu_count
 
 SCHEDULING_UNSET = 0
@@ -99,15 +122,22 @@ def _memory_text(count: int) -> str:
 
 @dataclass(frozen=True)
 class Resources:
-    """CPUs, memory and accelerators: what a replica requests or an instance holds."""
+    """CPUs, memory and accelerators: what a replica requests or an instance holds.
+
+    ``accelerator_memory_bytes`` is a size per accelerator, not a quantity (what each of a
+    replica's devices must have free, what each of a shape's devices has; 0: unknown): sums
+    and differences leave it 0."""
 
     cpus: float
     memory_bytes: int
     accelerators: int = 0
+    accelerator_memory_bytes: int = 0
 
     @classmethod
     def of_shape(cls, shape: ComputeShape) -> Resources:
-        return cls(shape.cpus, shape.memory_bytes, shape.num_accelerators)
+        return cls(
+            shape.cpus, shape.memory_bytes, shape.num_accelerators, shape.accelerator_memory_bytes
+        )
 
     @classmethod
     def from_compute_info(cls, info: ComputeInfoSpec) -> Resources:
@@ -119,7 +149,16 @@ class Resources:
             cpu_count(cpus) if cpus else 0.0,
             byte_count(memory) if memory else 0,
             info.num_accelerators,
+            byte_count(info.accelerator_memory) if info.accelerator_memory else 0,
         )
+
+    def host(self) -> Resources:
+        """Its CPUs and memory alone."""
+        return Resources(self.cpus, self.memory_bytes)
+
+    def gpus(self, packing: bool) -> GpuNeed:
+        """Its accelerators as a GPU need (shared when ``packing`` and the memory is known)."""
+        return GpuNeed.of(self.accelerators, self.accelerator_memory_bytes, packing)
 
     def __add__(self, other: Resources) -> Resources:
         return Resources(
@@ -159,6 +198,9 @@ class Resources:
         )
         if self.accelerators:
             text += f" / {self.accelerators} accelerator{'' if self.accelerators == 1 else 's'}"
+            if self.accelerator_memory_bytes:
+                each = " each" if self.accelerators > 1 else ""
+                text += f" with {_memory_text(self.accelerator_memory_bytes)}{each}"
         return text
 
 
@@ -167,21 +209,51 @@ _NOTHING = Resources(0.0, 0)
 
 @dataclass(frozen=True)
 class InstanceView:
-    """A running instance of a nodepool and what its replicas (of any deployment) use."""
+    """A running instance of a nodepool and what its replicas (of any deployment) use: CPUs
+    and memory in ``used``, GPUs device by device in ``devices``."""
 
     id: str
     shape: ComputeShape
     used: Resources = _NOTHING
     replicas: int = 0
     exclusive: bool = False  # holds a replica of a deployment that disabled packing
+    devices: tuple[Device, ...] | None = None  # its GPUs and what holds them; None: the shape's
+
+    @property
+    def gpus(self) -> tuple[Device, ...]:
+        """Its GPUs with what holds them (``devices``, else its shape's, none held)."""
+        if self.devices is not None:
+            return self.devices
+        return devices_of(self.shape.num_accelerators, self.shape.accelerator_memory_bytes)
 
     @property
     def free(self) -> Resources:
-        return Resources.of_shape(self.shape) - self.used
+        """The CPUs and memory no replica uses (GPUs: :attr:`gpus`)."""
+        return Resources.of_shape(self.shape).host() - self.used.host()
 
     @property
     def fullness(self) -> float:
-        return self.used.share_of(Resources.of_shape(self.shape))
+        """The largest fraction of its CPUs, its memory or its GPUs in use."""
+        host = self.used.host().share_of(Resources.of_shape(self.shape).host())
+        return max(host, gpu_load(self.gpus))
+
+    def room(self, request: Resources, need: GpuNeed) -> tuple[int, ...] | None:
+        """The devices a replica of ``request`` would get here; None when it does not fit."""
+        if not request.host().fits_in(self.free):
+            return None
+        return choose_devices(self.gpus, need)
+
+    def taken(
+        self, request: Resources, need: GpuNeed, devices: tuple[int, ...], exclusive: bool
+    ) -> InstanceView:
+        """This instance once a replica of ``request`` runs on it, holding ``devices``."""
+        return replace(
+            self,
+            used=self.used + request,
+            replicas=self.replicas + 1,
+            exclusive=self.exclusive or exclusive,
+            devices=take_devices(self.gpus, devices, need) if need.count else self.devices,
+        )
 
 
 @dataclass(frozen=True)
@@ -203,11 +275,13 @@ class NodepoolView:
 
     @property
     def utilization(self) -> float:
+        """The largest fraction of the CPUs, memory or GPUs of its instances in use."""
         used, total = _NOTHING, _NOTHING
+        gpus = [d for instance in self.instances for d in instance.gpus]
         for instance in self.instances:
-            used += instance.used
-            total += Resources.of_shape(instance.shape)
-        return used.share_of(total)
+            used += instance.used.host()
+            total += Resources.of_shape(instance.shape).host()
+        return max(used.share_of(total), gpu_load(gpus))
 
 
 @dataclass(frozen=True)
@@ -218,6 +292,7 @@ class Placement:
     instance_id: str | None
     new_instance: bool
     reason: str
+    devices: tuple[int, ...] = ()  # the instance's GPUs it is planned to get
 
     @property
     def placed(self) -> bool:
@@ -271,32 +346,72 @@ _RANKINGS: dict[int, Callable[[NodepoolView], tuple[object, ...]]] = {
 }
 
 
-def _slot(np: NodepoolView, request: Resources, disable_packing: bool) -> InstanceView | None:
-    """The existing instance of ``np`` the replica would go to, if any."""
+def _open(instance: InstanceView, disable_packing: bool) -> bool:
+    """Whether ``instance`` may take another replica of the deployment at all."""
+    return not instance.exclusive and not (disable_packing and instance.replicas)
+
+
+def _slot(
+    np: NodepoolView, request: Resources, need: GpuNeed, disable_packing: bool
+) -> tuple[InstanceView, tuple[int, ...]] | None:
+    """The existing instance of ``np`` the replica would go to, if any, with its devices."""
+    rooms = []
+    for instance in np.instances:
+        devices = instance.room(request, need) if _open(instance, disable_packing) else None
+        if devices is not None:
+            rooms.append((instance, devices))
     if disable_packing:
-        empty = [
-            i
-            for i in np.instances
-            if i.replicas == 0 and not i.exclusive and request.fits_in(i.free)
-        ]
-        return min(empty, key=lambda i: i.id, default=None)
-    fitting = [i for i in np.instances if not i.exclusive and request.fits_in(i.free)]
-    return min(fitting, key=lambda i: (-i.fullness, i.id), default=None)
+        return min(rooms, key=lambda room: room[0].id, default=None)
+    return min(rooms, key=lambda room: (-room[0].fullness, room[0].id), default=None)
 
 
-def _can_take(np: NodepoolView, request: Resources, disable_packing: bool) -> bool:
-    if not request.fits_in(Resources.of_shape(np.shape)):
+def _type_holds(shape: ComputeShape, request: Resources, need: GpuNeed) -> bool:
+    """Whether an empty instance of ``shape`` holds one replica."""
+    return InstanceView("", shape).room(request, need) is not None
+
+
+def _can_take(np: NodepoolView, request: Resources, need: GpuNeed, disable_packing: bool) -> bool:
+    if not _type_holds(np.shape, request, need):
         return False
-    return np.can_add > 0 or _slot(np, request, disable_packing) is not None
+    return np.can_add > 0 or _slot(np, request, need, disable_packing) is not None
 
 
 def _names(nodepools: Sequence[NodepoolView]) -> str:
     return ", ".join(np.name for np in sorted(nodepools, key=lambda np: np.key))
 
 
+def _short_of_gpus(
+    instance: InstanceView, request: Resources, need: GpuNeed, disable_packing: bool
+) -> bool:
+    """Whether ``instance`` would take the replica but for its GPUs."""
+    return (
+        need.count > 0
+        and _open(instance, disable_packing)
+        and request.host().fits_in(instance.free)
+        and instance.room(request, need) is None
+    )
+
+
+def _gpu_facts(
+    nodepools: Sequence[NodepoolView], request: Resources, need: GpuNeed, disable_packing: bool
+) -> str:
+    """What the GPUs hold on the instances that had room but for them (the first three)."""
+    facts = [
+        f"instance {instance.id} of {np.name}: {describe_devices(instance.gpus)}"
+        for np in sorted(nodepools, key=lambda np: np.key)
+        for instance in sorted(np.instances, key=lambda i: i.id)
+        if _short_of_gpus(instance, request, need, disable_packing)
+    ]
+    if not facts:
+        return ""
+    more = f" and {len(facts) - 3} more" if len(facts) > 3 else ""
+    return f" ({need.describe()} wanted; {'; '.join(facts[:3])}{more})"
+
+
 def _unplaceable(
     deployment_id: str,
     request: Resources,
+    need: GpuNeed,
     nodepools: Sequence[NodepoolView],
     disable_packing: bool,
 ) -> Placement:
@@ -306,7 +421,7 @@ def _unplaceable(
             "list one in nodepools or deployment_nodepools"
         )
         return Placement(None, None, False, why)
-    large_enough = [np for np in nodepools if request.fits_in(Resources.of_shape(np.shape))]
+    large_enough = [np for np in nodepools if _type_holds(np.shape, request, need)]
     if not large_enough:
         shapes = "; ".join(
             f"{np.name}: {Resources.of_shape(np.shape).describe()}"
@@ -323,16 +438,83 @@ def _unplaceable(
         f"no nodepool of deployment {deployment_id} has room for {request.describe()}: raise "
         f"max_instances of nodepool{plural} {_names(large_enough)} or use a larger instance type"
     )
+    why += _gpu_facts(large_enough, request, need, disable_packing)
     if disable_packing:
         why += " (disable_packing is true: each replica needs an instance of its own)"
     return Placement(None, None, False, why)
 
 
-def _on(np: NodepoolView, instance_id: str, started: Sequence[str]) -> Placement:
+def _on(
+    np: NodepoolView, instance_id: str, started: Sequence[str], devices: tuple[int, ...]
+) -> Placement:
     if instance_id in started:
         reason = f"on a new instance ({instance_id}) of nodepool {np.name}"
-        return Placement(np.key, instance_id, True, reason)
-    return Placement(np.key, instance_id, False, f"on instance {instance_id} of nodepool {np.name}")
+        return Placement(np.key, instance_id, True, reason, devices)
+    reason = f"on instance {instance_id} of nodepool {np.name}"
+    return Placement(np.key, instance_id, False, reason, devices)
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One call of :func:`place`: the deployment and what each of its new replicas needs."""
+
+    deployment_id: str
+    request: Resources
+    need: GpuNeed
+    scheduling_choice: int
+    disable_packing: bool
+    rng: random.Random | None
+
+
+def _choose(ask: _Ask, pools: Sequence[NodepoolView]) -> NodepoolView | Placement:
+    """The nodepool the next replica goes to, or the placement that says why none."""
+    for priority in sorted({np.priority for np in pools}, reverse=True):
+        group = sorted((np for np in pools if np.priority == priority), key=lambda np: np.key)
+        fitting = [np for np in group if _can_take(np, ask.request, ask.need, ask.disable_packing)]
+        if not fitting:
+            continue
+        if ask.scheduling_choice == SCHEDULING_FAIL:
+            if len(fitting) == 1:
+                return fitting[0]
+            why = (
+                f"scheduling_choice FAIL: nodepools {_names(fitting)} (priority "
+                f"{priority}) could each take a replica of deployment {ask.deployment_id}; "
+                "give them different priorities in deployment_nodepools or use "
+                "another scheduling_choice"
+            )
+            return Placement(None, None, False, why)
+        if ask.scheduling_choice == SCHEDULING_RANDOM:
+            assert ask.rng is not None
+            return ask.rng.choice(fitting)
+        return min(fitting, key=_RANKINGS[ask.scheduling_choice])
+    return _unplaceable(ask.deployment_id, ask.request, ask.need, pools, ask.disable_packing)
+
+
+def _put(ask: _Ask, np: NodepoolView, started: list[str]) -> tuple[NodepoolView, Placement]:
+    """Place one replica in ``np`` (on an instance with room, else on a new one): the nodepool
+    with it taken, and the placement. ``started`` (the placeholders of ``np`` started by this
+    call) grows by the new instance's."""
+    slot = _slot(np, ask.request, ask.need, ask.disable_packing)
+    if slot is None:
+        return _put_new(ask, np, started)
+    instance, devices = slot
+    taken = instance.taken(ask.request, ask.need, devices, ask.disable_packing)
+    instances = tuple(taken if i.id == instance.id else i for i in np.instances)
+    return replace(np, instances=instances), _on(np, instance.id, started, devices)
+
+
+def _put_new(ask: _Ask, np: NodepoolView, started: list[str]) -> tuple[NodepoolView, Placement]:
+    ids = {i.id for i in np.instances}
+    number = len(started) + 1
+    while f"new-{number}" in ids:
+        number += 1
+    started.append(f"new-{number}")
+    fresh = InstanceView(started[-1], np.shape)
+    devices = fresh.room(ask.request, ask.need)
+    assert devices is not None  # _can_take saw that an empty instance of the type holds one
+    new = fresh.taken(ask.request, ask.need, devices, ask.disable_packing)
+    taken = replace(np, can_add=np.can_add - 1, instances=(*np.instances, new))
+    return taken, _on(np, new.id, started, devices)
 
 
 def place(
@@ -352,65 +534,24 @@ def place(
         raise ValueError(f"unknown scheduling_choice {scheduling_choice}; use 1-8")
     if scheduling_choice == SCHEDULING_RANDOM and rng is None:
         raise ValueError("scheduling_choice RANDOM needs an rng (random.Random)")
+    ask = _Ask(
+        deployment_id,
+        request,
+        request.gpus(packing=not disable_packing),
+        scheduling_choice,
+        disable_packing,
+        rng,
+    )
     pools: dict[NodepoolKey, NodepoolView] = {np.key: np for np in nodepools}
     started: dict[NodepoolKey, list[str]] = {}  # placeholder ids of the instances to start
     placements: list[Placement] = []
     for _ in range(count):
-        chosen: NodepoolView | None = None
-        failure: Placement | None = None
-        for priority in sorted({np.priority for np in pools.values()}, reverse=True):
-            group = sorted(
-                (np for np in pools.values() if np.priority == priority), key=lambda np: np.key
-            )
-            fitting = [np for np in group if _can_take(np, request, disable_packing)]
-            if not fitting:
-                continue
-            if scheduling_choice == SCHEDULING_FAIL:
-                if len(fitting) > 1:
-                    why = (
-                        f"scheduling_choice FAIL: nodepools {_names(fitting)} (priority "
-                        f"{priority}) could each take a replica of deployment {deployment_id}; "
-                        "give them different priorities in deployment_nodepools or use "
-                        "another scheduling_choice"
-                    )
-                    failure = Placement(None, None, False, why)
-                else:
-                    chosen = fitting[0]
-            elif scheduling_choice == SCHEDULING_RANDOM:
-                assert rng is not None
-                chosen = rng.choice(fitting)
-            else:
-                chosen = min(fitting, key=_RANKINGS[scheduling_choice])
-            break
-        if chosen is None:
-            placements.append(
-                failure
-                or _unplaceable(deployment_id, request, list(pools.values()), disable_packing)
-            )
+        chosen = _choose(ask, list(pools.values()))
+        if isinstance(chosen, Placement):
+            placements.append(chosen)
             continue
-        instance = _slot(chosen, request, disable_packing)
-        if instance is not None:
-            taken = replace(
-                instance,
-                used=instance.used + request,
-                replicas=instance.replicas + 1,
-                exclusive=instance.exclusive or disable_packing,
-            )
-            instances = tuple(taken if i.id == instance.id else i for i in chosen.instances)
-            pools[chosen.key] = replace(chosen, instances=instances)
-            placements.append(_on(chosen, instance.id, started.get(chosen.key, [])))
-            continue
-        mine = started.setdefault(chosen.key, [])
-        taken_ids = {i.id for i in chosen.instances}
-        number = len(mine) + 1
-        while f"new-{number}" in taken_ids:
-            number += 1
-        mine.append(f"new-{number}")
-        new = InstanceView(mine[-1], chosen.shape, request, 1, exclusive=disable_packing)
-        pools[chosen.key] = replace(
-            chosen, can_add=chosen.can_add - 1, instances=(*chosen.instances, new)
-        )
-        placements.append(_on(chosen, new.id, mine))
+        pools[chosen.key], placement = _put(ask, chosen, started.setdefault(chosen.key, []))
+        placements.append(placement)
     return PlacementPlan(tuple(placements), tuple(pools.values()))
 
 

@@ -20,6 +20,13 @@ machines are all held, its Ray node group has no free node) gets no new instance
 deployment when one can take it. An instance the provider reports lost (its machine died) is
 forgotten; its replicas are reported ended and replaced like any other.
 
+GPUs. Placement sees each instance's GPUs as its provider reports them
+(:class:`~orchard.providers.gpus.SharesDevices`: the provider assigns devices, by the same rules
+placement plans with); for a provider that does not, as the instance's shape with the devices
+placement planned for its replicas. A launch carries the model's GPU count and memory; replicas
+of a deployment that disables packing get instances of their own, so nothing shares their
+devices.
+
 Health. A replica that exits, or is killed by its provider, is replaced on the next round:
 its deployment now has fewer replicas than desired. A ready replica whose stream to the server
 is gone (it reconnects by itself when it can) is stopped, and so replaced, once it has stayed
@@ -77,6 +84,7 @@ from orchard.providers.base import (
     ReplicaBundle,
     ReplicaLaunch,
 )
+from orchard.providers.gpus import Device, GpuNeed, SharesDevices, devices_of, take_devices
 from orchard.services import logs
 from orchard.services.builds import env_commands, runtime_copy
 from orchard.services.models import VersionRef
@@ -118,6 +126,8 @@ class Replica:
     token: str
     log_path: Path
     started: float
+    gpus: GpuNeed  # what it holds of its instance's GPUs
+    devices: tuple[int, ...]  # which of them, as placement planned it
     log_offset: int = 0
     ready: bool = False
     connected: bool = False
@@ -406,7 +416,7 @@ class Orchestrator:
                     instance = started[slot]
                 else:
                     instance = self._instances[placement.instance_id][2]
-                self._start_replica(plan, pool, instance)
+                self._start_replica(plan, pool, instance, placement.devices)
             except NoCapacity as exc:
                 self._problem(plan, state, f"no room for a replica in {_pool_name(pool)}: {exc}")
                 if placement.new_instance:
@@ -452,7 +462,9 @@ class Orchestrator:
         )
         return instance
 
-    def _start_replica(self, plan: DeploymentPlan, pool: PoolPlan, instance: Instance) -> None:
+    def _start_replica(
+        self, plan: DeploymentPlan, pool: PoolPlan, instance: Instance, devices: tuple[int, ...]
+    ) -> None:
         assert plan.package is not None and plan.python is not None
         provider = self.providers.get(pool.provider)
         assert provider is not None
@@ -497,7 +509,7 @@ class Orchestrator:
             plan.request.memory_bytes,
             log_path,
             accelerators=plan.request.accelerators,
-            accelerator_memory_bytes=plan.accelerator_memory,
+            accelerator_memory_bytes=plan.request.accelerator_memory_bytes,
             cpus=plan.request.cpus,
             bundle=self._bundle(plan, args),
         )
@@ -518,6 +530,8 @@ class Orchestrator:
             token=token,
             log_path=log_path,
             started=self.clock(),
+            gpus=plan.request.gpus(packing=not plan.autoscale.disable_packing),
+            devices=devices,
         )
         self._replicas[replica_id] = replica
         self._event(replica, f"starting replica {replica_id} on instance {instance.id}")
@@ -585,25 +599,11 @@ class Orchestrator:
         views = []
         now = self.clock()
         for pool in plan.pools:
-            instances = []
-            count = 0
-            for instance_id, (_, pool_key, instance) in self._instances.items():
-                if pool_key != pool.key:
-                    continue
-                count += 1
-                held = [r for r in self._replicas.values() if r.instance.id == instance_id]
-                used = Resources(0.0, 0)
-                for r in held:
-                    used += r.request
-                instances.append(
-                    InstanceView(
-                        instance_id,
-                        instance.shape,
-                        used,
-                        len(held),
-                        exclusive=any(r.exclusive for r in held),
-                    )
-                )
+            instances = [
+                self._instance_view(instance_id, provider_id, instance)
+                for instance_id, (provider_id, pool_key, instance) in self._instances.items()
+                if pool_key == pool.key
+            ]
             views.append(
                 NodepoolView(
                     key=(pool.key.compute_cluster_id, pool.key.nodepool_id),
@@ -613,12 +613,43 @@ class Orchestrator:
                     capacity_type=pool.capacity_type,
                     can_add=0
                     if self._no_room.get(pool.key, 0.0) > now
-                    else max(0, pool.max_instances - count),
+                    else max(0, pool.max_instances - len(instances)),
                     instances=tuple(instances),
                     min_instances=pool.min_instances,
                 )
             )
         return views
+
+    def _instance_view(
+        self, instance_id: str, provider_id: str, instance: Instance
+    ) -> InstanceView:
+        """An instance as placement sees it: what the replicas of every deployment on it use."""
+        held = [r for r in self._replicas.values() if r.instance.id == instance_id]
+        used = Resources(0.0, 0)
+        for r in held:
+            used += r.request
+        return InstanceView(
+            instance_id,
+            instance.shape,
+            used,
+            len(held),
+            exclusive=any(r.exclusive for r in held),
+            devices=self._devices(provider_id, instance, held),
+        )
+
+    def _devices(
+        self, provider_id: str, instance: Instance, held: list[Replica]
+    ) -> tuple[Device, ...]:
+        """The instance's GPUs with what holds them: as its provider says, where it says (it
+        assigns them); else its shape's devices with the replicas placed on them."""
+        provider = self.providers.get(provider_id)
+        if isinstance(provider, SharesDevices):
+            return provider.devices(instance.id)
+        shape = instance.shape
+        devices = devices_of(shape.num_accelerators, shape.accelerator_memory_bytes)
+        for replica in held:
+            devices = take_devices(devices, replica.devices, replica.gpus)
+        return devices
 
     # -- logs, events and the published view -------------------------------------------------
 

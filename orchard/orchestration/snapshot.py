@@ -23,7 +23,6 @@ from orchard.dispatch.sessions import PoolKey
 from orchard.orchestration.placement import Resources
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import ComputeShape
-from orchard.quantities import byte_count
 from orchard.services import nodepools as nodepool_service
 from orchard.services import runners
 from orchard.services.builds import READY
@@ -79,8 +78,7 @@ class DeploymentPlan:
     package: Path | None
     python: Path | None
     capacity: int  # items one replica runs at once (num_threads)
-    request: Resources  # what one replica takes from an instance
-    accelerator_memory: int = 0  # bytes each of its accelerators must have
+    request: Resources  # what one replica takes from an instance (with its GPUs' count and memory)
     source: VersionSource | None = None  # None until the version is built
 
     @property
@@ -167,9 +165,6 @@ def _plan(
         python=python,
         capacity=capacity,
         request=Resources.from_compute_info(config),
-        accelerator_memory=byte_count(config.accelerator_memory)
-        if config.accelerator_memory
-        else 0,
         source=_source(version_row, packages, envs) if not blocked else None,
     )
 

@@ -7,12 +7,20 @@ Orchestration. An instance is an envelope of this host: whole CPUs (``ceil(cpu_l
 them), an amount of memory and whole GPUs, held by no other instance, so that instances never
 promise the same hardware twice. A replica is a process in its model version's environment,
 held to its instance: its CPU affinity is the instance's CPUs, ``CUDA_VISIBLE_DEVICES`` names
-the whole GPUs of the instance it was given (:func:`~orchard.providers.gpus.assign_devices`;
-none for a CPU-only replica), and its resident memory (with its children's) is watched against its
-share; a replica over it is killed and reported with the reason. (A memory cgroup would
-enforce the same bound in the kernel, but needs a delegated cgroup tree that an unprivileged
-``orchard serve`` rarely has; the watchdog works everywhere.) Replicas write their output to
-one log file each, which the orchestrator turns into the runner log.
+the GPUs of the instance it was given (none for a CPU-only replica), and its resident memory
+(with its children's) is watched against its share; a replica over it is killed and reported
+with the reason. (A memory cgroup would enforce the same bound in the kernel, but needs a
+delegated cgroup tree that an unprivileged ``orchard serve`` rarely has; the watchdog works
+everywhere.) Replicas write their output to one log file each, which the orchestrator turns
+into the runner log.
+
+GPUs. The instance's GPUs are assigned to its replicas by the rules of
+:mod:`~orchard.providers.gpus`: a replica that states its ``accelerator_memory`` (the launch's
+``accelerator_memory_bytes``) takes that much of each of its devices, and others like it may share
+them while their memory together fits; one that does not holds its devices whole. A deployment
+that disables packing is not told apart here: placement gives each of its replicas an instance of
+its own, so nothing shares its devices. What the replicas hold is rebuilt from the running ones
+(:meth:`LocalProvider.devices`), so a replica's share is free again once its exit is polled.
 """
 
 from __future__ import annotations
@@ -40,7 +48,14 @@ from orchard.providers.base import (
     ReplicaLaunch,
     ReplicaStatus,
 )
-from orchard.providers.gpus import Device, NoDevice, assign_devices
+from orchard.providers.gpus import (
+    Device,
+    GpuNeed,
+    NoDevice,
+    SharesDevices,
+    assign_devices,
+    take_devices,
+)
 from orchard.providers.inventory import HostInventory, host_inventory
 from orchard.quantities import format_bytes, human_bytes
 
@@ -73,12 +88,13 @@ class _Envelope:
 class _Process:
     launch: ReplicaLaunch
     proc: subprocess.Popen[bytes]
-    gpu_ids: tuple[int, ...] = ()
+    gpu_ids: tuple[int, ...]
+    gpus: GpuNeed
     kill_at: float | None = None
     reason: str = ""
 
 
-class LocalProvider(Provider):
+class LocalProvider(Provider, SharesDevices):
     id = "local"
     name = "This host"
     orchestrated = True
@@ -243,23 +259,24 @@ class LocalProvider(Provider):
     def instances(self) -> list[Instance]:
         return [e.instance for e in self._envelopes.values()]
 
+    def devices(self, instance_id: str) -> tuple[Device, ...]:
+        envelope = self._envelopes.get(instance_id)
+        if envelope is None:
+            return ()
+        memory = {g.index: g.memory_bytes for g in self.inventory.gpus}
+        devices = tuple(Device(i, memory.get(i, 0)) for i in envelope.gpu_ids)
+        for held in self._replicas.values():
+            if held.launch.instance_id == instance_id:
+                devices = take_devices(devices, held.gpu_ids, held.gpus)
+        return devices
+
     def start_replica(self, launch: ReplicaLaunch) -> None:
         envelope = self._envelopes.get(launch.instance_id)
         if envelope is None:
             raise NoCapacity(f"instance {launch.instance_id!r} is not running")
-        held = {
-            g
-            for p in self._replicas.values()
-            if p.launch.instance_id == envelope.instance.id
-            for g in p.gpu_ids
-        }
-        memory = {g.index: g.memory_bytes for g in self.inventory.gpus}
+        need = GpuNeed.of(launch.accelerators, launch.accelerator_memory_bytes)
         try:
-            gpu_ids = assign_devices(
-                [Device(i, memory.get(i, 0), i in held) for i in envelope.gpu_ids],
-                launch.accelerators,
-                launch.accelerator_memory_bytes,
-            )
+            gpu_ids = assign_devices(self.devices(envelope.instance.id), need)
         except NoDevice as exc:
             raise NoCapacity(f"instance {envelope.instance.id}: {exc}") from None
         env = dict(launch.env)
@@ -276,7 +293,7 @@ class LocalProvider(Provider):
             )
         with contextlib.suppress(OSError):  # it may already have exited
             os.sched_setaffinity(proc.pid, envelope.cpu_ids)
-        self._replicas[launch.id] = _Process(launch, proc, gpu_ids)
+        self._replicas[launch.id] = _Process(launch, proc, gpu_ids, need)
 
     def stop_replica(self, replica_id: str, grace: float) -> None:
         held = self._replicas.get(replica_id)

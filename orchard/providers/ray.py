@@ -13,7 +13,12 @@ address and any token stay on the server. What maps to what:
 - replica: a detached, named Ray actor (:mod:`~orchard.providers.ray_replica`) with the model's
   CPUs, GPUs and memory as resources, the group's label as its label selector and its instance's
   node as a hard node affinity, which runs ``orchard.runners.serve`` on that node; packing is
-  the orchestrator's (``disable_packing`` gives each replica a node of its own).
+  the orchestrator's (``disable_packing`` gives each replica a node of its own). A replica of
+  one GPU with a stated ``accelerator_memory`` asks for a fraction of a GPU (its memory over
+  the GPU memory the nodepool's type states), so several share one; others get whole GPUs
+  (:func:`~orchard.providers.ray_groups.gpu_request`). Which GPUs of its node each replica holds
+  is kept by the rules of :mod:`~orchard.providers.gpus` and told to placement
+  (:meth:`RayProvider.devices`); a replica they do not fit is refused before Ray is asked.
 
 Ray is driven from a child process per cluster (:mod:`~orchard.providers.ray_driver`, kept
 running by :mod:`~orchard.providers.ray_link`): this module never imports Ray, and every method
@@ -51,8 +56,18 @@ from orchard.providers.base import (
     NoCapacity,
     NodepoolInfo,
     Provider,
+    ReplicaBundle,
     ReplicaLaunch,
     ReplicaStatus,
+)
+from orchard.providers.gpus import (
+    Device,
+    GpuNeed,
+    NoDevice,
+    SharesDevices,
+    assign_devices,
+    devices_of,
+    take_devices,
 )
 from orchard.providers.ray_groups import (
     GROUP_LABEL,
@@ -60,6 +75,7 @@ from orchard.providers.ray_groups import (
     RayNode,
     autoscaler_request,
     check_fit,
+    gpu_request,
     instance_type_of,
     node_groups,
 )
@@ -156,11 +172,13 @@ class _Held:
 class _Replica:
     launch: ReplicaLaunch
     cluster: str
+    gpus: GpuNeed  # what it holds of its node's GPUs
+    devices: tuple[int, ...]  # which of them
     stopping: float | None = None  # the grace, once asked to stop
     ended: ReplicaStatus | None = None
 
 
-class RayProvider(Provider):
+class RayProvider(Provider, SharesDevices):
     id = "ray"
     name = "Ray clusters"
     orchestrated = True
@@ -443,6 +461,18 @@ class RayProvider(Provider):
             lost, self._lost = self._lost, []
             return lost
 
+    def devices(self, instance_id: str) -> tuple[Device, ...]:
+        with self._lock:
+            held = self._instances.get(instance_id)
+            if held is None:
+                return ()
+            shape = held.instance.shape
+            devices = devices_of(shape.num_accelerators, shape.accelerator_memory_bytes)
+            for replica in self._replicas.values():
+                if replica.launch.instance_id == instance_id and replica.ended is None:
+                    devices = take_devices(devices, replica.devices, replica.gpus)
+            return devices
+
     def start_replica(self, launch: ReplicaLaunch) -> None:
         with self._lock:
             held = self._instances.get(launch.instance_id)
@@ -452,34 +482,47 @@ class RayProvider(Provider):
             bundle = launch.bundle
             if bundle is None:
                 raise NoCapacity(f"replica {launch.id} has nothing to run on another machine")
-            spec = {
-                "id": launch.id,
-                "server": bundle.server,
-                "args": list(bundle.args),
-                "token": launch.env.get("ORCHARD_PAT", ""),
-                "package_digest": bundle.package_digest,
-                "runtime_version": bundle.runtime.name,
-                "env_key": bundle.env_key,
-                "python_version": bundle.python_version,
-                "commands": [list(c) for c in bundle.commands],
-                "exit_after": ACTOR_EXIT_AFTER,
-            }
-            self._replicas[launch.id] = _Replica(launch, held.cluster)
-            cluster.link.send(
-                {
-                    "op": "start",
-                    "spec": spec,
-                    "node": held.node,
-                    "selector": {held.label: held.group},
-                    "resources": {
-                        "num_cpus": launch.cpus,
-                        "num_gpus": launch.accelerators,
-                        "memory": launch.memory_bytes,
-                    },
-                    "package": str(bundle.package),
-                    "runtime": str(bundle.runtime),
-                }
+            need, num_gpus = gpu_request(
+                launch.accelerators,
+                launch.accelerator_memory_bytes,
+                held.instance.shape.accelerator_memory_bytes,
             )
+            try:
+                devices = assign_devices(self.devices(held.instance.id), need)
+            except NoDevice as exc:
+                raise NoCapacity(f"instance {held.instance.id}: {exc}") from None
+            self._replicas[launch.id] = _Replica(launch, held.cluster, need, devices)
+            cluster.link.send(self._start_command(launch, bundle, held, num_gpus))
+
+    @staticmethod
+    def _start_command(
+        launch: ReplicaLaunch, bundle: ReplicaBundle, held: _Held, num_gpus: float
+    ) -> dict[str, Any]:
+        spec = {
+            "id": launch.id,
+            "server": bundle.server,
+            "args": list(bundle.args),
+            "token": launch.env.get("ORCHARD_PAT", ""),
+            "package_digest": bundle.package_digest,
+            "runtime_version": bundle.runtime.name,
+            "env_key": bundle.env_key,
+            "python_version": bundle.python_version,
+            "commands": [list(c) for c in bundle.commands],
+            "exit_after": ACTOR_EXIT_AFTER,
+        }
+        return {
+            "op": "start",
+            "spec": spec,
+            "node": held.node,
+            "selector": {held.label: held.group},
+            "resources": {
+                "num_cpus": launch.cpus,
+                "num_gpus": num_gpus,
+                "memory": launch.memory_bytes,
+            },
+            "package": str(bundle.package),
+            "runtime": str(bundle.runtime),
+        }
 
     def stop_replica(self, replica_id: str, grace: float) -> None:
         with self._lock:

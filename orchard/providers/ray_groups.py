@@ -5,6 +5,11 @@ A group is the live nodes whose label ``orchard.nodepool`` (or, on clusters made
 autoscaler or KubeRay, ``ray.io/node-group``) has one value, plus any node type the autoscaler
 declares even when none of its nodes is up. Its shape is what every live node offers (the
 smallest of them), else what the node type declares.
+
+GPUs (:func:`gpu_request`): a replica that needs one GPU and states its memory asks Ray for a
+fraction of one (``num_gpus`` below 1: its memory over the device memory the nodepool's type
+states), so such replicas share a device, as on the local provider; any other holds whole GPUs,
+since Ray gives a fraction only of a single device.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchard.providers.base import ComputeShape, InstanceTypeInfo, NodepoolInfo
+from orchard.providers.gpus import GpuNeed
 from orchard.quantities import format_bytes, human_bytes
 
+RAY_FRACTION = 10_000  # Ray counts fractional resources in steps of 1/10000
 GROUP_LABEL = "orchard.nodepool"
 NODE_GROUP_LABEL = "ray.io/node-group"  # set by Ray's autoscaler and KubeRay
 MIB = 2**20
@@ -181,3 +188,15 @@ def autoscaler_request(
         bundles += [bundle] * count
         selectors += [{group.label: group.name}] * count
     return bundles, selectors
+
+
+def gpu_request(count: int, memory_bytes: int, device_memory_bytes: int) -> tuple[GpuNeed, float]:
+    """What a replica of ``count`` GPUs of ``memory_bytes`` each holds of a node whose GPUs
+    have ``device_memory_bytes`` (0: unknown), and the ``num_gpus`` that asks Ray for it: a
+    share of one device, rounded up to Ray's step, when it needs one GPU and both memories are
+    known; whole GPUs otherwise."""
+    need = GpuNeed.of(count, memory_bytes)
+    if not need.shared or count != 1 or not device_memory_bytes:
+        return GpuNeed(count, memory_bytes), count
+    steps = -(-memory_bytes * RAY_FRACTION // device_memory_bytes)
+    return need, 1 if steps >= RAY_FRACTION else steps / RAY_FRACTION
