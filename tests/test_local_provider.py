@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchard.providers.base import ComputeShape, NoCapacity, ReplicaLaunch, ReplicaStatus
-from orchard.providers.gpus import Device
+from orchard.providers.gpus import Device, GpuNeed
 from orchard.providers.inventory import Gpu, HostInventory
 from orchard.providers.local import LocalProvider
 from tests.waiting import wait_for
@@ -33,9 +33,17 @@ def provider() -> Iterator[LocalProvider]:
 
 
 def launch(
-    tmp_path: Path, instance_id: str, code: str, memory: int = GIB, **gpus: int
+    tmp_path: Path,
+    instance_id: str,
+    code: str,
+    memory: int = GIB,
+    accelerators: int = 0,
+    accelerator_memory_bytes: int = 0,
+    packing: bool = True,
 ) -> ReplicaLaunch:
-    replica_id = f"r-{instance_id}-{abs(hash((code, tuple(gpus.items())))) % 10_000}"
+    """A replica running ``code``, with the GPU need its deployment (``packing``) gives it."""
+    gpus = GpuNeed.of(accelerators, accelerator_memory_bytes, packing)
+    replica_id = f"r-{instance_id}-{abs(hash((code, gpus))) % 10_000}"
     return ReplicaLaunch(
         id=replica_id,
         instance_id=instance_id,
@@ -43,7 +51,7 @@ def launch(
         env=dict(os.environ),
         memory_bytes=memory,
         log_path=tmp_path / "logs" / f"{replica_id}.log",
-        **gpus,
+        gpus=gpus,
     )
 
 
@@ -169,6 +177,49 @@ def test_replicas_that_state_gpu_memory_share_a_device_and_a_whole_one_gets_anot
     assert provider.devices(instance.id)[0] == Device(0, 140 * GIB, 40 * GIB, sharers=1)
     provider.start_replica(third)  # the first's share is free again
     assert line_of(third) == "[0] '0'"
+
+
+def test_a_replica_whose_deployment_disables_packing_holds_a_device_of_its_own(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    shape = ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=2)
+    instance = provider.start_instance("u/cc/g", shape)
+    shared, alone, later = (
+        launch(
+            tmp_path,
+            instance.id,
+            STAY + " " * n,
+            accelerators=1,
+            accelerator_memory_bytes=40 * GIB,
+            packing=n != 1,
+        )
+        for n in range(3)
+    )
+    for replica in (shared, alone):
+        provider.start_replica(replica)
+    # the shared device has room for it, yet it gets the empty one
+    assert [line_of(r) for r in (shared, alone)] == ["[0] '0'", "[0] '1'"]
+    assert provider.devices(instance.id) == (
+        Device(0, 140 * GIB, 40 * GIB, sharers=1),
+        Device(1, 140 * GIB, held=True),
+    )
+    another = launch(
+        tmp_path,
+        instance.id,
+        "pass",
+        accelerators=1,
+        accelerator_memory_bytes=40 * GIB,
+        packing=False,
+    )
+    with pytest.raises(NoCapacity) as refused:
+        provider.start_replica(another)
+    assert str(refused.value) == (
+        f"instance {instance.id}: 1 whole GPU with at least 40 GiB requested; GPU 0 has 100 GiB "
+        "free (shared by 1 replica), GPU 1 is held whole by a replica; it fits once replicas on "
+        "these GPUs end, or on another instance"
+    )
+    provider.start_replica(later)  # a shared replica never goes on the device held whole
+    assert line_of(later) == "[0] '0'"
 
 
 def test_a_replica_on_no_instance_is_refused(provider: LocalProvider, tmp_path: Path) -> None:

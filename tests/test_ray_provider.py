@@ -35,6 +35,7 @@ from orchard.providers.ray import (
     RayProvider,
     cluster_option,
     clusters_file,
+    ray_gpus,
 )
 from orchard.providers.ray_groups import (
     RayNode,
@@ -220,7 +221,15 @@ class Rig:
             }
         )
 
-    def launch(self, replica_id: str, instance_id: str, **gpus: int) -> ReplicaLaunch:
+    def launch(
+        self,
+        replica_id: str,
+        instance_id: str,
+        accelerators: int = 0,
+        accelerator_memory_bytes: int = 0,
+        packing: bool = True,
+    ) -> ReplicaLaunch:
+        """A replica with the GPU need its deployment (``packing``) gives it."""
         bundle = ReplicaBundle(
             server="127.0.0.1:7600",
             package=self.tmp_path / "p.tar.gz",
@@ -238,9 +247,9 @@ class Rig:
             {"ORCHARD_PAT": "token", "SECRET": "not for Ray"},
             GIB // 2,
             self.tmp_path / "logs" / f"{replica_id}.log",
+            gpus=GpuNeed.of(accelerators, accelerator_memory_bytes, packing),
             cpus=1.0,
             bundle=bundle,
-            **gpus,
         )
 
 
@@ -335,6 +344,40 @@ def test_replicas_that_state_gpu_memory_share_a_gpu_of_their_node(rig: Rig) -> N
     with pytest.raises(NoCapacity, match=r"1 whole GPU requested; GPU 0 has 0 B free \(shared"):
         rig.provider.start_replica(rig.launch("r4", instance.id, accelerators=1))
     assert [start["resources"]["num_gpus"] for start in rig.link.ops("start")] == [0.5] * 3
+
+
+def test_a_replica_whose_deployment_disables_packing_asks_ray_for_whole_gpus(rig: Rig) -> None:
+    shape = ComputeShape(2, GIB, num_accelerators=1, accelerator_memory_bytes=80 * GIB)
+    instance = rig.provider.start_instance("u/cc/pa", shape)
+    rig.provider.start_replica(
+        rig.launch(
+            "r1", instance.id, accelerators=1, accelerator_memory_bytes=40 * GIB, packing=False
+        )
+    )
+    [start] = rig.link.ops("start")
+    assert start["resources"]["num_gpus"] == 1
+    assert rig.provider.devices(instance.id) == (Device(0, 80 * GIB, held=True),)
+    with pytest.raises(NoCapacity, match=r"1 GPU with 40 GiB free requested; GPU 0 is held whole"):
+        rig.provider.start_replica(
+            rig.launch("r2", instance.id, accelerators=1, accelerator_memory_bytes=40 * GIB)
+        )
+    assert len(rig.link.ops("start")) == 1  # Ray was not asked
+
+
+@pytest.mark.parametrize(
+    ("need", "device_gib", "held", "num_gpus"),
+    [
+        (GpuNeed.of(1, 40 * GIB), 80, GpuNeed(1, 40 * GIB, shared=True), 0.5),
+        (GpuNeed.of(1, 40 * GIB, packing=False), 80, GpuNeed(1, 40 * GIB), 1),
+        (GpuNeed.of(2, 40 * GIB, packing=False), 80, GpuNeed(2, 40 * GIB), 2),
+        (GpuNeed.of(1, 40 * GIB), 0, GpuNeed(1, 40 * GIB), 1),  # the GPU's memory is unknown
+        (GpuNeed(), 80, GpuNeed(), 0),
+    ],
+)
+def test_only_a_shared_need_asks_ray_for_a_fraction_of_a_gpu(
+    need: GpuNeed, device_gib: int, held: GpuNeed, num_gpus: float
+) -> None:
+    assert ray_gpus(need, device_gib * GIB) == (held, num_gpus)
 
 
 def test_stopping_is_idempotent_and_survives_a_new_driver(rig: Rig) -> None:

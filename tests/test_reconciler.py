@@ -362,9 +362,7 @@ async def test_replicas_that_state_gpu_memory_share_a_gpu(rig: Any) -> None:
     store.plans = [on_gpus(store.plans[0], 40, 80, min_replicas=3, max_replicas=3)]
     await orchestrator.round()
     assert [launch.instance_id for launch in provider.launched] == ["i-1", "i-1", "i-2"]
-    assert {(x.accelerators, x.accelerator_memory_bytes) for x in provider.launched} == {
-        (1, 40 * GIB)
-    }
+    assert {launch.gpus for launch in provider.launched} == {GpuNeed(1, 40 * GIB, shared=True)}
     (view,) = orchestrator._nodepool_views(store.plans[0])
     assert [i.devices for i in view.instances] == [
         (Device(0, 80 * GIB, 80 * GIB, sharers=2),),
@@ -384,6 +382,7 @@ async def test_without_packing_or_a_stated_memory_a_replica_holds_its_gpu(
     store.plans = [on_gpus(store.plans[0], gib, 80, min_replicas=3, max_replicas=3, **autoscale)]
     await orchestrator.round()
     assert [launch.instance_id for launch in provider.launched] == ["i-1", "i-2"]
+    assert {launch.gpus for launch in provider.launched} == {GpuNeed(1, gib * GIB, shared=False)}
     (view,) = orchestrator._nodepool_views(store.plans[0])
     assert [i.devices for i in view.instances] == [(Device(0, 80 * GIB, held=True),)] * 2
     assert any("raise max_instances of nodepool cc/np" in e for e in store.events())
@@ -405,9 +404,8 @@ class SharingProvider(ScriptedProvider, SharesDevices):
         return devices
 
     def start_replica(self, launch: ReplicaLaunch) -> None:
-        need = GpuNeed.of(launch.accelerators, launch.accelerator_memory_bytes)
-        indices = assign_devices(self.devices(launch.instance_id), need)
-        self.holds[launch.id] = (launch.instance_id, indices, need)
+        indices = assign_devices(self.devices(launch.instance_id), launch.gpus)
+        self.holds[launch.id] = (launch.instance_id, indices, launch.gpus)
         super().start_replica(launch)
 
 
@@ -420,3 +418,19 @@ async def test_placement_plans_on_the_gpus_the_provider_reports(tmp_path: Path) 
     await orchestrator.round()
     # The provider says the device has 80 GiB, 40 of them free: the second shares it.
     assert [launch.instance_id for launch in provider.launched] == ["i-1", "i-1"]
+
+
+@pytest.mark.parametrize(
+    ("disable_packing", "device"),
+    [(False, Device(0, 80 * GIB, 40 * GIB, sharers=1)), (True, Device(0, 80 * GIB, held=True))],
+    ids=["packing", "packing-disabled"],
+)
+async def test_a_launch_carries_whether_its_deployment_lets_it_share_gpus(
+    tmp_path: Path, disable_packing: bool, device: Device
+) -> None:
+    provider, _, store, _, _, orchestrator = make_rig(tmp_path, SharingProvider())
+    store.plans = [on_gpus(store.plans[0], 40, 80, min_replicas=1, disable_packing=disable_packing)]
+    await orchestrator.round()
+    [launch] = provider.launched
+    assert launch.gpus == GpuNeed(1, 40 * GIB, shared=not disable_packing)
+    assert provider.devices(launch.instance_id) == (device,)

@@ -23,9 +23,10 @@ forgotten; its replicas are reported ended and replaced like any other.
 GPUs. Placement sees each instance's GPUs as its provider reports them
 (:class:`~orchard.providers.gpus.SharesDevices`: the provider assigns devices, by the same rules
 placement plans with); for a provider that does not, as the instance's shape with the devices
-placement planned for its replicas. A launch carries the model's GPU count and memory; replicas
-of a deployment that disables packing get instances of their own, so nothing shares their
-devices.
+placement planned for its replicas. A launch carries the replica's GPU need as its deployment
+decides it (``ReplicaLaunch.gpus``: shared only when the deployment allows packing and the model
+states its ``accelerator_memory``), and the provider assigns devices for that need; replicas of a
+deployment that disables packing also get instances of their own.
 
 Health. A replica that exits, or is killed by its provider, is replaced on the next round:
 its deployment now has fewer replicas than desired. A ready replica whose stream to the server
@@ -501,6 +502,7 @@ class Orchestrator:
         )
         env = {**os.environ, "ORCHARD_PAT": token, "PYTHONUNBUFFERED": "1"}
         env.pop("VIRTUAL_ENV", None)
+        gpus = plan.request.gpus(packing=not plan.autoscale.disable_packing)
         launch = ReplicaLaunch(
             replica_id,
             instance.id,
@@ -508,8 +510,7 @@ class Orchestrator:
             env,
             plan.request.memory_bytes,
             log_path,
-            accelerators=plan.request.accelerators,
-            accelerator_memory_bytes=plan.request.accelerator_memory_bytes,
+            gpus=gpus,
             cpus=plan.request.cpus,
             bundle=self._bundle(plan, args),
         )
@@ -530,7 +531,7 @@ class Orchestrator:
             token=token,
             log_path=log_path,
             started=self.clock(),
-            gpus=plan.request.gpus(packing=not plan.autoscale.disable_packing),
+            gpus=gpus,
             devices=devices,
         )
         self._replicas[replica_id] = replica

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchard.providers.gpus import GpuNeed
 from orchard.quantities import format_bytes
 
 
@@ -100,7 +101,13 @@ class ReplicaBundle:
 
 @dataclass(frozen=True)
 class ReplicaLaunch:
-    """How to run one runner replica on an instance, and what it may use there."""
+    """How to run one runner replica on an instance, and what it may use there.
+
+    ``gpus`` is what it needs of its instance's GPUs: how many, the memory of each, and whether
+    it may share them (``shared``), as the orchestrator decided from its deployment's packing and
+    its model's ``accelerator_memory`` (:meth:`GpuNeed.of`). A provider assigns devices for that
+    need as it is and never derives sharing from the memory alone: a replica of a deployment that
+    disables packing holds whole devices even when its memory is stated."""
 
     id: str
     instance_id: str
@@ -108,8 +115,7 @@ class ReplicaLaunch:
     env: Mapping[str, str]
     memory_bytes: int
     log_path: Path
-    accelerators: int = 0  # whole devices of its instance
-    accelerator_memory_bytes: int = 0  # that each of them must have
+    gpus: GpuNeed = field(default_factory=GpuNeed)  # none by default
     cpus: float = 0.0  # what it requests of its instance (for providers that reserve it)
     bundle: ReplicaBundle | None = None
 

@@ -15,11 +15,11 @@ everywhere.) Replicas write their output to one log file each, which the orchest
 into the runner log.
 
 GPUs. The instance's GPUs are assigned to its replicas by the rules of
-:mod:`~orchard.providers.gpus`: a replica that states its ``accelerator_memory`` (the launch's
-``accelerator_memory_bytes``) takes that much of each of its devices, and others like it may share
-them while their memory together fits; one that does not holds its devices whole. A deployment
-that disables packing is not told apart here: placement gives each of its replicas an instance of
-its own, so nothing shares its devices. What the replicas hold is rebuilt from the running ones
+:mod:`~orchard.providers.gpus`, for the need the launch carries (``ReplicaLaunch.gpus``): a
+shared need (packing allowed and ``accelerator_memory`` stated) takes that much of each of its
+devices, and others like it may share them while their memory together fits; a whole need (memory
+unknown, or its deployment disables packing) holds its devices whole, and gets only devices that
+nothing holds any of. What the replicas hold is rebuilt from the running ones
 (:meth:`LocalProvider.devices`), so a replica's share is free again once its exit is polled.
 """
 
@@ -50,7 +50,6 @@ from orchard.providers.base import (
 )
 from orchard.providers.gpus import (
     Device,
-    GpuNeed,
     NoDevice,
     SharesDevices,
     assign_devices,
@@ -89,7 +88,6 @@ class _Process:
     launch: ReplicaLaunch
     proc: subprocess.Popen[bytes]
     gpu_ids: tuple[int, ...]
-    gpus: GpuNeed
     kill_at: float | None = None
     reason: str = ""
 
@@ -267,16 +265,15 @@ class LocalProvider(Provider, SharesDevices):
         devices = tuple(Device(i, memory.get(i, 0)) for i in envelope.gpu_ids)
         for held in self._replicas.values():
             if held.launch.instance_id == instance_id:
-                devices = take_devices(devices, held.gpu_ids, held.gpus)
+                devices = take_devices(devices, held.gpu_ids, held.launch.gpus)
         return devices
 
     def start_replica(self, launch: ReplicaLaunch) -> None:
         envelope = self._envelopes.get(launch.instance_id)
         if envelope is None:
             raise NoCapacity(f"instance {launch.instance_id!r} is not running")
-        need = GpuNeed.of(launch.accelerators, launch.accelerator_memory_bytes)
         try:
-            gpu_ids = assign_devices(self.devices(envelope.instance.id), need)
+            gpu_ids = assign_devices(self.devices(envelope.instance.id), launch.gpus)
         except NoDevice as exc:
             raise NoCapacity(f"instance {envelope.instance.id}: {exc}") from None
         env = dict(launch.env)
@@ -293,7 +290,7 @@ class LocalProvider(Provider, SharesDevices):
             )
         with contextlib.suppress(OSError):  # it may already have exited
             os.sched_setaffinity(proc.pid, envelope.cpu_ids)
-        self._replicas[launch.id] = _Process(launch, proc, gpu_ids, need)
+        self._replicas[launch.id] = _Process(launch, proc, gpu_ids)
 
     def stop_replica(self, replica_id: str, grace: float) -> None:
         held = self._replicas.get(replica_id)

@@ -13,12 +13,14 @@ address and any token stay on the server. What maps to what:
 - replica: a detached, named Ray actor (:mod:`~orchard.providers.ray_replica`) with the model's
   CPUs, GPUs and memory as resources, the group's label as its label selector and its instance's
   node as a hard node affinity, which runs ``orchard.runners.serve`` on that node; packing is
-  the orchestrator's (``disable_packing`` gives each replica a node of its own). A replica of
-  one GPU with a stated ``accelerator_memory`` asks for a fraction of a GPU (its memory over
-  the GPU memory the nodepool's type states), so several share one; others get whole GPUs
-  (:func:`~orchard.providers.ray_groups.gpu_request`). Which GPUs of its node each replica holds
-  is kept by the rules of :mod:`~orchard.providers.gpus` and told to placement
-  (:meth:`RayProvider.devices`); a replica they do not fit is refused before Ray is asked.
+  the orchestrator's (``disable_packing`` gives each replica a node of its own). A replica whose
+  launch's GPU need is shared (packing allowed and ``accelerator_memory`` stated) and of one GPU
+  asks for a fraction of a GPU (its memory over the GPU memory the nodepool's type states), so
+  several share one (:func:`~orchard.providers.ray_groups.gpu_request`); every other replica,
+  one of a deployment that disables packing included, asks for whole GPUs and holds them whole
+  (:func:`ray_gpus`). Which GPUs of its node each replica holds is kept by the rules of
+  :mod:`~orchard.providers.gpus` and told to placement (:meth:`RayProvider.devices`); a replica
+  they do not fit is refused before Ray is asked.
 
 Ray is driven from a child process per cluster (:mod:`~orchard.providers.ray_driver`, kept
 running by :mod:`~orchard.providers.ray_link`): this module never imports Ray, and every method
@@ -140,6 +142,17 @@ def clusters_file(path: Path) -> list[RayClusterConfig]:
 
 def ray_installed() -> bool:
     return importlib.util.find_spec("ray") is not None
+
+
+def ray_gpus(need: GpuNeed, device_memory_bytes: int) -> tuple[GpuNeed, float]:
+    """What a replica of GPU need ``need`` holds of a node whose GPUs have
+    ``device_memory_bytes`` (0: unknown), and the ``num_gpus`` that asks Ray for it. A whole
+    need asks for ``need.count`` whole GPUs and holds them whole, whatever memory it states; a
+    shared one asks as :func:`~orchard.providers.ray_groups.gpu_request` says (a fraction of one
+    GPU when it can, whole GPUs otherwise)."""
+    if not need.shared:
+        return need, need.count
+    return gpu_request(need.count, need.memory_bytes, device_memory_bytes)
 
 
 @dataclass
@@ -482,11 +495,7 @@ class RayProvider(Provider, SharesDevices):
             bundle = launch.bundle
             if bundle is None:
                 raise NoCapacity(f"replica {launch.id} has nothing to run on another machine")
-            need, num_gpus = gpu_request(
-                launch.accelerators,
-                launch.accelerator_memory_bytes,
-                held.instance.shape.accelerator_memory_bytes,
-            )
+            need, num_gpus = ray_gpus(launch.gpus, held.instance.shape.accelerator_memory_bytes)
             try:
                 devices = assign_devices(self.devices(held.instance.id), need)
             except NoDevice as exc:
