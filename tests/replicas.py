@@ -33,7 +33,9 @@ class Replica:
         cluster: str = "cc",
         concurrency: int = 4,
         replica_id: str = "r",
+        address: str = "",
     ) -> None:
+        """``address``: where the replica reaches the server (default: its TCP port)."""
         self.health = free_port()
         self.log = log_dir / f"replica-{replica_id}-{self.health}.log"
         self.command = [
@@ -43,7 +45,7 @@ class Replica:
             "--package",
             str(package),
             "--server",
-            f"127.0.0.1:{server.port}",
+            address or f"127.0.0.1:{server.port}",
             "--pat",
             server.pat,
             "--runner-id",

@@ -252,9 +252,15 @@ def test_a_runner_killed_mid_request_has_its_unary_call_retried(
         second.stop()
 
 
-def test_runners_reconnect_by_themselves_after_a_server_restart(tmp_path, pool_for_restart):
+@pytest.mark.parametrize("transport", ["grpc", "link"])
+def test_runners_reconnect_by_themselves_after_a_server_restart(
+    tmp_path, pool_for_restart, transport
+):
     server, runner_id, package, python = pool_for_restart
-    replica = Replica(server, runner_id, package, tmp_path, python=str(python)).start()
+    address = server.server.local_address if transport == "link" else ""
+    assert transport == "grpc" or address.startswith("link:")
+    replica = Replica(server, runner_id, package, tmp_path, python=str(python), address=address)
+    replica.start()
     try:
         model = model_for(server, deployment_id="echo-dep")
         assert model.predict_by_bytes(b"before", input_type="text").outputs[0].data.text.raw

@@ -30,7 +30,7 @@ from orchard.runners.models.calls import Entry, Request, Response
 from orchard.runners.models.model_class import ModelClass
 from orchard.runners.threads import blocking_iterator, closing, iterate_in_threads
 
-SC = status_code_pb2.StatusCode
+SC = status_code_pb2  # its values as module constants (the enum wrapper resolves each one slowly)
 
 
 class ModelAdapter(abc.ABC):

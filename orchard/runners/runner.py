@@ -6,7 +6,8 @@
                                                        runner_id="r1", capacity=4))
     exit = await runner.run()     # until drained (after stop()), refused, or the server is gone
 
-The runner opens ``ProcessRunnerItems`` (metadata ``authorization: Key <PAT>``), writes the
+The runner opens ``ProcessRunnerItems`` (metadata ``authorization: Key <PAT>``; on this host,
+through the server's local link, :mod:`orchard.runners.link`, when given ``link:PATH``), writes the
 hello with its capacity, and serves the server's items in a :class:`~orchard.runners.session.
 Session` (the per-stream rules are there). When a stream breaks, or cannot be opened, it tries
 again after a delay from :class:`Backoff` (0.1 s doubling to 5 s, jittered, reset by a stream
@@ -30,14 +31,14 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from orchard import wire
-from orchard.runners import protocol
+from orchard.runners import link, protocol
 from orchard.runners.adapters import ModelAdapter
 from orchard.runners.session import FATAL_CODES, Refused, Session, SessionSettings, Slots
 
@@ -58,7 +59,8 @@ def default_replica_id() -> str:
 class RunnerSettings:
     """Where a runner connects, who it is, and its limits.
 
-    ``server`` is ``HOST:PORT``, ``http://HOST:PORT`` or ``https://HOST:PORT`` (TLS)."""
+    ``server`` is ``HOST:PORT``, ``http://HOST:PORT``, ``https://HOST:PORT`` (TLS), or
+    ``link:PATH``: the server's local link on this host (:mod:`orchard.runners.link`)."""
 
     server: str
     pat: str
@@ -203,25 +205,44 @@ class Runner:
 
     async def _attempt(self) -> bool:
         """One stream, from the hello to its end; True when the hello went out."""
-        channel = channel_for(self.settings.server)
-        try:
-            call = self._open(channel)
-            if not await self._say_hello(call):
+        async with self._stream() as call:
+            if call is None or not await self._say_hello(call):
                 return False
             await self._serve(call)
             return True
+
+    @contextlib.asynccontextmanager
+    async def _stream(self) -> AsyncIterator[Any]:
+        """A new ``ProcessRunnerItems`` stream (a gRPC call, or a local link), closed on exit;
+        None when the server cannot be reached."""
+        server = self.settings.server
+        if link.is_link(server):
+            try:
+                call = await link.LinkCall.open(server, self.settings.pat)
+            except OSError as exc:
+                log.info("cannot reach the server at %s: %s", server, exc)
+                yield None
+                return
+            try:
+                yield call
+            finally:
+                await call.close()
+            return
+        channel = channel_for(server)
+        try:
+            metadata = (("authorization", f"Key {self.settings.pat}"),)
+            yield wire.callable_for(channel, "ProcessRunnerItems")(metadata=metadata)
         finally:
             await channel.close()
-
-    def _open(self, channel: grpc.aio.Channel) -> Any:
-        metadata = (("authorization", f"Key {self.settings.pat}"),)
-        return wire.callable_for(channel, "ProcessRunnerItems")(metadata=metadata)
 
     async def _say_hello(self, call: Any) -> bool:
         """Write the hello; False when the server cannot be reached; raises Refused."""
         try:
             await call.write(self.settings.hello())
             return True
+        except link.LinkError as exc:
+            log.info("cannot reach the server at %s: %s", self.settings.server, exc)
+            return False
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details()
         except asyncio.InvalidStateError:  # the call ended before the hello went out

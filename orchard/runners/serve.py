@@ -74,7 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--package", required=True, type=Path, help="an unpacked model package folder")
-    add("--server", required=True, help="the Orchard server: HOST:PORT or http(s)://HOST:PORT")
+    add(
+        "--server",
+        required=True,
+        help="the Orchard server: HOST:PORT, http(s)://HOST:PORT, or link:PATH (its local link)",
+    )
     add("--pat", default=os.environ.get("ORCHARD_PAT", ""), help="PAT (default: $ORCHARD_PAT)")
     add("--runner-id", required=True, help="the runner this replica serves for")
     add("--user-id", default="", help="the runner's owner (sent in the hello)")

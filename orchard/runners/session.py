@@ -34,6 +34,7 @@ import grpc
 from orchard.runners import protocol
 from orchard.runners.adapters import ModelAdapter
 from orchard.runners.items import Item, run_item
+from orchard.runners.link import LinkError
 from orchard.runners.models import calls
 from orchard.runners.protocol import ItemKind
 
@@ -90,28 +91,44 @@ class Slots:
 
 
 class Outbox:
-    """The one writer of a stream. ``send`` waits while ``limit`` messages are queued (so a
-    fast model cannot outrun the network) and returns at once after ``close``."""
+    """The one writer of a stream (``call``). ``send`` waits while ``limit`` messages are
+    queued (so a fast model cannot outrun the network) and returns at once after ``close``.
+    Writes happen one at a time, in the order sent."""
 
-    def __init__(self, limit: int = 256) -> None:
+    def __init__(self, call: Any, limit: int = 256) -> None:
+        self._call = call
         self._queue: asyncio.Queue[protocol.Outgoing] = asyncio.Queue(limit)
+        self._writing = asyncio.Lock()
         self._closed = False
 
     async def send(self, message: protocol.Outgoing) -> None:
         if not self._closed:
             await self._queue.put(message)
 
-    async def pump(self, call: Any) -> None:
-        """Write every message, in order, until cancelled or the call fails. Messages already
-        waiting are coalesced: consecutive outputs of one item (and its end) travel as one
-        message, which is what keeps a fast generate from paying one write per chunk."""
+    async def send_end(self, message: protocol.Outgoing) -> None:
+        """Send an item's end: written by the calling task itself when nothing waits to be
+        written (no hand-over to the pump), else queued. The caller must not be cancelled
+        while it writes, since cancelling a write cancels a gRPC call: an ending item is not."""
+        if self._closed:
+            return
+        if not self._queue.empty() or self._writing.locked():
+            await self._queue.put(message)
+            return
+        async with self._writing:
+            await self._call.write(message)
+
+    async def pump(self) -> None:
+        """Write every queued message, in order, until cancelled or the call fails. Messages
+        already waiting are coalesced: consecutive outputs of one item (and its end) travel as
+        one message, which is what keeps a fast generate from paying one write per chunk."""
         while True:
             batch = [await self._queue.get()]
             while len(batch) < COALESCE and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                for message in _coalesced(batch):
-                    await call.write(message)
+                async with self._writing:
+                    for message in _coalesced(batch):
+                        await self._call.write(message)
             finally:
                 for _ in batch:
                     self._queue.task_done()
@@ -119,6 +136,8 @@ class Outbox:
     async def flush(self) -> None:
         """Wait until everything sent so far was written."""
         await self._queue.join()
+        async with self._writing:
+            pass
 
     def close(self) -> None:
         self._closed = True
@@ -161,11 +180,11 @@ class Session:
         self._spawn = spawn
         self.items: dict[str, Item] = {}
         self.draining = False
-        self._outbox = Outbox()
+        self._outbox = Outbox(call)
 
     async def serve(self, stop: asyncio.Event, force: asyncio.Event) -> None:
         """Until the stream breaks, or a drain after ``stop`` completes; raises Refused."""
-        writer = self._spawn(self._outbox.pump(self.call))
+        writer = self._spawn(self._outbox.pump())
         reader = self._spawn(self._read())
         stopped = self._spawn(stop.wait())
         try:
@@ -236,7 +255,7 @@ class Session:
         try:
             outcome = await self._outcome_of(item)
             item.ending = True  # a cancel from here on must not stop the end going out
-            await self._outbox.send(protocol.item_end(item.id, item.final))
+            await self._outbox.send_end(protocol.item_end(item.id, item.final))
         finally:
             self.items.pop(item.id, None)
         # A line for every item only at DEBUG (a busy replica serves thousands a second, and
@@ -314,7 +333,7 @@ class Session:
         flushed.cancel()
         if writer.done():
             return
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, LinkError):
             await self.call.done_writing()
         await asyncio.wait({reader}, timeout=CLOSE_GRACE_S)
 
@@ -340,6 +359,10 @@ def _check_ending(reader: asyncio.Task[Any], writer: asyncio.Task[Any], *, quiet
                 raise Refused(f"{exc.code().name}: {exc.details()}") from exc
             if not quiet:
                 log.warning("the stream broke: %s: %s", exc.code().name, exc.details())
+            return
+        if isinstance(exc, LinkError):
+            if not quiet:
+                log.warning("the stream broke: %s", exc)
             return
         if not isinstance(exc, asyncio.InvalidStateError):  # a write after the call ended
             log.error("the stream failed", exc_info=exc)

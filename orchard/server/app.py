@@ -38,6 +38,7 @@ from orchard.server.builds import BuildQueue
 from orchard.server.metrics import Metrics, serve_metrics
 from orchard.server.predictions import UrlFetcher
 from orchard.server.rpc import GrpcAdapter, Router, Runtime
+from orchard.server.work import LinkServer
 from orchard.services import compute_clusters as cluster_service
 from orchard.services import nodepools as nodepool_service
 from orchard.services import users as user_service
@@ -239,6 +240,7 @@ class OrchardServer:
         self.port = 0
         self.local_address: str | None = None
         self._grpc: grpc.aio.Server | None = None
+        self._link: LinkServer | None = None
 
     async def start(self) -> int:
         server = grpc.aio.server(
@@ -255,8 +257,8 @@ class OrchardServer:
                 f"cannot listen on {self.settings.host}:{self.settings.port}; "
                 "is another server using the port? pick one with --port"
             )
-        self.local_address = self._listen_locally(server)
         await server.start()
+        self.local_address = await self._listen_locally()
         self._grpc = server
         for provider in self.runtime.providers.all():
             provider.start()
@@ -298,16 +300,16 @@ class OrchardServer:
         self.dispatcher.on_wait = orchestrator.wake
         orchestrator.start()
 
-    def _listen_locally(self, server: grpc.aio.Server) -> str | None:
-        """A Unix socket under home for this host's runners (a shorter path than TCP through
-        loopback); None where the path is too long for a socket address."""
-        path = self.settings.home / "run" / "grpc.sock"
+    async def _listen_locally(self) -> str | None:
+        """The local link under home for this host's replicas (:mod:`orchard.runners.link`);
+        None where the path is too long for a socket address."""
+        path = self.settings.home / "run" / "runners.sock"
         if len(str(path)) > MAX_SOCKET_PATH:
             return None
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        path.unlink(missing_ok=True)
-        address = f"unix:{path}"
-        return address if server.add_insecure_port(address) else None
+        self._link = LinkServer(self.adapter, path)
+        await self._link.start()
+        return self._link.address
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the replicas this server started (each drains up to ``drain_seconds``), finish
@@ -317,6 +319,9 @@ class OrchardServer:
             self.runtime.orchestrator = None
         for provider in self.runtime.providers.all():
             await asyncio.to_thread(provider.close)
+        if self._link is not None:
+            await self._link.close()
+            self._link = None
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
             self._metrics_runner = None

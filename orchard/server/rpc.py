@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -193,8 +193,8 @@ def success(request_id: str) -> status_pb2.Status:
     return status_pb2.Status(code=status_code_pb2.SUCCESS, description="Ok", req_id=request_id)
 
 
-def _token(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
+def _token(metadata: Sequence[tuple[str, Any]]) -> str:
+    for key, value in metadata:
         if key == "authorization":
             scheme, _, token = str(value).partition(" ")
             if scheme.lower() in ("key", "bearer") and token.strip():
@@ -254,7 +254,7 @@ class GrpcAdapter:
         handler = self.router.handlers[method.name]
         request_id = uuid.uuid4().hex[:16]
         try:
-            token = _token(context)
+            token = _token(context.invocation_metadata() or ())
 
             def run(session: Session) -> Message:
                 call = Call(users.authenticate(session, token), request_id, session, self.runtime)
@@ -269,28 +269,33 @@ class GrpcAdapter:
         except Exception as exc:
             return _classes(method)[1](status=self._error_status(exc, method.name, request_id))
 
-    async def _stream(
+    async def serve_stream(
         self,
-        method: MethodDescriptor,
+        name: str,
         requests: AsyncIterator[Any],
-        context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[Message]:
-        handler = self.router.stream_handlers[method.name]
+        metadata: Sequence[tuple[str, Any]],
+        remaining: float | None = None,
+    ) -> AsyncGenerator[Message, None]:
+        """The responses of stream handler ``name`` to ``requests`` from the caller that
+        ``metadata`` authenticates, with ``remaining`` seconds to run (None: the default);
+        any error is the last response's status. The one entry of every streaming call,
+        whatever carried it (gRPC, or the runners' local link)."""
+        method = SERVICE.methods_by_name[name]
+        handler = self.router.stream_handlers[name]
         request_id = uuid.uuid4().hex[:16]
         try:
-            token = _token(context)
+            token = _token(metadata)
             replica_user = self.runtime.replica_tokens.get(token)
-            if replica_user is not None and method.name == RUNNER_STREAM:
+            if replica_user is not None and name == RUNNER_STREAM:
                 user_id = replica_user
             else:
                 user_id = await self._authenticate(token)
-            remaining = context.time_remaining()
             deadline = time.monotonic() + (remaining if remaining is not None else DEFAULT_DEADLINE)
             call = StreamCall(user_id, request_id, self.runtime, self, deadline)
             async for response in handler(requests, call):
                 yield response
         except Exception as exc:
-            yield _classes(method)[1](status=self._error_status(exc, method.name, request_id))
+            yield _classes(method)[1](status=self._error_status(exc, name, request_id))
 
     def _not_implemented(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
         response_cls = _classes(method)[1]
@@ -323,17 +328,24 @@ class GrpcAdapter:
 
         # A stream handler serves every shape: a single request is a stream of one, and a
         # single response is the stream's last.
+        # (grpc.aio needs an async generator function for a streaming response.)
+        def answers(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+            if not method.client_streaming:
+                requests = _one(requests)
+            metadata = context.invocation_metadata() or ()
+            return self.serve_stream(method.name, requests, metadata, context.time_remaining())
+
         async def responses(
             requests: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Message]:
-            if not method.client_streaming:
-                requests = _one(requests)
-            async for response in self._stream(method, requests, context):
+            async for response in answers(requests, context):
                 yield response
 
         async def last(requests: Any, context: grpc.aio.ServicerContext) -> Message:
-            answers = [answer async for answer in responses(requests, context)]
-            return answers[-1]
+            answer: Any = None  # every stream ends with a response: its answer, or the error
+            async for response in answers(requests, context):
+                answer = response
+            return answer
 
         return _method_handler(method, last, responses)
 

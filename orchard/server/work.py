@@ -4,24 +4,34 @@ The first message is the replica's hello (see :mod:`orchard.runners.protocol`); 
 runner of the caller's, whose nodepool and model version decide what the replica serves. The
 replica then joins the dispatcher until the stream ends, which loses (and, for unary calls,
 retries) whatever it held.
+
+Replicas on this host may open the same stream through the local link
+(:mod:`orchard.runners.link`): :class:`LinkServer` reads its frames and serves them through the
+same handler as the gRPC stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from sqlalchemy.orm import Session
 
 from orchard import errors
 from orchard.dispatch.dispatcher import Dispatcher
 from orchard.dispatch.sessions import PoolKey, RunnerSession
-from orchard.runners import protocol
-from orchard.server.rpc import Router, StreamCall
+from orchard.runners import link, protocol
+from orchard.server.rpc import RUNNER_STREAM, GrpcAdapter, Router, StreamCall
 from orchard.services import runners
 from orchard.services.models import VersionRef
 
+log = logging.getLogger(__name__)
 router = Router()
 
 
@@ -67,3 +77,58 @@ async def work(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[
     finally:
         reader.cancel()
         await dispatcher.disconnect(session)
+
+
+class LinkServer:
+    """The server's end of the local link: a Unix socket at ``path`` (mode 0600) whose
+    connections are ``ProcessRunnerItems`` streams, served by ``adapter`` as gRPC ones are."""
+
+    def __init__(self, adapter: GrpcAdapter, path: Path) -> None:
+        self.adapter, self.path = adapter, path
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> str:
+        return link.link_address(str(self.path))
+
+    async def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(self._serve, str(self.path))
+        os.chmod(self.path, 0o600)
+
+    async def close(self) -> None:
+        """Stop listening and end every open link (their replicas see the stream end)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._links):
+            writer.close()
+        self.path.unlink(missing_ok=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._links.add(writer)
+        try:
+            credentials = await link.read_frame(reader)
+            if credentials is None:
+                return
+            metadata = (("authorization", credentials.decode(errors="replace")),)
+            responses = self.adapter.serve_stream(RUNNER_STREAM, _frames(reader), metadata)
+            async with contextlib.aclosing(responses):
+                async for response in responses:
+                    await link.write_frame(writer, response)
+        except link.LinkError as exc:
+            log.info("a runner's link ended: %s", exc)
+        finally:
+            self._links.discard(writer)
+            writer.close()
+
+
+async def _frames(reader: asyncio.StreamReader) -> AsyncIterator[protocol.Outgoing]:
+    """The runner's messages on a link, until it closes its end (or breaks it, which ends
+    them too: the replica's items are then lost, as when a gRPC stream breaks)."""
+    try:
+        while (data := await link.read_frame(reader)) is not None:
+            yield protocol.Outgoing.FromString(data)
+    except (link.LinkError, DecodeError) as exc:
+        log.warning("a runner's link broke: %s", exc)

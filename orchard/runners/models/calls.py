@@ -37,7 +37,7 @@ from orchard.runners.utils.serializers import (
 
 log = logging.getLogger("orchard.runners")
 
-SC = status_code_pb2.StatusCode
+SC = status_code_pb2  # its values as module constants (the enum wrapper resolves each one slowly)
 DataType = resources_pb2.ModelTypeField.DataType
 Request: TypeAlias = service_pb2.PostModelOutputsRequest
 Response: TypeAlias = service_pb2.MultiOutputResponse
