@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +38,16 @@ class Refused(Lost):
 
 END, LOST, REFUSED = Ended(), Lost(), Refused()
 _order = itertools.count()
+# Item ids: unique within this server process (a count) and across its restarts (a prefix).
+_ITEM_PREFIX = secrets.token_hex(4)
+_items = itertools.count(1)
 
 
 class Item:
     """One call in flight on a replica: its outputs arrive in ``events``."""
 
     def __init__(self, session: RunnerSession) -> None:
-        self.id = uuid.uuid4().hex
+        self.id = f"{_ITEM_PREFIX}{next(_items):x}"
         self.session = session
         self.events: asyncio.Queue[Any] = asyncio.Queue()
         self.finished = False
@@ -65,6 +68,9 @@ class RunnerSession:
     pool: PoolKey
     version: VersionRef
     priority_of: dict[PoolKey, int] = field(default_factory=dict)
+    # The replica's messages go to ``deliver`` when its transport writes without waiting,
+    # else through ``outbox`` (which also carries the end: None).
+    deliver: Callable[[Any], None] | None = None
     outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     items: dict[str, Item] = field(default_factory=dict)
     draining: bool = False
@@ -86,7 +92,11 @@ class RunnerSession:
         return item
 
     def send(self, *runner_items: service_pb2.RunnerItem) -> None:
-        self.outbox.put_nowait(protocol.items(*runner_items))
+        message = protocol.items(*runner_items)
+        if self.deliver is not None:
+            self.deliver(message)
+        else:
+            self.outbox.put_nowait(message)
 
     def cancel(self, item: Item) -> None:
         if not item.finished:

@@ -34,6 +34,7 @@ from orchard.runners import protocol
 SCHEME = "link:"
 HEADER = struct.Struct("!I")
 MAX_FRAME_BYTES = 1 << 30  # the server's gRPC message limit
+HIGH_WATER_BYTES = 1 << 20  # unsent bytes past which a writer waits
 
 
 class LinkError(ConnectionError):
@@ -104,6 +105,15 @@ class LinkCall:
 
     async def write(self, message: protocol.Outgoing) -> None:
         await write_frame(self._writer, message)
+
+    def write_now(self, message: protocol.Outgoing) -> bool:
+        """Write without waiting; False (nothing written) when the link is closing or its
+        buffer is over :data:`HIGH_WATER_BYTES`: then ``write`` waits for room."""
+        transport = self._writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() > HIGH_WATER_BYTES:
+            return False
+        transport.write(frame(message))
+        return True
 
     async def read(self) -> Any:
         """The server's next message, or ``grpc.aio.EOF`` once it closed the link."""

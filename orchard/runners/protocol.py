@@ -50,6 +50,7 @@ from clarifai_grpc.grpc.api.status import status_pb2
 UNARY = resources_pb2.RunnerMethodType.UNARY_UNARY
 SERVER_STREAM = resources_pb2.RunnerMethodType.UNARY_STREAMING
 BIDI = resources_pb2.RunnerMethodType.STREAMING_STREAMING
+UNKNOWN = resources_pb2.RunnerMethodType.UNKNOWN
 
 Outgoing: TypeAlias = service_pb2.PostRunnerItemOutputsRequest
 Incoming: TypeAlias = service_pb2.MultiRunnerItemResponse
@@ -170,7 +171,7 @@ def kind_of(item: service_pb2.RunnerItem) -> ItemKind:
         return ItemKind.INPUT_END
     if not item.HasField("post_model_outputs_request"):
         return ItemKind.OTHER
-    if item.processing_info.runner_method_type != resources_pb2.RunnerMethodType.UNKNOWN:
+    if item.processing_info.runner_method_type != UNKNOWN:
         return ItemKind.START
     return ItemKind.NEXT
 

@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from clarifai_grpc.grpc.api.status import status_code_pb2
 
 from orchard.runners import protocol
 from orchard.runners.adapters import ModelAdapter
 from orchard.runners.items import Item, run_item
-from orchard.runners.link import LinkError
+from orchard.runners.link import LinkCall, LinkError
 from orchard.runners.models import calls
 from orchard.runners.protocol import ItemKind
 
@@ -97,25 +99,29 @@ class Outbox:
 
     def __init__(self, call: Any, limit: int = 256) -> None:
         self._call = call
+        self._write_now = call.write_now if isinstance(call, LinkCall) else None
         self._queue: asyncio.Queue[protocol.Outgoing] = asyncio.Queue(limit)
         self._writing = asyncio.Lock()
         self._closed = False
 
-    async def send(self, message: protocol.Outgoing) -> None:
-        if not self._closed:
-            await self._queue.put(message)
-
-    async def send_end(self, message: protocol.Outgoing) -> None:
-        """Send an item's end: written by the calling task itself when nothing waits to be
-        written (no hand-over to the pump), else queued. The caller must not be cancelled
-        while it writes, since cancelling a write cancels a gRPC call: an ending item is not."""
+    async def send(self, message: protocol.Outgoing, *, now: bool = False) -> None:
+        """Queue ``message`` for the pump, which coalesces bursts; or, with ``now`` and nothing
+        waiting to be written, write it from the calling task (no hand-over to the pump). That
+        happens on the local link, whose writes never wait, and on gRPC only for an item's end:
+        cancelling a gRPC write cancels the whole call, and an ending item is never cancelled."""
         if self._closed:
             return
-        if not self._queue.empty() or self._writing.locked():
-            await self._queue.put(message)
-            return
-        async with self._writing:
-            await self._call.write(message)
+        if now and self._queue.empty() and not self._writing.locked():
+            if self._write_now is not None:
+                if self._write_now(message):
+                    return
+            elif (
+                message.runner_item_id and message.status.code == status_code_pb2.RUNNER_STREAM_END
+            ):
+                async with self._writing:
+                    await self._call.write(message)
+                return
+        await self._queue.put(message)
 
     async def pump(self) -> None:
         """Write every queued message, in order, until cancelled or the call fails. Messages
@@ -255,7 +261,7 @@ class Session:
         try:
             outcome = await self._outcome_of(item)
             item.ending = True  # a cancel from here on must not stop the end going out
-            await self._outbox.send_end(protocol.item_end(item.id, item.final))
+            await self._outbox.send(protocol.item_end(item.id, item.final), now=True)
         finally:
             self.items.pop(item.id, None)
         # A line for every item only at DEBUG (a busy replica serves thousands a second, and
@@ -268,12 +274,19 @@ class Session:
                 level, "%s %s %s %.1fms item=%s", item.entry, method, outcome, elapsed_ms, item.id
             )
 
+    def _sender(self, item: Item) -> Callable[[protocol.Outgoing], Awaitable[None]]:
+        """How an item's outputs go out: a stream-stream item's at once (someone waits for each
+        one), a generate's through the pump, which coalesces bursts of them."""
+        if item.shape == protocol.BIDI:
+            return functools.partial(self._outbox.send, now=True)
+        return self._outbox.send
+
     async def _outcome_of(self, item: Item) -> str:
         try:
             await self.slots.acquire()
             try:
                 max_bytes = self.settings.max_output_bytes
-                return await run_item(item, self.model, self._outbox.send, max_bytes)
+                return await run_item(item, self.model, self._sender(item), max_bytes)
             finally:
                 self.slots.release()
         except asyncio.CancelledError:

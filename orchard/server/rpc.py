@@ -19,9 +19,10 @@ with that one status message.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -95,6 +96,15 @@ class Runtime:
             self.orchestrator.wake()
 
 
+_PROCESS_ID = secrets.token_hex(4)
+_requests = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """16 hex digits: this process's random half, then a count (no entropy read per call)."""
+    return f"{_PROCESS_ID}{next(_requests) & 0xFFFFFFFF:08x}"
+
+
 def resolve_owner(caller: str, requested: str) -> str:
     """The user whose resources a request names; only the caller's own are reachable, and
     another user's id answers "not found" whether that user exists or not."""
@@ -138,6 +148,9 @@ class StreamCall:
     runtime: Runtime
     adapter: GrpcAdapter
     deadline: float  # time.monotonic() by which the caller wants its answer
+    # A transport that writes without waiting (the runners' local link) may take the
+    # handler's messages at once through this; None: the handler yields them.
+    deliver: Callable[[Message], None] | None = None
 
     def owner(self, requested: str) -> str:
         return resolve_owner(self.user_id, requested)
@@ -252,7 +265,7 @@ class GrpcAdapter:
         self, method: MethodDescriptor, request: Message, context: grpc.aio.ServicerContext
     ) -> Message:
         handler = self.router.handlers[method.name]
-        request_id = uuid.uuid4().hex[:16]
+        request_id = new_request_id()
         try:
             token = _token(context.invocation_metadata() or ())
 
@@ -275,14 +288,15 @@ class GrpcAdapter:
         requests: AsyncIterator[Any],
         metadata: Sequence[tuple[str, Any]],
         remaining: float | None = None,
+        deliver: Callable[[Message], None] | None = None,
     ) -> AsyncGenerator[Message, None]:
         """The responses of stream handler ``name`` to ``requests`` from the caller that
         ``metadata`` authenticates, with ``remaining`` seconds to run (None: the default);
         any error is the last response's status. The one entry of every streaming call,
-        whatever carried it (gRPC, or the runners' local link)."""
+        whatever carried it (gRPC, or the runners' local link, which passes ``deliver``)."""
         method = SERVICE.methods_by_name[name]
         handler = self.router.stream_handlers[name]
-        request_id = uuid.uuid4().hex[:16]
+        request_id = new_request_id()
         try:
             token = _token(metadata)
             replica_user = self.runtime.replica_tokens.get(token)
@@ -291,7 +305,7 @@ class GrpcAdapter:
             else:
                 user_id = await self._authenticate(token)
             deadline = time.monotonic() + (remaining if remaining is not None else DEFAULT_DEADLINE)
-            call = StreamCall(user_id, request_id, self.runtime, self, deadline)
+            call = StreamCall(user_id, request_id, self.runtime, self, deadline, deliver)
             async for response in handler(requests, call):
                 yield response
         except Exception as exc:

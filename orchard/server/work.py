@@ -16,11 +16,11 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from sqlalchemy.orm import Session
 
 from orchard import errors
@@ -67,7 +67,7 @@ async def work(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[
         raise errors.RunnerInvalid(str(exc)) from None
     call.owner(hello.user_id)
     pool, version = await call.db(_serving(call.user_id, hello.runner_id))
-    session = RunnerSession(hello, pool, version)
+    session = RunnerSession(hello, pool, version, deliver=call.deliver)
     dispatcher: Dispatcher = call.runtime.dispatcher
     await dispatcher.connect(session)
     reader = asyncio.create_task(_read(requests, session, dispatcher))
@@ -113,7 +113,9 @@ class LinkServer:
             if credentials is None:
                 return
             metadata = (("authorization", credentials.decode(errors="replace")),)
-            responses = self.adapter.serve_stream(RUNNER_STREAM, _frames(reader), metadata)
+            responses = self.adapter.serve_stream(
+                RUNNER_STREAM, _frames(reader), metadata, deliver=_deliverer(writer)
+            )
             async with contextlib.aclosing(responses):
                 async for response in responses:
                     await link.write_frame(writer, response)
@@ -122,6 +124,17 @@ class LinkServer:
         finally:
             self._links.discard(writer)
             writer.close()
+
+
+def _deliverer(writer: asyncio.StreamWriter) -> Callable[[Message], None]:
+    """Write a message to the link at once (items for the replica: the dispatcher bounds how
+    many it has in flight); dropped once the link is closing, whose session is ending."""
+
+    def deliver(message: Message) -> None:
+        if not writer.is_closing():
+            writer.write(link.frame(message))
+
+    return deliver
 
 
 async def _frames(reader: asyncio.StreamReader) -> AsyncIterator[protocol.Outgoing]:

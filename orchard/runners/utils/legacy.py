@@ -29,6 +29,7 @@ DataType = resources_pb2.ModelTypeField.DataType
 _MESSAGES = ("image", "video", "text", "audio", "ndarray", "struct_value", "geo")
 _REPEATED = ("concepts", "regions", "frames", "colors", "clusters", "embeddings", "tracks")
 _SCALARS = ("int_value", "float_value", "bytes_value", "bool_value", "string_value")
+_LIST = DataType.LIST  # read once: the enum wrapper resolves each name slowly
 _REPEATED_OF = {DataType.CONCEPT: "concepts", DataType.REGION: "regions", DataType.FRAME: "frames"}
 
 
@@ -70,7 +71,7 @@ def to_legacy_output(data: Data) -> None:
 
 def _take(field: Field, rest: Data) -> Data | None:
     kind = field.type
-    if kind == DataType.LIST and field.type_args[0].type in _REPEATED_OF:
+    if kind == _LIST and field.type_args[0].type in _REPEATED_OF:
         kind = field.type_args[0].type
     if kind in _REPEATED_OF:
         return _move_repeated(rest, _REPEATED_OF[kind])
