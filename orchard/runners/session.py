@@ -9,8 +9,10 @@ server's items (see :mod:`orchard.runners.protocol`) and runs each start as its 
 - ``next`` and ``input end`` feed a stream-stream item's request iterator;
 - ``cancel`` ends the item's request feed (a sync stream method may be waiting on it in a
   thread) and cancels its task; the adapter closes the model's generator;
-- everything written goes through one :class:`Outbox`, whose single writer keeps the order in
-  which messages were sent (an item's outputs, then its end).
+- everything written goes through one :class:`Outbox`, which writes one message at a time in
+  the order sent (an item's outputs, then its end): a generate's outputs through its pump,
+  which coalesces bursts; an item's end, and a stream-stream item's outputs, from the item's
+  own task when nothing waits to be written.
 
 The session ends when the stream breaks, when the server refuses the runner (raises
 :class:`Refused`), or by a drain when ``stop`` is set: the draining message goes out, starts
