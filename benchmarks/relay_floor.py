@@ -1,10 +1,12 @@
 """The floor of Orchard's request path, and what Orchard spends above it.
 
-Three servers answer the same unary PostModelOutputs (300 bytes of text in, the same out):
+Four servers answer the same unary PostModelOutputs (300 bytes of text in, the same out):
 
 - bare: a grpc.aio server answering in its handler (``bare_echo.py``);
 - relay: a grpc.aio server that hands each call over one bidi stream to a second process and
-  answers with what comes back: the shape of Orchard's path with nothing else in it;
+  answers with what comes back: the shape of a runner's path over gRPC with nothing else in it;
+- relay_link: the same with the hop as frames on a Unix socket (Orchard's local link, which the
+  server's own replicas use): the floor of Orchard's path on one host;
 - orchard: ``orchard serve`` with the one replica it starts for a no-op deployment.
 
 For each: p50 latency at concurrency 1, and CPU time per call of every process involved (from
@@ -34,31 +36,40 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from common import start_server, stop_server
 from dataplane import deploy_noop, start_bare
 
+from orchard.runners import link
 from orchard.wire import callable_for
 
 HERE = Path(__file__).resolve().parent
 
 
-async def relay_server() -> None:
-    """Serve PostModelOutputs by relaying over the first ProcessRunnerItems stream."""
-    outbox: asyncio.Queue[service_pb2.MultiRunnerItemResponse] = asyncio.Queue()
+async def relay_server(link_path: str = "") -> None:
+    """Serve PostModelOutputs by relaying over the first runner's hop: a ProcessRunnerItems
+    stream, or with ``link_path`` frames on a Unix socket there (Orchard's local link)."""
     waiting: dict[str, asyncio.Future[service_pb2.MultiOutputResponse]] = {}
     numbers = iter(range(1, 1 << 62))
+    outbox: asyncio.Queue[service_pb2.MultiRunnerItemResponse] = asyncio.Queue()
+    hop = {"send": outbox.put_nowait}
+    linked = asyncio.Event()  # the runner's link is open (with link_path)
+
+    def settle(message: service_pb2.PostRunnerItemOutputsRequest) -> None:
+        if message.runner_item_id:
+            future = waiting.pop(message.runner_item_id)
+            future.set_result(message.runner_item_outputs[0].multi_output_response)
 
     async def predict(request: service_pb2.PostModelOutputsRequest, context: object) -> object:
         key = str(next(numbers))
         waiting[key] = asyncio.get_running_loop().create_future()
         item = service_pb2.RunnerItem(id=key)
         item.post_model_outputs_request.CopyFrom(request)
-        outbox.put_nowait(service_pb2.MultiRunnerItemResponse(runner_items=[item]))
+        if link_path and not linked.is_set():
+            await linked.wait()
+        hop["send"](service_pb2.MultiRunnerItemResponse(runner_items=[item]))
         return await waiting[key]
 
     async def work(requests: AsyncIterator[object], context: object) -> AsyncIterator[object]:
         async def read() -> None:
             async for message in requests:
-                if message.runner_item_id:  # type: ignore[attr-defined]
-                    future = waiting.pop(message.runner_item_id)  # type: ignore[attr-defined]
-                    future.set_result(message.runner_item_outputs[0].multi_output_response)  # type: ignore[attr-defined]
+                settle(message)  # type: ignore[arg-type]
 
         reader = asyncio.create_task(read())
         try:
@@ -67,6 +78,14 @@ async def relay_server() -> None:
         finally:
             reader.cancel()
 
+    async def on_link(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hop["send"] = lambda message: writer.write(link.frame(message))
+        linked.set()
+        while (data := await link.read_frame(reader)) is not None:
+            settle(service_pb2.PostRunnerItemOutputsRequest.FromString(data))
+
+    if link_path:
+        await asyncio.start_unix_server(on_link, link_path)
     await serve_until_stdin_closes(
         {
             "PostModelOutputs": grpc.unary_unary_rpc_method_handler(
@@ -79,17 +98,28 @@ async def relay_server() -> None:
     )
 
 
-async def relay_runner(port: int) -> None:
-    """Answer every relayed item at once, like a no-op model."""
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+def relay_answer(item: service_pb2.RunnerItem) -> service_pb2.PostRunnerItemOutputsRequest:
+    out = service_pb2.PostRunnerItemOutputsRequest(runner_item_id=item.id)
+    text = item.post_model_outputs_request.inputs[0].data.text.raw
+    out.runner_item_outputs.add().multi_output_response.CopyFrom(answer(text))
+    return out
+
+
+async def relay_runner(where: str) -> None:
+    """Answer every relayed item at once, like a no-op model; ``where`` is the relay's port,
+    or ``link:PATH``."""
+    if link.is_link(where):
+        reader, writer = await asyncio.open_unix_connection(where.removeprefix(link.SCHEME))
+        while (data := await link.read_frame(reader)) is not None:
+            for item in service_pb2.MultiRunnerItemResponse.FromString(data).runner_items:
+                writer.write(link.frame(relay_answer(item)))
+        return
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{where}")
     call = callable_for(channel, "ProcessRunnerItems")()
     await call.write(service_pb2.PostRunnerItemOutputsRequest())
     while (message := await call.read()) is not grpc.aio.EOF:
         for item in message.runner_items:
-            out = service_pb2.PostRunnerItemOutputsRequest(runner_item_id=item.id)
-            text = item.post_model_outputs_request.inputs[0].data.text.raw
-            out.runner_item_outputs.add().multi_output_response.CopyFrom(answer(text))
-            await call.write(out)
+            await call.write(relay_answer(item))
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -125,6 +155,23 @@ async def measure(
     }
 
 
+async def measure_relay(link_path: str, calls: int) -> dict[str, float]:
+    """The relay server and its runner, the hop a gRPC stream or (``link_path``) a link."""
+    server_args = [sys.executable, __file__, "relay-server", *([link_path] if link_path else [])]
+    relay = subprocess.Popen(server_args, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert relay.stdout is not None
+    port = int(relay.stdout.readline().split()[1])
+    where = link.link_address(link_path) if link_path else str(port)
+    runner = subprocess.Popen([sys.executable, __file__, "relay-runner", where])
+    try:
+        processes = [psutil.Process(relay.pid), psutil.Process(runner.pid)]
+        return await measure(f"127.0.0.1:{port}", processes, calls)
+    finally:
+        runner.kill()
+        runner.wait()
+        relay.communicate("", timeout=30)
+
+
 def family(pid: int) -> list[psutil.Process]:
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
@@ -138,22 +185,9 @@ async def run(calls: int) -> dict[str, object]:
     finally:
         bare.communicate("", timeout=30)
 
-    relay = subprocess.Popen(
-        [sys.executable, __file__, "relay-server"],
-        text=True,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    assert relay.stdout is not None
-    port = int(relay.stdout.readline().split()[1])
-    runner = subprocess.Popen([sys.executable, __file__, "relay-runner", str(port)])
-    try:
-        processes = [psutil.Process(relay.pid), psutil.Process(runner.pid)]
-        results["relay"] = await measure(f"127.0.0.1:{port}", processes, calls)
-    finally:
-        runner.kill()
-        runner.wait()
-        relay.communicate("", timeout=30)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, hop in (("relay", ""), ("relay_link", f"{tmp}/relay.sock")):
+            results[name] = await measure_relay(hop, calls)
 
     pat = secrets.token_hex(16)
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,10 +227,10 @@ async def run(calls: int) -> dict[str, object]:
 
 def main() -> None:
     if sys.argv[1:2] == ["relay-server"]:
-        asyncio.run(relay_server())
+        asyncio.run(relay_server(*sys.argv[2:3]))
         return
     if sys.argv[1:2] == ["relay-runner"]:
-        asyncio.run(relay_runner(int(sys.argv[2])))
+        asyncio.run(relay_runner(sys.argv[2]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
