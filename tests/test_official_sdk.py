@@ -19,7 +19,7 @@ import yaml
 
 from tests.conftest import CLARIFAI
 from tests.replicas import Replica
-from tests.resources import deploy
+from tests.resources import LIGHT_EXAMPLES, deploy
 
 pytestmark = pytest.mark.e2e
 
@@ -78,12 +78,7 @@ def test_official_cli(official_python, server, tmp_path):
     assert "cli-cc" in outputs[1] and "cli-np" in outputs[3]
 
 
-EXAMPLES = sorted(
-    p for p in (ROOT / "examples" / "models").glob("*") if (p / "config.yaml").exists()
-)
-
-
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("example", LIGHT_EXAMPLES, ids=lambda p: p.name)
 def test_official_model_upload_builds_the_example(official_python, server, api, tmp_path, example):
     """`clarifai model upload` (12.5.0) of each example ends in MODEL_TRAINED on Orchard."""
     from clarifai_grpc.grpc.api import resources_pb2 as r

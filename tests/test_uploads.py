@@ -17,7 +17,7 @@ from orchard.client.base import BaseClient
 from orchard.client.uploads import _version_proto, ensure_model, send_package, upload_model
 from orchard.packaging.package import load_package
 from orchard.services.builds import installed_interpreters
-from tests.resources import ok
+from tests.resources import LIGHT_EXAMPLES, ok
 from tests.waiting import wait_for
 
 CONFIG = """\
@@ -347,14 +347,7 @@ def test_a_build_does_not_block_other_requests(server, api, tmp_path, monkeypatc
     assert final.code == sc.MODEL_TRAINED
 
 
-EXAMPLES = sorted(
-    p
-    for p in (Path(__file__).parents[1] / "examples" / "models").iterdir()
-    if (p / "config.yaml").exists()
-)
-
-
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("example", LIGHT_EXAMPLES, ids=lambda p: p.name)
 def test_every_example_builds(server, example):
     version = upload(server, example)
     assert version.status.code == sc.MODEL_TRAINED
