@@ -342,14 +342,13 @@ class GrpcAdapter:
 
         # A stream handler serves every shape: a single request is a stream of one, and a
         # single response is the stream's last.
-        # (grpc.aio needs an async generator function for a streaming response.)
         def answers(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
             if not method.client_streaming:
                 requests = _one(requests)
             metadata = context.invocation_metadata() or ()
             return self.serve_stream(method.name, requests, metadata, context.time_remaining())
 
-        async def responses(
+        async def responses(  # grpc.aio streams only an async generator function's responses
             requests: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Message]:
             async for response in answers(requests, context):
