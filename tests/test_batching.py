@@ -174,6 +174,54 @@ async def test_one_batch_runs_at_a_time_and_the_next_gathers_meanwhile():
     assert run.batches == [["a"], ["b", "c", "d"]]
 
 
+async def test_with_max_concurrent_batches_up_to_k_run_at_once_and_the_rest_gather():
+    gate = asyncio.Event()
+    run = Recorder(gate)
+    batcher = Batcher(run, 2, 0.0, name="Test.run", concurrency=2)
+    first = batcher.submit(["a"])  # leaves at once, alone
+    second = batcher.submit(["b"])  # a second batch may run: leaves at once too
+    assert (batcher.queued, batcher.running) == (0, 2)
+    later = [batcher.submit([v]) for v in "cde"]  # both run: these gather
+    assert (batcher.queued, batcher.running) == (3, 2)
+    gate.set()
+    assert await asyncio.gather(first, second, *later) == [["A"], ["B"], ["C"], ["D"], ["E"]]
+    assert run.batches[:2] == [["a"], ["b"]]
+    assert sorted(map(tuple, run.batches[2:])) == [("c", "d"), ("e",)]  # full first, in order
+    assert batcher.running == 0
+
+
+async def test_concurrent_batches_still_wait_for_company_up_to_the_bound():
+    timers, gate = FakeTimers(), asyncio.Event()
+    run = Recorder(gate)
+    batcher = Batcher(
+        run,
+        4,
+        5.0,
+        name="Test.run",
+        concurrency=2,
+        clock=timers.clock,
+        call_later=timers.call_later,
+    )
+    first = batcher.submit(["a"])
+    assert (batcher.queued, batcher.running, timers.deadlines) == (1, 0, [5.0])
+    timers.advance(5.0)  # the bound passed: it leaves alone, and a second slot stays free
+    second = batcher.submit(["b"])
+    assert (batcher.queued, batcher.running, timers.deadlines) == (1, 1, [10.0])
+    gate.set()
+    timers.advance(5.0)
+    assert await asyncio.gather(first, second) == [["A"], ["B"]]
+
+
+def test_max_concurrent_batches_reaches_the_batcher():
+    class Pair(ModelClass):
+        @ModelClass.method(batch_size=4, max_concurrent_batches=2)
+        def f(self, x: list[str]) -> list[str]:
+            return x
+
+    assert method_infos(Pair)["f"].batch == Batching(4, 0.0, 2)
+    assert ModelBatchers(Pair()).batcher(method_infos(Pair)["f"]).concurrency == 2
+
+
 async def test_a_request_with_many_inputs_rides_in_one_batch_with_others():
     run = Recorder()
     batcher = _batcher(run, size=4, wait_s=10.0, timers=FakeTimers())
@@ -434,6 +482,16 @@ BATCHING_ERRORS = [
         "    @ModelClass.method(batch_wait_ms=5)\n    def f(self, x: str) -> str:\n"
         "        return x",
         r"batch_wait_ms=5\) needs batch_size too",
+    ),
+    (
+        "    @ModelClass.method(max_concurrent_batches=2)\n    def f(self, x: str) -> str:\n"
+        "        return x",
+        r"max_concurrent_batches=2\) needs batch_size too",
+    ),
+    (
+        "    @ModelClass.method(batch_size=2, max_concurrent_batches=0)\n"
+        "    def f(self, x: list[str]) -> list[str]:\n        return x",
+        r"max_concurrent_batches=0\): how many batches .* at least 1",
     ),
 ]
 

@@ -16,10 +16,13 @@ Policy
   whichever comes first, and takes the first N inputs in arrival order.
 - One batch per method runs at a time; the queue keeps filling while it runs. When it ends, the
   next batch leaves at once if it is full or its oldest input has already waited W, else as
-  soon as one of those holds. Not more than one: a second batch on the same GPU would mostly
-  wait for the device behind the first while holding memory of its own, whereas gathering
-  during the running batch makes the next one as full as the load allows, which is where the
-  throughput comes from.
+  soon as one of those holds. Not more than one by default: a second batch on the same GPU
+  would mostly wait for the device behind the first while holding memory of its own, whereas
+  gathering during the running batch makes the next one as full as the load allows, which is
+  where the throughput comes from. A method whose call spends much of its time off the device
+  (decoding images, tokenizing) may ask for ``max_concurrent_batches=K``: up to K batches then
+  run at once, by the same rule for when each leaves, so one batch's preparation overlaps
+  another's compute; the price is K batches' memory, and batches a little less full.
 - A sync method runs in a worker thread, an ``async def`` one on the runner's event loop.
 
 Latency against throughput
@@ -191,8 +194,8 @@ class Batcher(Generic[T, R]):
     ``submit(values)`` queues values at once and returns a future of their outcomes, each a
     result of ``run`` or an ``Exception``; cancelling that future takes the values still
     queued out of the queue. A batch leaves when ``size`` values are queued or the oldest has
-    waited ``wait_s`` seconds; one batch runs at a time (the policy is in the module's
-    docstring). ``clock`` and ``call_later`` default to the running loop's ``time`` and
+    waited ``wait_s`` seconds; at most ``concurrency`` batches run at a time (the policy is in
+    the module's docstring). ``clock`` and ``call_later`` default to the running loop's ``time`` and
     ``call_later``. Use it from one event loop."""
 
     def __init__(
@@ -202,17 +205,21 @@ class Batcher(Generic[T, R]):
         wait_s: float,
         *,
         name: str = "batch",
+        concurrency: int = 1,
         clock: Callable[[], float] | None = None,
         call_later: CallLater | None = None,
     ) -> None:
-        if size < 1 or wait_s < 0:
-            raise ValueError(f"a batcher needs size >= 1 and wait_s >= 0, got {size}, {wait_s}")
-        self.size, self.wait_s, self.name = size, wait_s, name
+        if size < 1 or wait_s < 0 or concurrency < 1:
+            raise ValueError(
+                "a batcher needs size >= 1, wait_s >= 0 and concurrency >= 1, "
+                f"got {size}, {wait_s}, {concurrency}"
+            )
+        self.size, self.wait_s, self.name, self.concurrency = size, wait_s, name, concurrency
         self._run = run
         self._clock, self._call_later = clock, call_later
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: deque[_Entry] = deque()
-        self._batch: asyncio.Task[None] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
         self._timer: Handle | None = None
         self._timer_at = 0.0
 
@@ -222,9 +229,9 @@ class Batcher(Generic[T, R]):
         return len(self._queue)
 
     @property
-    def running(self) -> bool:
-        """Whether a batch is being computed."""
-        return self._batch is not None
+    def running(self) -> int:
+        """Batches being computed."""
+        return len(self._batches)
 
     def submit(self, values: Sequence[T]) -> asyncio.Future[list[R | Exception]]:
         """Queue ``values`` (together, in order); the future's result holds one outcome per
@@ -246,7 +253,7 @@ class Batcher(Generic[T, R]):
     def _bind(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
-            if self._queue or self._batch is not None:
+            if self._queue or self._batches:
                 raise RuntimeError(f"batcher {self.name} is in use on another event loop")
             self._loop, self._timer = loop, None
         return loop
@@ -257,9 +264,13 @@ class Batcher(Generic[T, R]):
         assert self._loop is not None
         return self._loop.time()
 
+    def _full(self) -> bool:
+        return len(self._batches) >= self.concurrency
+
     def _pump(self) -> None:
-        """Start a batch if none runs and one is due; keep the timer for the next one."""
-        while self._batch is None and self._queue and self._due():
+        """Start batches while fewer than ``concurrency`` run and one is due; keep the timer
+        for the next one."""
+        while not self._full() and self._queue and self._due():
             batch = self._take()
             if batch:
                 self._start(batch)
@@ -277,9 +288,9 @@ class Batcher(Generic[T, R]):
         return batch
 
     def _arm(self) -> None:
-        """A timer for the oldest queued value's deadline, while no batch runs (the end of a
-        running batch pumps again)."""
-        if self._batch is not None or not self._queue:
+        """A timer for the oldest queued value's deadline, while another batch may start (the
+        end of a running batch pumps again)."""
+        if self._full() or not self._queue:
             self._disarm()
             return
         at = self._queue[0].since + self.wait_s
@@ -315,7 +326,7 @@ class Batcher(Generic[T, R]):
     def _start(self, batch: list[_Entry]) -> None:
         assert self._loop is not None
         self._disarm()
-        self._batch = self._loop.create_task(self._serve(batch), name=f"{self.name} batch")
+        self._batches.add(self._loop.create_task(self._serve(batch), name=f"{self.name} batch"))
 
     async def _serve(self, batch: list[_Entry]) -> None:
         values = [entry.value for entry in batch]
@@ -323,7 +334,7 @@ class Batcher(Generic[T, R]):
         try:
             outcomes = await _settle(self.name, len(values), functools.partial(self._run, values))
         finally:
-            self._batch = None
+            self._batches.discard(asyncio.current_task())
             if outcomes is not None:
                 _deliver(batch, outcomes)
                 self._pump()
@@ -380,6 +391,7 @@ class ModelBatchers:
                 info.batch.size,
                 info.batch.wait_s,
                 name=_where(self.model, info),
+                concurrency=info.batch.concurrency,
                 clock=self._clock,
                 call_later=self._call_later,
             )

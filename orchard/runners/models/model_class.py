@@ -100,6 +100,7 @@ class Batching:
 
     size: int
     wait_ms: float
+    concurrency: int = 1  # batches of the method that may run at once
 
     @property
     def wait_s(self) -> float:
@@ -147,7 +148,10 @@ class ModelClass:
     @overload
     @staticmethod
     def method(
-        *, batch_size: int | None = None, batch_wait_ms: float | None = None
+        *,
+        batch_size: int | None = None,
+        batch_wait_ms: float | None = None,
+        max_concurrent_batches: int | None = None,
     ) -> Callable[[F], F]: ...
 
     @staticmethod
@@ -157,13 +161,17 @@ class ModelClass:
         *,
         batch_size: int | None = None,
         batch_wait_ms: float | None = None,
+        max_concurrent_batches: int | None = None,
     ) -> F | Callable[[F], F]:
         """Expose a method to clients: ``@ModelClass.method``, or
         ``@ModelClass.method(batch_size=N, batch_wait_ms=MS)`` for a unary method written over
         lists that the runner calls with up to ``N`` inputs at once, the first of them having
         waited at most ``MS`` milliseconds (default 0: no waiting beyond the batch running
-        before it). ``Param`` defaults become their plain ``default``."""
-        batching = _batching(batch_size, batch_wait_ms)
+        before it). ``max_concurrent_batches=K`` (default 1) lets up to ``K`` batches run at
+        once, for a call that spends much of its time off the device (decoding, say), so that
+        one batch's preparation overlaps another's compute. ``Param`` defaults become their
+        plain ``default``."""
+        batching = _batching(batch_size, batch_wait_ms, max_concurrent_batches)
         if func is None:
             return lambda f: _expose(f, batching)
         return _expose(func, batching)
@@ -208,14 +216,15 @@ def _expose(func: F, batching: Batching | None) -> F:
     return func
 
 
-def _batching(size: Any, wait_ms: Any) -> Batching | None:
+def _batching(size: Any, wait_ms: Any, concurrency: Any = None) -> Batching | None:
     """The policy asked for in ``@ModelClass.method(...)``, checked."""
     if size is None:
-        if wait_ms is not None:
-            raise errors.ModelInvalid(
-                f"@ModelClass.method(batch_wait_ms={wait_ms!r}) needs batch_size too, the most "
-                "inputs per call, e.g. @ModelClass.method(batch_size=32, batch_wait_ms=5)"
-            )
+        for name, value in (("batch_wait_ms", wait_ms), ("max_concurrent_batches", concurrency)):
+            if value is not None:
+                raise errors.ModelInvalid(
+                    f"@ModelClass.method({name}={value!r}) needs batch_size too, the most "
+                    "inputs per call, e.g. @ModelClass.method(batch_size=32, batch_wait_ms=5)"
+                )
         return None
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise errors.ModelInvalid(
@@ -233,7 +242,13 @@ def _batching(size: Any, wait_ms: Any) -> Batching | None:
             f"@ModelClass.method(batch_wait_ms={wait_ms!r}): batch_wait_ms is how long the "
             "first input of a batch may wait for others, in milliseconds, 0 or more"
         )
-    return Batching(size, float(wait))
+    runs = 1 if concurrency is None else concurrency
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise errors.ModelInvalid(
+            f"@ModelClass.method(max_concurrent_batches={concurrency!r}): how many batches of "
+            "the method may run at once, a whole number of at least 1"
+        )
+    return Batching(size, float(wait), runs)
 
 
 def begin_output_context(counts: TokenCounts | None = None) -> None:

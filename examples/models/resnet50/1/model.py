@@ -18,11 +18,13 @@ Device: a GPU when torch sees one (a replica placed on a GPU nodepool gets its G
 ``predict`` is batched (``@ModelClass.method(batch_size=..., batch_wait_ms=...)``): the runner
 gathers the inputs of concurrent requests and calls it with up to ``RESNET50_BATCH_SIZE``
 images (default 32), the first of them waiting at most ``RESNET50_BATCH_WAIT_MS`` (default 2)
-for company. The images of a call are decoded with Pillow in parallel threads, each resized
-(its shorter side to 224 pixels) and center-cropped to 224 x 224, and sent to the device as one
+for company; ``RESNET50_CONCURRENT_BATCHES`` (default 1) batches may run at once, so that on
+a GPU one batch's decoding overlaps another's forward pass. The images of a call are decoded
+with Pillow in parallel threads, each resized (its shorter side to 224 pixels) and
+center-cropped to 224 x 224, and sent to the device as one
 uint8 tensor, which is normalised there (ImageNet mean and standard deviation) and classified
 in one forward pass. An input whose bytes are not an image fails alone, saying so; the other
-inputs of its call are answered. The batch size and wait are read when this file is loaded;
+inputs of its call are answered. The batch settings are read when this file is loaded;
 the other variables in ``load_model``; all of them where the model runs (the runner's
 environment: the server's for the replicas it starts on its host, the shell's for ``orchard
 model serve``).
@@ -55,6 +57,7 @@ from orchard.authoring import Concept, Image, ModelClass, Param
 
 BATCH_SIZE = int(os.environ.get("RESNET50_BATCH_SIZE", "32"))
 BATCH_WAIT_MS = float(os.environ.get("RESNET50_BATCH_WAIT_MS", "2"))
+CONCURRENT_BATCHES = int(os.environ.get("RESNET50_CONCURRENT_BATCHES", "1"))
 SIZE = 224
 CLASSES = 1000
 SEED = 0
@@ -198,7 +201,11 @@ class ResNet50Classifier(ModelClass):
         self.top(np.zeros((1, SIZE, SIZE, 3), np.uint8), 1)  # the first call's setup, done now
         log.info("ResNet-50 on %s (%s), batches of up to %d", self.device, self.dtype, BATCH_SIZE)
 
-    @ModelClass.method(batch_size=BATCH_SIZE, batch_wait_ms=BATCH_WAIT_MS)
+    @ModelClass.method(
+        batch_size=BATCH_SIZE,
+        batch_wait_ms=BATCH_WAIT_MS,
+        max_concurrent_batches=CONCURRENT_BATCHES,
+    )
     def predict(
         self, image: list[Image], top_k: list[int] = TOP_K
     ) -> list[list[Concept] | Exception]:
