@@ -55,6 +55,26 @@ def launch(
     )
 
 
+def gpu_launch(
+    tmp_path: Path, instance_id: str, n: int = 0, *, gib: int = 40, packing: bool = True
+) -> ReplicaLaunch:
+    """The ``n``-th replica that stays up asking one GPU with ``gib`` GiB (shared unless its
+    deployment disables packing)."""
+    return launch(
+        tmp_path,
+        instance_id,
+        STAY + " " * n,  # a distinct command, so a distinct replica id
+        accelerators=1,
+        accelerator_memory_bytes=gib * GIB,
+        packing=packing,
+    )
+
+
+def two_gpu_instance(provider: LocalProvider) -> str:
+    shape = ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=2)
+    return provider.start_instance("u/cc/g", shape).id
+
+
 def ended(provider: LocalProvider, replica_id: str) -> ReplicaStatus | None:
     """The replica's final status once it ended (``poll`` reports an ending once, so what one
     call reports is kept for the others)."""
@@ -144,37 +164,27 @@ def test_a_replica_never_gets_a_gpu_it_does_not_fit(
 def test_replicas_that_state_gpu_memory_share_a_device_and_a_whole_one_gets_another(
     provider: LocalProvider, tmp_path: Path
 ) -> None:
-    shape = ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=2)
-    instance = provider.start_instance("u/cc/g", shape)
-    first, second, third = (
-        launch(
-            tmp_path,
-            instance.id,
-            STAY + " " * n,
-            accelerators=1,
-            accelerator_memory_bytes=40 * GIB,
-        )
-        for n in range(3)
-    )
-    whole = launch(tmp_path, instance.id, STAY, accelerators=1)
+    instance = two_gpu_instance(provider)
+    first, second, third = (gpu_launch(tmp_path, instance, n) for n in range(3))
+    whole = launch(tmp_path, instance, STAY, accelerators=1)
     for replica in (first, second, whole):
         provider.start_replica(replica)
     assert [line_of(r) for r in (first, second, whole)] == ["[0] '0'", "[0] '0'", "[0] '1'"]
-    assert provider.devices(instance.id) == (
+    assert provider.devices(instance) == (
         Device(0, 140 * GIB, 80 * GIB, sharers=2),
         Device(1, 140 * GIB, held=True),
     )
-    big = launch(tmp_path, instance.id, "pass", accelerators=1, accelerator_memory_bytes=70 * GIB)
+    big = launch(tmp_path, instance, "pass", accelerators=1, accelerator_memory_bytes=70 * GIB)
     with pytest.raises(NoCapacity) as refused:
         provider.start_replica(big)
     assert str(refused.value) == (
-        f"instance {instance.id}: 1 GPU with 70 GiB free requested; GPU 0 has 60 GiB free "
+        f"instance {instance}: 1 GPU with 70 GiB free requested; GPU 0 has 60 GiB free "
         "(shared by 2 replicas), GPU 1 is held whole by a replica; it fits once replicas on "
         "these GPUs end, or on another instance"
     )
     provider.stop_replica(first.id, grace=5.0)
     wait_for(lambda: ended(provider, first.id), timeout=30, what="the first's exit")
-    assert provider.devices(instance.id)[0] == Device(0, 140 * GIB, 40 * GIB, sharers=1)
+    assert provider.devices(instance)[0] == Device(0, 140 * GIB, 40 * GIB, sharers=1)
     provider.start_replica(third)  # the first's share is free again
     assert line_of(third) == "[0] '0'"
 
@@ -182,39 +192,21 @@ def test_replicas_that_state_gpu_memory_share_a_device_and_a_whole_one_gets_anot
 def test_a_replica_whose_deployment_disables_packing_holds_a_device_of_its_own(
     provider: LocalProvider, tmp_path: Path
 ) -> None:
-    shape = ComputeShape(cpus=1, memory_bytes=GIB, num_accelerators=2)
-    instance = provider.start_instance("u/cc/g", shape)
-    shared, alone, later = (
-        launch(
-            tmp_path,
-            instance.id,
-            STAY + " " * n,
-            accelerators=1,
-            accelerator_memory_bytes=40 * GIB,
-            packing=n != 1,
-        )
-        for n in range(3)
-    )
+    instance = two_gpu_instance(provider)
+    shared, alone, later = (gpu_launch(tmp_path, instance, n, packing=n != 1) for n in range(3))
     for replica in (shared, alone):
         provider.start_replica(replica)
     # the shared device has room for it, yet it gets the empty one
     assert [line_of(r) for r in (shared, alone)] == ["[0] '0'", "[0] '1'"]
-    assert provider.devices(instance.id) == (
+    assert provider.devices(instance) == (
         Device(0, 140 * GIB, 40 * GIB, sharers=1),
         Device(1, 140 * GIB, held=True),
     )
-    another = launch(
-        tmp_path,
-        instance.id,
-        "pass",
-        accelerators=1,
-        accelerator_memory_bytes=40 * GIB,
-        packing=False,
-    )
+    another = gpu_launch(tmp_path, instance, 3, packing=False)
     with pytest.raises(NoCapacity) as refused:
         provider.start_replica(another)
     assert str(refused.value) == (
-        f"instance {instance.id}: 1 whole GPU with at least 40 GiB requested; GPU 0 has 100 GiB "
+        f"instance {instance}: 1 whole GPU with at least 40 GiB requested; GPU 0 has 100 GiB "
         "free (shared by 1 replica), GPU 1 is held whole by a replica; it fits once replicas on "
         "these GPUs end, or on another instance"
     )

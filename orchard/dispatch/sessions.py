@@ -70,7 +70,7 @@ class RunnerSession:
     priority_of: dict[PoolKey, int] = field(default_factory=dict)
     # The replica's messages go to ``deliver`` when its transport writes without waiting,
     # else through ``outbox`` (which also carries the end: None).
-    deliver: Callable[[Any], None] | None = None
+    deliver: Callable[[Any], object] | None = None
     outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     items: dict[str, Item] = field(default_factory=dict)
     draining: bool = False

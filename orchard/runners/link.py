@@ -87,6 +87,20 @@ async def write_frame(writer: asyncio.StreamWriter, message: Message | bytes) ->
         raise LinkError(f"the link broke: {exc}") from None
 
 
+def write_now(
+    writer: asyncio.StreamWriter, message: Message, high_water: int | None = None
+) -> bool:
+    """Write one frame without waiting; False (nothing written) when the link is closing, or
+    its buffer holds more than ``high_water`` bytes (None: no bound)."""
+    transport = writer.transport
+    if transport.is_closing():
+        return False
+    if high_water is not None and transport.get_write_buffer_size() > high_water:
+        return False
+    transport.write(frame(message))
+    return True
+
+
 class LinkCall:
     """The runner's end of a link, with the part of a grpc.aio stream-stream call that the
     runner uses: ``write``, ``read`` (``grpc.aio.EOF`` at the end), ``done_writing`` and
@@ -109,11 +123,7 @@ class LinkCall:
     def write_now(self, message: protocol.Outgoing) -> bool:
         """Write without waiting; False (nothing written) when the link is closing or its
         buffer is over :data:`HIGH_WATER_BYTES`: then ``write`` waits for room."""
-        transport = self._writer.transport
-        if transport.is_closing() or transport.get_write_buffer_size() > HIGH_WATER_BYTES:
-            return False
-        transport.write(frame(message))
-        return True
+        return write_now(self._writer, message, HIGH_WATER_BYTES)
 
     async def read(self) -> Any:
         """The server's next message, or ``grpc.aio.EOF`` once it closed the link."""

@@ -150,7 +150,7 @@ class StreamCall:
     deadline: float  # time.monotonic() by which the caller wants its answer
     # A transport that writes without waiting (the runners' local link) may take the
     # handler's messages at once through this; None: the handler yields them.
-    deliver: Callable[[Message], None] | None = None
+    deliver: Callable[[Message], object] | None = None
 
     def owner(self, requested: str) -> str:
         return resolve_owner(self.user_id, requested)
@@ -288,7 +288,7 @@ class GrpcAdapter:
         requests: AsyncIterator[Any],
         metadata: Sequence[tuple[str, Any]],
         remaining: float | None = None,
-        deliver: Callable[[Message], None] | None = None,
+        deliver: Callable[[Message], object] | None = None,
     ) -> AsyncGenerator[Message, None]:
         """The responses of stream handler ``name`` to ``requests`` from the caller that
         ``metadata`` authenticates, with ``remaining`` seconds to run (None: the default);

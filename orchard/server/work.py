@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from sqlalchemy.orm import Session
 
 from orchard import errors
@@ -114,7 +115,12 @@ class LinkServer:
                 return
             metadata = (("authorization", credentials.decode(errors="replace")),)
             responses = self.adapter.serve_stream(
-                RUNNER_STREAM, _frames(reader), metadata, deliver=_deliverer(writer)
+                RUNNER_STREAM,
+                _frames(reader),
+                metadata,
+                # Items for the replica go out at once: the dispatcher bounds how many it has in
+                # flight. Once the link is closing they are dropped: its session is ending.
+                deliver=functools.partial(link.write_now, writer),
             )
             async with contextlib.aclosing(responses):
                 async for response in responses:
@@ -124,17 +130,6 @@ class LinkServer:
         finally:
             self._links.discard(writer)
             writer.close()
-
-
-def _deliverer(writer: asyncio.StreamWriter) -> Callable[[Message], None]:
-    """Write a message to the link at once (items for the replica: the dispatcher bounds how
-    many it has in flight); dropped once the link is closing, whose session is ending."""
-
-    def deliver(message: Message) -> None:
-        if not writer.is_closing():
-            writer.write(link.frame(message))
-
-    return deliver
 
 
 async def _frames(reader: asyncio.StreamReader) -> AsyncIterator[protocol.Outgoing]:
