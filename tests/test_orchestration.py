@@ -88,9 +88,22 @@ def gate_package(root: Path, *, broken: bool = False, threads: int = 1) -> Path:
 
 
 @pytest.fixture
-def orchestrating(tmp_path: Path) -> Iterator[ServerThread]:
+def gates(tmp_path: Path) -> Path:
+    """Where tests open the gates: the one host folder the (sandboxed) replicas may read."""
+    folder = tmp_path / "gates"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def orchestrating(tmp_path: Path, gates: Path) -> Iterator[ServerThread]:
     with ServerThread(
-        tmp_path / "home", offline=True, orchestrate=True, drain_seconds=5.0, metrics_port=0
+        tmp_path / "home",
+        offline=True,
+        orchestrate=True,
+        drain_seconds=5.0,
+        metrics_port=0,
+        replica_mounts=[gates],
     ) as running:
         yield running
 
@@ -138,11 +151,12 @@ class Stack:
         return self.api.call("PostModelOutputs", request)
 
     def replicas(self) -> list[psutil.Process]:
-        """This process's replica processes (the server runs in a thread of it)."""
+        """This process's replica processes (the server runs in a thread of it), not their
+        sandboxes' processes."""
         found = []
         for child in psutil.Process().children(recursive=True):
             try:
-                if "orchard.runners.serve" in " ".join(child.cmdline()):
+                if child.name() != "bwrap" and "orchard.runners.serve" in " ".join(child.cmdline()):
                     found.append(child)
             except psutil.Error:
                 continue
@@ -286,7 +300,7 @@ def test_scale_from_zero_serves_32_concurrent_first_requests(stack: Stack) -> No
     assert len(stack.replicas()) == 1
 
 
-def test_load_scales_up_to_max_and_idleness_back_to_zero(stack: Stack, tmp_path: Path) -> None:
+def test_load_scales_up_to_max_and_idleness_back_to_zero(stack: Stack, gates: Path) -> None:
     stack.deploy(
         min_replicas=0,
         max_replicas=3,
@@ -295,7 +309,7 @@ def test_load_scales_up_to_max_and_idleness_back_to_zero(stack: Stack, tmp_path:
         scale_down_delay_seconds=1,
         scale_to_zero_delay_seconds=2,
     )
-    gate = tmp_path / "open"
+    gate = gates / "open"
     with ThreadPoolExecutor(6) as pool:
         calls = [pool.submit(stack.predict, str(gate)) for _ in range(6)]
         # one slot per replica: six held items need three replicas (max_replicas)
@@ -308,13 +322,11 @@ def test_load_scales_up_to_max_and_idleness_back_to_zero(stack: Stack, tmp_path:
     assert "→ 3" in events and "→ 0" in events
 
 
-def test_kill_9_replica_is_replaced_and_its_unary_call_retried(
-    stack: Stack, tmp_path: Path
-) -> None:
+def test_kill_9_replica_is_replaced_and_its_unary_call_retried(stack: Stack, gates: Path) -> None:
     stack.deploy(min_replicas=1, max_replicas=1)
     wait_for(lambda: stack.live() == 1, timeout=60, what="one live replica")
     first = stack.replicas()[0]
-    gate = tmp_path / "open"
+    gate = gates / "open"
     with ThreadPoolExecutor(1) as pool:
         call = pool.submit(stack.predict, str(gate))
         wait_for(

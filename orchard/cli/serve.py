@@ -11,11 +11,15 @@ import click
 
 from orchard.cli.common import build_options
 from orchard.providers.ray import cluster_option, clusters_file
+from orchard.providers.sandbox import SandboxUnavailable
 from orchard.server.app import DEFAULT_PORT, OrchardServer, Settings
 
 
 async def _serve(settings: Settings) -> None:
-    server = OrchardServer(settings)
+    try:
+        server = OrchardServer(settings)
+    except SandboxUnavailable as exc:
+        raise click.ClickException(f"--sandbox {settings.sandbox}: {exc}") from None
     port = await server.start()
     base = f"http://{settings.host}:{port}"
     click.echo(f"Orchard listening on {settings.host}:{port} (state in {settings.home})", err=True)
@@ -113,6 +117,31 @@ async def _serve(settings: Settings) -> None:
     help="Where runner replicas on other machines (Ray nodes) reach this server. Default: "
     "--host:--port (loopback when --host is 0.0.0.0).",
 )
+@click.option(
+    "--sandbox",
+    type=click.Choice(["auto", "bwrap", "none"]),
+    default="auto",
+    show_default=True,
+    help="How replicas of untrusted model code are isolated on this host: bwrap (bubblewrap: "
+    "own PID namespace and filesystem view, tenants' own uids when run as root), auto (bwrap "
+    "where it runs), none (unsandboxed; a server with several users then needs it said).",
+)
+@click.option(
+    "--egress",
+    type=click.Choice(["default", "none"]),
+    default="default",
+    show_default=True,
+    help="Whether replicas may reach the network (none: only their link to this server); a "
+    "nodepool can also deny it with metadata egress: none.",
+)
+@click.option(
+    "--replica-mount",
+    "replica_mounts",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="A host folder every replica may read, read-only, at the same path (e.g. a shared "
+    "cache of model weights; repeatable). Nothing else of the host's files is visible to them.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
     home: Path | None,
@@ -130,6 +159,9 @@ def serve(
     ray_clusters: tuple[str, ...],
     ray_config: Path | None,
     advertise_address: str | None,
+    sandbox: str,
+    egress: str,
+    replica_mounts: tuple[Path, ...],
     log_level: str,
 ) -> None:
     """Run the Orchard API server."""
@@ -156,6 +188,9 @@ def serve(
         hold_seconds=hold_seconds,
         ray_clusters=clusters,
         advertise_address=advertise_address,
+        sandbox=sandbox,
+        egress=egress != "none",
+        replica_mounts=[path.resolve() for path in replica_mounts],
     )
     if metrics_port is None:
         metrics_port = port + 1 if port else 0

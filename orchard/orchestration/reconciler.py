@@ -86,8 +86,9 @@ from orchard.providers.base import (
     ReplicaLaunch,
 )
 from orchard.providers.gpus import Device, GpuNeed, SharesDevices, devices_of, take_devices
+from orchard.providers.sandbox import Jail, replica_environment
 from orchard.services import logs
-from orchard.services.builds import env_commands, runtime_copy
+from orchard.services.builds import base_interpreter, env_commands, runtime_copy
 from orchard.services.models import VersionRef
 from orchard.services.packages import PackageStore
 
@@ -113,6 +114,9 @@ class OrchestratorSettings:
     drain_grace: float = 30.0  # a stopped replica's time to finish what it holds
     server_gone_grace: float = 30.0  # replicas exit when the server is gone this long
     lost_grace: float = 15.0  # a ready replica without its stream this long is replaced
+    link_socket: Path | None = None  # the local link's socket, which sandboxed replicas get
+    egress: bool = True  # replicas may reach the network (a nodepool may still deny it)
+    mounts: tuple[Path, ...] = ()  # host folders every replica may read
 
 
 @dataclass
@@ -489,6 +493,7 @@ class Orchestrator:
             f"{self.settings.server_gone_grace:g}",
             "--drain-timeout",
             f"{self.settings.drain_grace:g}",
+            "--pat-stdin",
         )
         argv = (
             str(plan.python),
@@ -500,19 +505,29 @@ class Orchestrator:
             self.settings.server,
             *args,
         )
-        env = {**os.environ, "ORCHARD_PAT": token, "PYTHONUNBUFFERED": "1"}
-        env.pop("VIRTUAL_ENV", None)
+        jail = Jail(
+            private=self.settings.home / "sandboxes" / replica_id,
+            read_only=(
+                *_read_only(plan, self.settings.home / "runtime"),
+                *self.settings.mounts,
+            ),
+            socket=self.settings.link_socket,
+            egress=self.settings.egress and pool.egress,
+        )
         gpus = plan.request.gpus(packing=not plan.autoscale.disable_packing)
         launch = ReplicaLaunch(
             replica_id,
             instance.id,
             argv,
-            env,
+            replica_environment(jail, dict(plan.declared), path=[str(plan.python.parent)]),
             plan.request.memory_bytes,
             log_path,
             gpus=gpus,
             cpus=plan.request.cpus,
             bundle=self._bundle(plan, args),
+            token=token,
+            tenant=plan.user_id,
+            jail=jail,
         )
         self.tokens[token] = plan.user_id
         try:
@@ -559,6 +574,7 @@ class Orchestrator:
             commands=tuple(tuple(c) for c in commands),
             runtime=runtime_copy(self.settings.home / "runtime"),
             args=args,
+            declared=plan.declared,
         )
 
     def _stop(self, replica: Replica, why: str) -> None:
@@ -763,6 +779,14 @@ def _still_wanted(replica: Replica, plan: DeploymentPlan) -> bool:
 
 def _pool_name(pool: PoolPlan) -> str:
     return f"{pool.key.user_id}/{pool.key.compute_cluster_id}/{pool.key.nodepool_id}"
+
+
+def _read_only(plan: DeploymentPlan, runtime: Path) -> tuple[Path, ...]:
+    """What a replica reads: its environment, the interpreter that environment was made from,
+    its package and Orchard's runtime copies (which the environment's ``.pth`` names)."""
+    assert plan.python is not None and plan.package is not None
+    env = plan.python.parent.parent
+    return (env, *base_interpreter(env), plan.package, runtime)
 
 
 def _last_lines(path: Path, count: int) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from orchard.configs import SCHEDULING_PERFORMANCE, AutoscaleSpec, ComputeInfoSpec, RunnerSpec
@@ -34,6 +34,7 @@ from orchard.store.models import (
     ModelVersionRow,
     NodepoolRow,
     RunnerRow,
+    UserRow,
 )
 
 MANAGED = "orchard.deployment"  # the runner metadata key naming the deployment it serves
@@ -52,6 +53,7 @@ class PoolPlan:
     runner_id: str
     region: str = ""  # of its compute cluster
     instance_type: str = ""  # the id of its instance type
+    egress: bool = True  # its replicas may reach the network (nodepool metadata ``egress: none``)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class DeploymentPlan:
     capacity: int  # items one replica runs at once (num_threads)
     request: Resources  # what one replica takes from an instance (with its GPUs' count and memory)
     source: VersionSource | None = None  # None until the version is built
+    declared: tuple[tuple[str, str], ...] = ()  # environment variables the model's config sets
 
     @property
     def key(self) -> tuple[str, str]:
@@ -95,8 +98,9 @@ def load(
     ).all()
     wanted: set[str] = set()
     plans = []
+    users = session.scalar(select(func.count()).select_from(UserRow)) or 0
     for row in rows:
-        plan = _plan(session, row, providers, packages, envs)
+        plan = _plan(session, row, providers, packages, envs, users)
         if plan is not None:
             plans.append(plan)
             wanted.update(p.runner_id for p in plan.pools)
@@ -117,12 +121,14 @@ def _plan(
     providers: ProviderRegistry,
     packages: PackageStore,
     envs: Path,
+    users: int,
 ) -> DeploymentPlan | None:
     autoscale = AutoscaleSpec.model_validate(row.spec.get("autoscale_config") or {})
     version_row = session.get(
         ModelVersionRow, (row.model_user_id, row.app_id, row.model_id, row.model_version_id)
     )
     pools = []
+    refusals = []
     for placement in row.placements:
         pool = session.get(
             NodepoolRow, (placement.user_id, placement.compute_cluster_id, placement.nodepool_id)
@@ -134,6 +140,7 @@ def _plan(
         if cluster.cluster_type != "dedicated" or provider is None or not provider.orchestrated:
             continue
         item = pool.spec["instance_types"][0]
+        refusals.append(provider.replica_problem(users))
         pools.append(
             PoolPlan(
                 key=PoolKey(pool.user_id, pool.compute_cluster_id, pool.id),
@@ -147,11 +154,13 @@ def _plan(
                 runner_id=_runner_for(session, row, pool, version_row).id,
                 region=cluster.region,
                 instance_type=str(item.get("id", "")),
+                egress=str((pool.spec.get("metadata") or {}).get("egress", "")) != "none",
             )
         )
     if not pools or version_row is None:
         return None
     blocked, package, python, capacity, config = _version_files(version_row, packages, envs)
+    blocked = next((r for r in refusals if r), blocked)
     return DeploymentPlan(
         user_id=row.user_id,
         id=row.id,
@@ -166,7 +175,14 @@ def _plan(
         capacity=capacity,
         request=Resources.from_compute_info(config),
         source=_source(version_row, packages, envs) if not blocked else None,
+        declared=_declared(packages, version_row) if not blocked else (),
     )
+
+
+def _declared(packages: PackageStore, version: ModelVersionRow) -> tuple[tuple[str, str], ...]:
+    """The environment variables the model's config.yaml sets (``secrets`` of type ``env``)."""
+    config = packages.unpacked_package(version.package_digest).config
+    return tuple((s.env_var, s.value) for s in config.secrets if s.type == "env" and s.env_var)
 
 
 def _source(version: ModelVersionRow, packages: PackageStore, envs: Path) -> VersionSource:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from orchard.providers.gpus import GpuNeed
+from orchard.providers.sandbox import Jail
 from orchard.quantities import format_bytes
 
 
@@ -86,8 +87,9 @@ class ReplicaBundle:
 
     The environment is built there with the same key, Python version and pins as the server's
     (``commands``: uv's steps, with the placeholders ``{uv}``, ``{python}``, ``{env}`` and
-    ``{requirements}`` for what only that machine knows). Its token is the launch's
-    ``ORCHARD_PAT``; nothing else of the launch's environment is meant for another machine."""
+    ``{requirements}`` for what only that machine knows). Its token is the launch's ``token``;
+    of the launch's environment only the model's declared variables are meant for another
+    machine (``declared``)."""
 
     server: str  # host:port of the server's gRPC listener (never a Unix socket)
     package: Path  # the model version's package archive (.tar.gz)
@@ -97,6 +99,7 @@ class ReplicaBundle:
     commands: tuple[tuple[str, ...], ...]
     runtime: Path  # the folder whose `orchard` package the replica imports
     args: tuple[str, ...]  # orchard.runners.serve's arguments other than --package and --server
+    declared: tuple[tuple[str, str], ...] = ()  # the environment the model's config declares
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,13 @@ class ReplicaLaunch:
     it may share them (``shared``), as the orchestrator decided from its deployment's packing and
     its model's ``accelerator_memory`` (:meth:`GpuNeed.of`). A provider assigns devices for that
     need as it is and never derives sharing from the memory alone: a replica of a deployment that
-    disables packing holds whole devices even when its memory is stated."""
+    disables packing holds whole devices even when its memory is stated.
+
+    ``token`` is the replica's credential: a provider hands it over on the replica's standard
+    input (its argv says ``--pat-stdin``), never in its argv or environment, and ``env`` is the
+    replica's whole environment (:func:`~orchard.providers.sandbox.replica_environment`), never
+    to be merged with the server's. ``jail`` is what a provider that sandboxes its replicas lets
+    this one see (it adds the devices and the tenant's uid); ``tenant`` is the owning user."""
 
     id: str
     instance_id: str
@@ -118,6 +127,9 @@ class ReplicaLaunch:
     gpus: GpuNeed = field(default_factory=GpuNeed)  # none by default
     cpus: float = 0.0  # what it requests of its instance (for providers that reserve it)
     bundle: ReplicaBundle | None = None
+    token: str = ""
+    tenant: str = ""
+    jail: Jail | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +191,11 @@ class Provider(abc.ABC):
         """Why nodepool ``pool`` cannot run replicas now (its machines are unreachable, or
         fewer than its ``min_instances``), with the fix; "" when nothing is known to be
         wrong."""
+        return ""
+
+    def replica_problem(self, users: int) -> str:
+        """Why this provider will not start replicas on a server with ``users`` users (its
+        replicas would not be kept apart from each other), with the fix; "" when it will."""
         return ""
 
     def start(self) -> None:

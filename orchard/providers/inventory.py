@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import psutil
 
@@ -17,6 +18,11 @@ class Gpu:
     index: int
     name: str
     memory_bytes: int
+    minor: int = -1  # its device node is /dev/nvidia<minor> (-1: unknown, taken as the index)
+
+    @property
+    def device_node(self) -> str:
+        return f"nvidia{self.minor if self.minor >= 0 else self.index}"
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,20 @@ def read_gpus() -> tuple[Gpu, ...]:
             name = pynvml.nvmlDeviceGetName(handle)
             name = name.decode() if isinstance(name, bytes) else name
             memory = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
-            gpus.append(Gpu(index=index, name=name, memory_bytes=memory))
+            gpus.append(Gpu(index, name, memory, _minor(pynvml, handle)))
         return tuple(gpus)
     except pynvml.NVMLError as exc:
         log.warning("NVML failed while listing GPUs: %s", exc)
         return ()
     finally:
         pynvml.nvmlShutdown()
+
+
+def _minor(pynvml: Any, handle: Any) -> int:
+    try:
+        return int(pynvml.nvmlDeviceGetMinorNumber(handle))
+    except (pynvml.NVMLError, AttributeError):
+        return -1
 
 
 @lru_cache(maxsize=1)

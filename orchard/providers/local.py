@@ -9,10 +9,14 @@ promise the same hardware twice. A replica is a process in its model version's e
 held to its instance: its CPU affinity is the instance's CPUs, ``CUDA_VISIBLE_DEVICES`` names
 the GPUs of the instance it was given (none for a CPU-only replica), and its resident memory
 (with its children's) is watched against its share; a replica over it is killed and reported
-with the reason. (A memory cgroup would enforce the same bound in the kernel, but needs a
-delegated cgroup tree that an unprivileged ``orchard serve`` rarely has; the watchdog works
-everywhere.) Replicas write their output to one log file each, which the orchestrator turns
-into the runner log.
+with the reason. It runs in the provider's :class:`~orchard.providers.sandbox.Sandbox`, which
+sees to it that it reaches nothing of the host but its jail (its own files, its GPUs' device
+nodes, the link socket) and, when the server is root, runs it as its tenant's own uid; its
+credential is written to its standard input, and its private folder is removed once it exits.
+(A memory cgroup would enforce the memory bound in the kernel, but needs a delegated cgroup
+tree that an unprivileged ``orchard serve`` rarely has; the watchdog works everywhere.)
+Replicas write their output to one log file each, which the orchestrator turns into the
+runner log.
 
 GPUs. The instance's GPUs are assigned to its replicas by the rules of
 :mod:`~orchard.providers.gpus`, for the need the launch carries (``ReplicaLaunch.gpus``): a
@@ -26,16 +30,19 @@ nothing holds any of. What the replicas hold is rebuilt from the running ones
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import itertools
 import logging
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -56,6 +63,7 @@ from orchard.providers.gpus import (
     take_devices,
 )
 from orchard.providers.inventory import HostInventory, host_inventory
+from orchard.providers.sandbox import Jail, Sandbox, Unsandboxed, gpu_device_nodes
 from orchard.quantities import format_bytes, human_bytes
 
 log = logging.getLogger(__name__)
@@ -88,6 +96,7 @@ class _Process:
     launch: ReplicaLaunch
     proc: subprocess.Popen[bytes]
     gpu_ids: tuple[int, ...]
+    jail: Jail
     kill_at: float | None = None
     reason: str = ""
 
@@ -97,8 +106,19 @@ class LocalProvider(Provider, SharesDevices):
     name = "This host"
     orchestrated = True
 
-    def __init__(self, inventory: HostInventory | None = None) -> None:
+    def __init__(
+        self,
+        inventory: HostInventory | None = None,
+        sandbox: Sandbox | None = None,
+        dev: Path = Path("/dev"),
+        unsandboxed_ok: bool = True,
+    ) -> None:
         self._inventory = inventory
+        self.sandbox = sandbox or Unsandboxed()
+        self.dev = dev  # where the GPUs' device nodes are
+        # Whether the operator chose to run replicas without a sandbox (--sandbox none), so
+        # that a server with several users still starts them.
+        self.unsandboxed_ok = unsandboxed_ok
         self._envelopes: dict[str, _Envelope] = {}
         self._replicas: dict[str, _Process] = {}
         self._numbers = itertools.count(1)
@@ -203,6 +223,16 @@ class LocalProvider(Provider, SharesDevices):
 
     # -- orchestration ---------------------------------------------------------------------
 
+    def replica_problem(self, users: int) -> str:
+        if users <= 1 or self.sandbox.isolates or self.unsandboxed_ok:
+            return ""
+        return (
+            f"this server has {users} users and no sandbox for replicas (bubblewrap is missing "
+            "or cannot make namespaces here), so it starts none: one user's model could read "
+            "another's; install bubblewrap (apt-get install bubblewrap), or restart the server "
+            "with --sandbox none to run replicas unsandboxed anyway"
+        )
+
     def _cpu_ids(self) -> list[int]:
         """The CPUs instances are made of: the ones this server may run on, as many as the
         inventory counts."""
@@ -276,29 +306,53 @@ class LocalProvider(Provider, SharesDevices):
             gpu_ids = assign_devices(self.devices(envelope.instance.id), launch.gpus)
         except NoDevice as exc:
             raise NoCapacity(f"instance {envelope.instance.id}: {exc}") from None
+        jail = self._jail(launch, envelope, gpu_ids)
         env = dict(launch.env)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpu_ids))
-        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(launch.log_path, "ab") as out:
-            proc = subprocess.Popen(
-                list(launch.argv),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C at the server's terminal is the server's
-            )
+        self.sandbox.prepare(jail)
+        launch.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        token, feed = os.pipe()  # the credential, on its standard input
+        try:
+            os.write(feed, launch.token.encode() + b"\n")
+            os.close(feed)
+            with open(launch.log_path, "ab") as out:
+                proc = subprocess.Popen(
+                    self.sandbox.command(launch.argv, jail),
+                    env=env,
+                    stdin=token,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # a Ctrl-C at the server's terminal is the server's
+                )
+        except BaseException:
+            shutil.rmtree(jail.private, ignore_errors=True)
+            raise
+        finally:
+            os.close(token)
         with contextlib.suppress(OSError):  # it may already have exited
             os.sched_setaffinity(proc.pid, envelope.cpu_ids)
-        self._replicas[launch.id] = _Process(launch, proc, gpu_ids)
+        self._replicas[launch.id] = _Process(launch, proc, gpu_ids, jail)
+
+    def _jail(self, launch: ReplicaLaunch, envelope: _Envelope, gpu_ids: tuple[int, ...]) -> Jail:
+        """The launch's jail with what this host adds: its GPUs' device nodes, its CPUs and the
+        tenant's uid."""
+        base = launch.jail or Jail(private=launch.log_path.with_suffix(".d"))
+        nodes = {g.index: g.device_node for g in self.inventory.gpus}
+        return dataclasses.replace(
+            base,
+            devices=gpu_device_nodes([nodes[i] for i in gpu_ids if i in nodes], self.dev),
+            dev=self.dev,
+            uid=self.sandbox.tenant_uid(launch.tenant or "-"),
+            cpus=envelope.cpu_ids,
+        )
 
     def stop_replica(self, replica_id: str, grace: float) -> None:
         held = self._replicas.get(replica_id)
         if held is None or held.kill_at is not None:
             return
         held.kill_at = time.monotonic() + grace
-        with contextlib.suppress(ProcessLookupError):
-            held.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            os.kill(_runner_pid(held.proc.pid), signal.SIGTERM)
 
     def poll(self) -> list[ReplicaStatus]:
         statuses = []
@@ -310,6 +364,7 @@ class LocalProvider(Provider, SharesDevices):
                 statuses.append(ReplicaStatus(replica_id, held.launch.instance_id, True))
                 continue
             del self._replicas[replica_id]
+            shutil.rmtree(held.jail.private, ignore_errors=True)
             statuses.append(
                 ReplicaStatus(replica_id, held.launch.instance_id, False, code, held.reason)
             )
@@ -340,6 +395,7 @@ class LocalProvider(Provider, SharesDevices):
             except subprocess.TimeoutExpired:
                 _kill(held.proc)
                 held.proc.wait()
+            shutil.rmtree(held.jail.private, ignore_errors=True)
         self._replicas.clear()
         self._envelopes.clear()
 
@@ -347,6 +403,18 @@ class LocalProvider(Provider, SharesDevices):
 def _kill(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # the replica and anything it started
+
+
+def _runner_pid(pid: int) -> int:
+    """The replica's own process under ``pid``: past the sandbox's processes (bubblewrap's
+    monitor and its init), which do not pass a SIGTERM on."""
+    process = psutil.Process(pid)
+    while process.name() == "bwrap":
+        children = process.children()
+        if len(children) != 1:
+            break
+        process = children[0]
+    return process.pid
 
 
 def _resident_bytes(pid: int) -> int:

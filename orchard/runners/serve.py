@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The arguments, checked; ``concurrency`` filled in from config.yaml when not given."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.pat_stdin:
+        args.pat = _read_pat()
     if not args.pat:
         parser.error("a PAT is needed: pass --pat or set ORCHARD_PAT")
     if args.concurrency < 0:
@@ -80,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Orchard server: HOST:PORT, http(s)://HOST:PORT, or link:PATH (its local link)",
     )
     add("--pat", default=os.environ.get("ORCHARD_PAT", ""), help="PAT (default: $ORCHARD_PAT)")
+    add(
+        "--pat-stdin",
+        action="store_true",
+        help="read the PAT from the first line of standard input (how the server hands a "
+        "replica its token: no other process can read it there)",
+    )
     add("--runner-id", required=True, help="the runner this replica serves for")
     add("--user-id", default="", help="the runner's owner (sent in the hello)")
     add("--nodepool-id", default="", help="sent in the hello")
@@ -111,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--log-level", default="INFO", help="default: INFO")
     return parser
+
+
+def _read_pat() -> str:
+    """The first line of standard input; stdin is then /dev/null, so nothing else reads it."""
+    line = sys.stdin.readline().strip()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    return line
 
 
 def _num_threads(parser: argparse.ArgumentParser, package: Path) -> int:

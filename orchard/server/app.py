@@ -20,6 +20,7 @@ from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings,
 from orchard.providers import ProviderRegistry
 from orchard.providers.local import LocalProvider
 from orchard.providers.ray import RayClusterConfig, RayProvider
+from orchard.providers.sandbox import choose_sandbox
 from orchard.server import (
     apps,
     cloud,
@@ -35,6 +36,7 @@ from orchard.server import (
     work,
 )
 from orchard.server.builds import BuildQueue
+from orchard.server.home import prepare_home
 from orchard.server.metrics import Metrics, serve_metrics
 from orchard.server.predictions import UrlFetcher
 from orchard.server.rpc import GrpcAdapter, Router, Runtime
@@ -88,6 +90,13 @@ class Settings:
     # host:port, with a wildcard host read as loopback).
     ray_clusters: list[RayClusterConfig] = field(default_factory=list)
     advertise_address: str | None = None
+    # The replica sandbox on this host ("auto": the strongest that runs here; "bwrap"; "none":
+    # unsandboxed, which a server with several users otherwise refuses), and whether replicas
+    # may reach the network (False: none but their link, whatever their nodepool says).
+    sandbox: str = "auto"
+    egress: bool = True
+    # Host folders every replica may read (read-only), e.g. a shared cache of model weights.
+    replica_mounts: list[Path] = field(default_factory=list)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -107,9 +116,24 @@ class Settings:
 
 
 def default_providers(settings: Settings) -> ProviderRegistry:
-    """This host, and the Ray clusters of the settings (the `ray` provider is always there, so
-    that a `ray` compute cluster is refused with the reason and the fix)."""
-    return ProviderRegistry([LocalProvider(), RayProvider(settings.ray_clusters, settings.home)])
+    """This host, with the sandbox of the settings, and the Ray clusters of the settings (the
+    `ray` provider is always there, so that a `ray` compute cluster is refused with the reason
+    and the fix). Raises SandboxUnavailable when ``--sandbox bwrap`` cannot run here."""
+    sandbox = choose_sandbox(settings.sandbox)
+    if sandbox.isolates:
+        uids = ", each tenant's as a uid of its own" if sandbox.separate_uids else ""
+        log.info("replicas run sandboxed (%s)%s", sandbox.name, uids)
+    else:
+        log.warning(
+            "REPLICAS RUN UNSANDBOXED (--sandbox %s): model code can read this server's files "
+            "and other replicas' processes; %s",
+            settings.sandbox,
+            "chosen by the operator"
+            if settings.sandbox == "none"
+            else "install bubblewrap; a server with several users starts no replica so",
+        )
+    local = LocalProvider(sandbox=sandbox, unsandboxed_ok=settings.sandbox == "none")
+    return ProviderRegistry([local, RayProvider(settings.ray_clusters, settings.home)])
 
 
 def build_router() -> Router:
@@ -201,7 +225,8 @@ class OrchardServer:
 
     def __init__(self, settings: Settings, providers: ProviderRegistry | None = None) -> None:
         self.settings = settings
-        settings.home.mkdir(parents=True, exist_ok=True)
+        database = None if settings.database_url else settings.home / "orchard.db"
+        prepare_home(settings.home, database, [settings.pat_file])
         self.store = Store(settings.url)
         self.pat_file = bootstrap(self.store, settings)
         packages = PackageStore(settings.home / "packages")
@@ -285,6 +310,9 @@ class OrchardServer:
                 find_links=tuple(str(p) for p in self.settings.find_links),
                 offline=self.settings.offline,
                 drain_grace=self.settings.drain_seconds,
+                link_socket=self._link.path if self._link is not None else None,
+                egress=self.settings.egress,
+                mounts=tuple(self.settings.replica_mounts),
             ),
             self.runtime.providers,
             self.dispatcher,
@@ -307,7 +335,11 @@ class OrchardServer:
         if len(str(path)) > MAX_SOCKET_PATH:
             return None
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        self._link = LinkServer(self.adapter, path)
+        # Replicas that run as their tenants' uids must be able to connect: the socket is
+        # open to all, and only reachable through the 0700 folder or a sandbox's bind of it.
+        local = self.runtime.providers.get("local")
+        shared = isinstance(local, LocalProvider) and local.sandbox.separate_uids
+        self._link = LinkServer(self.adapter, path, mode=0o666 if shared else 0o600)
         await self._link.start()
         return self._link.address
 

@@ -81,11 +81,12 @@ async def work(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[
 
 
 class LinkServer:
-    """The server's end of the local link: a Unix socket at ``path`` (mode 0600) whose
-    connections are ``ProcessRunnerItems`` streams, served by ``adapter`` as gRPC ones are."""
+    """The server's end of the local link: a Unix socket at ``path`` (``mode``: 0600 unless
+    replicas run as other uids) whose connections are ``ProcessRunnerItems`` streams, served by
+    ``adapter`` as gRPC ones are."""
 
-    def __init__(self, adapter: GrpcAdapter, path: Path) -> None:
-        self.adapter, self.path = adapter, path
+    def __init__(self, adapter: GrpcAdapter, path: Path, mode: int = 0o600) -> None:
+        self.adapter, self.path, self.mode = adapter, path, mode
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
 
@@ -96,7 +97,7 @@ class LinkServer:
     async def start(self) -> None:
         self.path.unlink(missing_ok=True)
         self._server = await asyncio.start_unix_server(self._serve, str(self.path))
-        os.chmod(self.path, 0o600)
+        os.chmod(self.path, self.mode)
 
     async def close(self) -> None:
         """Stop listening and end every open link (their replicas see the stream end)."""

@@ -157,6 +157,23 @@ def runtime_copy(root: Path) -> Path:
     return target
 
 
+def base_interpreter(env: Path) -> tuple[Path, ...]:
+    """The installation the environment's interpreter belongs to (``home`` in its
+    ``pyvenv.cfg`` is that installation's ``bin``), when it is not under ``/usr``; a replica's
+    sandbox shows it read-only so that the environment's ``python`` runs."""
+    try:
+        lines = (env / "pyvenv.cfg").read_text().splitlines()
+    except OSError:
+        return ()
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() == "home" and value.strip():
+            prefix = Path(value.strip()).resolve().parent
+            system = prefix == Path("/usr") or Path("/usr") in prefix.parents
+            return () if system or prefix == Path("/") else (prefix,)
+    return ()
+
+
 def env_commands(
     uv: str,
     python: str,

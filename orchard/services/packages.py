@@ -47,6 +47,9 @@ class PackageStore:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
+        # Readable by replicas that run as their tenants' uids: the folder is reachable only
+        # through the server's private home, or a sandbox's read-only bind of it.
+        target.chmod(0o755)
         package = self._loaded[digest] = load_package(target)
         return package
 
