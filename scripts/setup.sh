@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
-# Install what Orchard needs into .venv (uv from PyPI when missing). Idempotent.
+# Install what Orchard needs into .venv (uv from PyPI when missing), and bubblewrap, the
+# replica sandbox (Debian's package, installed when we are root). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing bubblewrap (Debian package bubblewrap) for the replica sandbox..." >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  else
+    echo "warning: bubblewrap is not installed; replicas will run unsandboxed" \
+      "(install Debian's bubblewrap)" >&2
+  fi
+fi
 if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet uv
 fi

@@ -244,12 +244,13 @@ class Rig:
             replica_id,
             instance_id,
             ("python",),
-            {"ORCHARD_PAT": "token", "SECRET": "not for Ray"},
+            {"SECRET": "not for Ray"},
             GIB // 2,
             self.tmp_path / "logs" / f"{replica_id}.log",
             gpus=GpuNeed.of(accelerators, accelerator_memory_bytes, packing),
             cpus=1.0,
             bundle=bundle,
+            token="token",
         )
 
 

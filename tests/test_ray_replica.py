@@ -18,8 +18,9 @@ from orchard.providers.ray_replica import ReplicaActor
 from tests.waiting import wait_for
 
 # Stands in for uv's two steps: "create" makes an environment whose python is a shell script
-# that prints its arguments and ORCHARD_PAT, then sleeps (a "runner" that drains on SIGTERM);
-# every call is counted in the file named by the last argument.
+# that prints its arguments, the token it read on stdin, the worker's secret if it got it, and
+# its HOME, then sleeps (a "runner" that drains on SIGTERM); every call is counted in the file
+# named by the last argument.
 FAKE_BUILD = textwrap.dedent(
     """
     import os, sys
@@ -33,7 +34,8 @@ FAKE_BUILD = textwrap.dedent(
             script.write(
                 "#!/bin/sh\\n"
                 "trap 'echo drained; exit 0' TERM\\n"
-                "echo runner \\"$@\\" pat=$ORCHARD_PAT\\n"
+                "read pat\\n"
+                "echo runner \\"$@\\" pat=$pat secret=$WORKER_SECRET home=$HOME\\n"
                 "[ -n \\"$ORCHARD_TEST_EXIT\\" ] && exit $ORCHARD_TEST_EXIT\\n"
                 "sleep 30 & wait\\n"
             )
@@ -91,19 +93,21 @@ def output(actor: ReplicaActor) -> str:
 def test_a_replica_unpacks_builds_once_and_runs_the_runner(
     node: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ORCHARD_TEST_EXIT", "7")
-    first = ReplicaActor(spec(node, "r-1"))
+    monkeypatch.setenv("WORKER_SECRET", "of the Ray worker")
+    first = ReplicaActor(spec(node, "r-1", declared=[["ORCHARD_TEST_EXIT", "7"]]))
     assert first.run(PACKAGE, RUNTIME) == {"code": 7, "reason": ""}
     assert first.run(None, None) == {"code": 7, "reason": ""}  # later calls wait for the end
     text = output(first)
     assert "building environment k1 on this Ray node" in text and "built install" in text
     cache = node / "cache"
     assert f"--package {cache / 'packages' / 'd1'} --server 127.0.0.1:7600 --runner-id r1" in text
-    assert "pat=secret-token" in text
+    # the token came on stdin; the worker's environment stayed behind; a private home, gone after
+    assert f"pat=secret-token secret= home={cache / 'homes' / 'r-1' / 'home'}" in text
+    assert not (cache / "homes" / "r-1").exists()
     assert (cache / "packages" / "d1" / "1" / "model.py").exists()
     pth = cache / "envs" / "k1" / "lib" / "python3.11" / "site-packages" / "_orchard_runtime.pth"
     assert pth.read_text().strip() == str(cache / "runtime" / "v1")
-    second = ReplicaActor(spec(node, "r-2"))
+    second = ReplicaActor(spec(node, "r-2", declared=[["ORCHARD_TEST_EXIT", "7"]]))
     assert second.run(PACKAGE, RUNTIME)["code"] == 7
     assert (node / "steps").read_text().split() == ["create", "install"]  # built once
     assert "building environment" not in output(second)

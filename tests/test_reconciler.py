@@ -207,7 +207,12 @@ async def test_a_waiting_call_starts_a_replica_with_its_own_token(rig: Any) -> N
     argv = list(launch.argv)
     assert argv[argv.index("--runner-id") + 1] == "runner-1"
     assert argv[argv.index("--server") + 1] == "unix:/tmp/orchard.sock"
-    assert tokens == {launch.env["ORCHARD_PAT"]: "u"}
+    # its token goes on stdin, not in its argv or its environment (an allowlist)
+    assert tokens == {launch.token: "u"} and launch.tenant == "u"
+    assert "--pat-stdin" in argv and launch.token not in " ".join([*argv, *launch.env.values()])
+    assert set(launch.env) <= {"PATH", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "LANG", "LC_ALL", "TZ"}
+    assert launch.jail is not None and launch.jail.private.name == launch.id
+    assert launch.env["HOME"] == str(launch.jail.home)
     assert launch.memory_bytes == GIB // 4
 
 

@@ -13,9 +13,13 @@ object store, because Ray nodes share no disk with the server. On its node it:
 2. builds the version's environment there with uv, keyed like the server's (same key, Python
    version and pins, the server's uv steps), or reuses it; concurrent builds of one key on one
    machine wait for each other (a file lock);
-3. runs ``python -m orchard.runners.serve`` in it as a subprocess with the replica's token in
-   ``ORCHARD_PAT``, which connects back to the server like any runner; its output (and the build
-   steps') goes to a file the driver reads with :meth:`ReplicaActor.read`.
+3. runs ``python -m orchard.runners.serve`` in it as a subprocess, which connects back to the
+   server like any runner; its output (and the build steps') goes to a file the driver reads
+   with :meth:`ReplicaActor.read`. As on the server's host, its environment is an allowlist
+   (:func:`runner_environment`: nothing of the Ray worker's is inherited but the locale, the
+   time zone and the GPUs Ray gave it), it gets a private home that is removed when it ends,
+   and its token arrives on its standard input, never in its argv or environment. A Ray node
+   is no sandbox: see docs/ray.md for what it does and does not keep apart.
 
 :meth:`ReplicaActor.run` does all that once and returns when the runner has exited (any later
 call just waits for the same end): ``{"code": exit code or None, "reason": why}``.
@@ -109,6 +113,30 @@ def find_uv() -> str:
     return found
 
 
+# What a runner's environment takes from the Ray worker's (the same allowlist as
+# orchard.providers.sandbox.replica_environment on the server's host; this module imports no
+# Orchard code, so it is written out here).
+INHERITED = ("LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def runner_environment(private: Path, bin_dir: Path, declared: dict[str, str]) -> dict[str, str]:
+    """A runner's whole environment: PATH, a private HOME and TMPDIR under ``private``, the
+    locale, time zone and Ray's GPUs, and what the model's config declares."""
+    env = {k: os.environ[k] for k in INHERITED if k in os.environ}
+    env.setdefault("LANG", "C.UTF-8")
+    env.update(declared)
+    env.update(
+        {
+            "PATH": f"{bin_dir}:{SYSTEM_PATH}",
+            "HOME": str(private / "home"),
+            "TMPDIR": str(private / "tmp"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     with contextlib.suppress(Exception):
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -197,23 +225,38 @@ class ReplicaActor:
             spec["server"],
             *spec["args"],
         ]
-        child_env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-        child_env.update({"ORCHARD_PAT": spec["token"], "PYTHONUNBUFFERED": "1"})
-        with self._lock:
-            if self._stop_grace is not None:
-                return {"code": 0, "reason": "it was stopped before its runner started"}
+        private = self.root / "homes" / spec["id"]
+        for folder in (private / "home", private / "tmp"):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        child_env = runner_environment(private, env / "bin", dict(spec.get("declared", ())))
+        try:
+            with self._lock:
+                if self._stop_grace is not None:
+                    return {"code": 0, "reason": "it was stopped before its runner started"}
+                self._proc = self._spawn(argv, child_env, spec["token"])
+                proc = self._proc
+            code = proc.wait()
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        return {"code": code, "reason": ""}
+
+    def _spawn(self, argv: list[str], env: dict[str, str], token: str) -> subprocess.Popen[bytes]:
+        """The runner, its token written to its standard input."""
+        read, write = os.pipe()
+        try:
+            os.write(write, token.encode() + b"\n")
+            os.close(write)
             with open(self.log_path, "ab") as out:
-                self._proc = subprocess.Popen(
+                return subprocess.Popen(
                     argv,
-                    env=child_env,
-                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    stdin=read,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
-            proc = self._proc
-        code = proc.wait()
-        return {"code": code, "reason": ""}
+        finally:
+            os.close(read)
 
     def _environment(self, package_dir: Path, locks: Path) -> Path:
         spec = self.spec

@@ -1,0 +1,328 @@
+"""A hostile tenant, end to end: its model tries everything a tenant's code could try against
+the server and another tenant, and finds nothing.
+
+These are e2e tests because what is tested is the boundary around real replica processes:
+two users of one orchestrating server, each with a deployment whose replicas the server starts
+in its sandbox (bubblewrap; as root, each tenant under a uid of its own). The victim serves the
+echo example; the attacker serves ``Hostile`` (below), whose ``predict`` takes a plan of attack
+as JSON and answers what it found. The server's environment holds the bootstrap PAT, as an
+operator's often does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from clarifai_grpc.grpc.api import resources_pb2 as r
+from clarifai_grpc.grpc.api import service_pb2
+
+from orchard.client.uploads import upload_model
+from orchard.providers.sandbox import INHERITED
+from orchard.testing import ServerThread
+from tests.conftest import Api
+from tests.resources import EXAMPLES, make_cluster, make_nodepool, ok
+from tests.waiting import wait_for
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bubblewrap is Linux's"),
+]
+
+HOSTILE_MODEL = '''
+import asyncio
+import gc
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from orchard.authoring import ModelClass
+
+
+def attempt(action):
+    try:
+        return "ok: " + str(action())[:200]
+    except Exception as exc:
+        return f"refused: {type(exc).__name__}: {exc}"[:200]
+
+
+def processes():
+    seen = {}
+    for pid in sorted(p for p in os.listdir("/proc") if p.isdigit()):
+        seen[pid] = {
+            "cmdline": attempt(lambda: Path(f"/proc/{pid}/cmdline").read_bytes().decode()),
+            "environ": attempt(lambda: Path(f"/proc/{pid}/environ").read_bytes().decode()),
+        }
+    return seen
+
+
+def write(path):
+    Path(path).write_text("pwned")
+    return path
+
+
+def own_token():
+    """A model's code shares its replica's process: it can find the replica's own token."""
+    for thing in gc.get_objects():
+        if type(thing).__name__ == "RunnerSettings":
+            return thing.pat
+    return ""
+
+
+async def attach(address, token, runner_id):
+    """Open the work stream for another tenant's runner with this replica's own token."""
+    from orchard.runners import link, protocol
+
+    call = await link.LinkCall.open(address, token)
+    try:
+        await call.write(protocol.hello(protocol.Hello(runner_id, "np", "cc", "thief", 1)))
+        message = await asyncio.wait_for(call.read(), 10)
+        return protocol.refusal(message) or "not refused"
+    finally:
+        await call.close()
+
+
+class Hostile(ModelClass):
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        plan = json.loads(text)
+        address = sys.argv[sys.argv.index("--server") + 1]
+        return json.dumps(
+            {
+                "environ": dict(os.environ),
+                "uid": os.getuid(),
+                "processes": processes(),
+                "reads": {p: attempt(lambda: Path(p).read_bytes()[:40]) for p in plan["read"]},
+                "lists": {p: attempt(lambda: os.listdir(p)) for p in plan["list"]},
+                "writes": {p: attempt(lambda: write(p)) for p in plan["write"]},
+                "kill": attempt(lambda: os.kill(plan["server_pid"], 0)),
+                "attach": attempt(
+                    lambda: asyncio.run(attach(address, own_token(), plan["victim_runner"]))
+                ),
+            }
+        )
+
+    @ModelClass.method
+    def generate(self, text: str) -> Iterator[str]:
+        yield from text.split()
+
+    @ModelClass.method
+    def stream(self, input_iterator: Iterator[str]) -> Iterator[str]:
+        for text in input_iterator:
+            yield text.upper()
+'''
+
+
+def hostile_package(root: Path) -> Path:
+    (root / "1").mkdir(parents=True)
+    (root / "1" / "model.py").write_text(textwrap.dedent(HOSTILE_MODEL))
+    (root / "requirements.txt").write_text("")
+    (root / "config.yaml").write_text(
+        textwrap.dedent(
+            """
+            model:
+              id: hostile
+              app_id: apps
+              model_type_id: text-to-text
+            build_info:
+              python_version: "3.11"
+            inference_compute_info:
+              cpu_limit: "0.5"
+              cpu_memory: 500Mi
+            num_threads: 2
+            """
+        )
+    )
+    return root
+
+
+class Tenant:
+    """One user of the server, with a cluster, a nodepool and a deployment of one model."""
+
+    def __init__(self, server: ServerThread, channel: grpc.Channel, user_id: str, pat: str):
+        self.server, self.user_id, self.pat = server, user_id, pat
+        self.api = Api(channel, pat, user_id)
+
+    def deploy(self, folder: Path, model_id: str, app_id: str) -> str:
+        make_cluster(self.api)
+        make_nodepool(self.api, max_instances=1)
+        version = upload_model(
+            folder, user_id=self.user_id, base_url=self.server.base_url, pat=self.pat
+        )
+        deployment = r.Deployment(
+            id=f"{model_id}-dep",
+            worker=r.Worker(
+                model=r.Model(
+                    id=model_id, app_id=app_id, model_version=r.ModelVersion(id=version.id)
+                )
+            ),
+            nodepools=[r.Nodepool(id="np", compute_cluster=r.ComputeCluster(id="cc"))],
+            scheduling_choice=4,
+            autoscale_config=r.AutoscaleConfig(min_replicas=1, max_replicas=1),
+        )
+        ok(self.api.call("PostDeployments", deployments=[deployment]))
+        return version.id
+
+    def live(self, deployment_id: str) -> int:
+        got = self.api.call(
+            "GetDeployment",
+            user_app_id=r.UserAppIDSet(user_id=self.user_id),
+            deployment_id=deployment_id,
+        )
+        return int(got.deployment.deployment_metrics.live_replicas)
+
+    def runner_id(self) -> str:
+        return str(self.api.call("ListRunners").runners[0].id)
+
+    def request(self, model_id: str, app_id: str, text: str) -> Any:
+        return service_pb2.PostModelOutputsRequest(
+            user_app_id=r.UserAppIDSet(user_id=self.user_id, app_id=app_id),
+            model_id=model_id,
+            inputs=[r.Input(data=r.Data(text=r.Text(raw=text)))],
+            runner_selector=r.RunnerSelector(
+                deployment=r.Deployment(id=f"{model_id}-dep", user_id=self.user_id)
+            ),
+        )
+
+
+@pytest.fixture
+def tenants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ServerThread, Tenant, Tenant]]:
+    server = ServerThread(tmp_path / "home", offline=True, orchestrate=True, drain_seconds=2.0)
+    # The operator's environment holds the admin's PAT; replicas must not inherit it.
+    monkeypatch.setenv("ORCHARD_BOOTSTRAP_PAT", server.pat)
+    with server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        try:
+            victim = Tenant(server, channel, server.user_id, server.pat)
+            attacker = Tenant(server, channel, "mallory", server.create_user("mallory"))
+            victim.deploy(EXAMPLES / "echo", "echo", "examples")
+            attacker.deploy(hostile_package(tmp_path / "hostile"), "hostile", "apps")
+            wait_for(lambda: victim.live("echo-dep") == 1, timeout=90, what="the echo replica")
+            wait_for(lambda: attacker.live("hostile-dep") == 1, timeout=90, what="hostile")
+            yield server, victim, attacker
+        finally:
+            channel.close()
+
+
+def _attack(server: ServerThread, victim: Tenant, attacker: Tenant) -> dict[str, Any]:
+    home = server.settings.home
+    packages = sorted((home / "packages" / "unpacked").iterdir())
+    envs = sorted(p for p in (home / "envs").iterdir() if p.is_dir())
+    plan = {
+        "read": [
+            str(home / "orchard.db"),
+            str(server.settings.pat_file),
+            *(str(p / "config.yaml") for p in packages),  # its own package is readable
+            *(str(p / "pyvenv.cfg") for p in envs),
+            "/etc/shadow",
+        ],
+        "list": [
+            str(home),
+            str(home / "packages"),
+            str(home / "logs"),
+            str(home / "envs"),
+            str(home / "sandboxes"),
+        ],
+        "write": [
+            str(home / "pwned"),
+            *(str(p / "pwned") for p in packages),
+            *(str(p / "pwned") for p in envs),
+            "/usr/pwned",
+            "/etc/pwned",
+            "/tmp/mine",  # its own /tmp: allowed
+        ],
+        "server_pid": os.getpid(),
+        "victim_runner": victim.runner_id(),
+    }
+    request = attacker.request("hostile", "apps", json.dumps(plan))
+    answer = ok(attacker.api.call("PostModelOutputs", request))
+    return dict(json.loads(answer.outputs[0].data.text.raw))
+
+
+def test_a_hostile_model_finds_nothing_and_can_do_nothing_while_serving(
+    tenants: tuple[ServerThread, Tenant, Tenant],
+) -> None:
+    server, victim, attacker = tenants
+    found = _attack(server, victim, attacker)
+    everything = json.dumps(found)
+
+    # 1. Its environment is the allowlist, and no secret of the server's is anywhere it looked.
+    allowed = {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "PYTHONUNBUFFERED",
+        "CUDA_VISIBLE_DEVICES",
+        "PWD",
+        *INHERITED,
+    }
+    assert set(found["environ"]) <= allowed, found["environ"]
+    assert server.pat not in everything
+    assert "ORCHARD_BOOTSTRAP_PAT" not in everything
+    for token in server.server.runtime.replica_tokens:  # no replica's token either
+        assert token not in everything
+
+    # 2. It sees its own sandbox's processes only: none of the server's or the victim's.
+    assert 1 <= len(found["processes"]) <= 3, found["processes"]
+    seen = json.dumps(found["processes"])
+    assert victim.runner_id() not in seen and "echo" not in seen
+    assert found["kill"].startswith("refused: ProcessLookupError")
+
+    # 3. Nothing of the server's home but its own files: not the database, the PAT file, the
+    #    other tenant's package or environment, the logs.
+    home = server.settings.home
+    reads = found["reads"]
+    assert reads[str(home / "orchard.db")].startswith("refused")
+    assert reads[str(server.settings.pat_file)].startswith("refused")
+    assert reads["/etc/shadow"].startswith("refused")
+    readable = [p for p, answer in reads.items() if answer.startswith("ok")]
+    assert len(readable) == 2, readable  # its own package's config and its own environment
+    assert any("hostile" in reads[p] for p in readable)
+    lists = found["lists"]
+    # Of the home it sees only the folders its own mounts sit in, each holding only its own.
+    for name in ("orchard.db", "admin.pat", "logs", "blobs"):
+        assert name not in lists[str(home)] + lists[str(home / "packages")]
+    assert lists[str(home / "logs")].startswith("refused")
+    assert lists[str(home / "envs")].count("'") == 2  # one entry: its own environment
+    assert lists[str(home / "sandboxes")].count("'") == 2  # its own private folder
+
+    # 4. It writes only to its own private folders.
+    writes = found["writes"]
+    assert writes.pop("/tmp/mine").startswith("ok")
+    assert all(answer.startswith("refused") for answer in writes.values()), writes
+    assert not (home / "pwned").exists()
+
+    # 5. Its own token opens no other tenant's work stream.
+    assert "not found" in found["attach"] or "not accessible" in found["attach"], found["attach"]
+
+    # As root, each tenant's replicas run as a uid of their own.
+    if os.geteuid() == 0:
+        assert found["uid"] != 0
+
+    # ...and the same deployment serves all three call shapes.
+    stream_request = attacker.request("hostile", "apps", "a b c")
+    generate = server_stream(attacker, "GenerateModelOutputs", stream_request)
+    assert [o.outputs[0].data.text.raw for o in generate] == ["a", "b", "c"]
+    streamed = server_stream(attacker, "StreamModelOutputs", iter([stream_request]))
+    assert [o.outputs[0].data.text.raw for o in streamed] == ["A B C"]
+    echoed = ok(victim.api.call("PostModelOutputs", victim.request("echo", "examples", "hi")))
+    assert echoed.outputs[0].data.text.raw == "hi"
+
+
+def server_stream(tenant: Tenant, method: str, request: Any) -> list[Any]:
+    from orchard import wire
+
+    call = wire.callable_for(tenant.api.channel, method)
+    metadata = (("authorization", f"Key {tenant.pat}"),)
+    return [ok(response) for response in call(request, metadata=metadata, timeout=60)]
