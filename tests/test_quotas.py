@@ -3,11 +3,14 @@ options and file, and the check of deployment writes over the API."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from orchard import errors
+from orchard.cli import serve as serve_module
 from orchard.configs import AutoscaleSpec, ComputeInfoSpec
 from orchard.orchestration.autoscale import AutoscalePolicy
 from orchard.orchestration.placement import Resources
@@ -23,6 +26,7 @@ from orchard.quotas import (
     quotas_from,
     total,
 )
+from orchard.server.app import Settings
 
 GIB = 2**30
 ONE = Usage(1, 1.0, GIB)  # a replica of 1 CPU and 1Gi
@@ -256,3 +260,50 @@ def test_a_bad_quotas_file_names_the_field(data: Any, problem: str) -> None:
     with pytest.raises(errors.UserError) as caught:
         quotas_from(data, {})
     assert problem in caught.value.message
+
+
+@pytest.fixture
+def serve_settings(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
+    """`orchard serve` records the settings it would start the server with, and starts none."""
+    started: list[Settings] = []
+
+    async def record(settings: Settings) -> None:
+        started.append(settings)
+
+    monkeypatch.setattr(serve_module, "_serve", record)
+    return started
+
+
+def test_serve_takes_the_quotas_file_and_options(
+    tmp_path: Path, serve_settings: list[Settings]
+) -> None:
+    path = tmp_path / "quotas.yaml"
+    path.write_text("default: {replicas: 8, memory: 16Gi}\nusers:\n  alice: {replicas: 20}\n")
+    args = ["--home", tmp_path / "home", "--quotas", path, "--quota-cpus", "500m"]
+    args += ["--quota-gpus", "1"]
+    result = CliRunner().invoke(serve_module.serve, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    (settings,) = serve_settings
+    assert settings.quotas == Quotas(
+        Quota(8, 0.5, 16 * GIB, 1), {"alice": Quota(20, 0.5, 16 * GIB, 1)}
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "problem"),
+    [
+        ("users:\n  bob: {memory: 16XB}\n", [], "users.bob.memory: '16XB' is not a quantity"),
+        ("default: [\n", [], "cannot read"),
+        ("", ["--quota-memory", "lots"], "'lots' is not a quantity"),
+        ("", ["--quota-replicas", "-1"], "-1 is not in the range x>=0"),
+    ],
+)
+def test_serve_refuses_to_start_with_bad_quotas(
+    tmp_path: Path, serve_settings: list[Settings], text: str, args: list[str], problem: str
+) -> None:
+    path = tmp_path / "quotas.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(serve_module.serve, ["--quotas", str(path), *args])
+    assert result.exit_code != 0
+    assert problem in " ".join(result.output.split())
+    assert serve_settings == []

@@ -20,6 +20,7 @@ from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings,
 from orchard.providers import ProviderRegistry
 from orchard.providers.local import LocalProvider
 from orchard.providers.ray import RayClusterConfig, RayProvider
+from orchard.quotas import Quotas
 from orchard.server import (
     apps,
     cloud,
@@ -88,6 +89,9 @@ class Settings:
     # host:port, with a wildcard host read as loopback).
     ray_clusters: list[RayClusterConfig] = field(default_factory=list)
     advertise_address: str | None = None
+    # Fair share: what each user's replicas may hold together (orchard/quotas.py; the
+    # bootstrap user has no limits unless the quotas name it).
+    quotas: Quotas = field(default_factory=Quotas)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -229,6 +233,7 @@ class OrchardServer:
             builds=self.builds,
             dispatcher=self.dispatcher,
             fetcher=self.fetcher,
+            quotas=settings.quotas.with_operator(settings.bootstrap_user),
         )
         self.adapter = GrpcAdapter(build_router(), self.store, runtime)
         self.runtime = runtime
