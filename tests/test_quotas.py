@@ -3,11 +3,16 @@ options and file, and the check of deployment writes over the API."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from clarifai_grpc.grpc.api import resources_pb2 as r
+from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from click.testing import CliRunner
+from google.protobuf import json_format
 
 from orchard import errors
 from orchard.cli import serve as serve_module
@@ -27,6 +32,11 @@ from orchard.quotas import (
     total,
 )
 from orchard.server.app import Settings
+from orchard.services.quotas import replica_usage
+from orchard.store.models import ModelVersionRow
+from orchard.testing import ServerThread
+from tests.conftest import Api
+from tests.resources import deployment, make_cluster, make_model, make_nodepool, make_stack, ok
 
 GIB = 2**30
 ONE = Usage(1, 1.0, GIB)  # a replica of 1 CPU and 1Gi
@@ -307,3 +317,128 @@ def test_serve_refuses_to_start_with_bad_quotas(
     assert result.exit_code != 0
     assert problem in " ".join(result.output.split())
     assert serve_settings == []
+
+
+# -- create and patch over the API ------------------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerThread]:
+    """A server whose users may hold floors of 3 replicas and 3Gi (admin, its operator: any)."""
+    quotas = Quotas(Quota(replicas=3, memory=3 * GIB))
+    with ServerThread(tmp_path / "home", offline=True, quotas=quotas) as running:
+        yield running
+
+
+def floor(api: Api, dep: str, model: str, min_replicas: int) -> Any:
+    autoscale = {"min_replicas": min_replicas, "max_replicas": 5}
+    return api.call(
+        "PostDeployments", deployments=[deployment(dep, model=model, autoscale_config=autoscale)]
+    )
+
+
+def patch(api: Api, dep: str, **fields: Any) -> Any:
+    change = json_format.ParseDict({"id": dep, **fields}, r.Deployment())
+    return api.call("PatchDeployments", deployments=[change], action="merge")
+
+
+def test_a_deployment_whose_floor_breaks_the_quota_is_refused(other: Api) -> None:
+    make_stack(other)
+    make_model(other, "m2")
+    ok(floor(other, "d1", "m", 2))
+    refused = floor(other, "d2", "m2", 2)
+    assert refused.status.code == sc.CONN_EXCEEDS_LIMITS
+    assert refused.status.description.startswith(
+        "deployments[0]: deployment 'd2' would keep a floor of 2 replicas (min_replicas + "
+        "soft_min_replicas), and user 'bob' has a quota of 3 replicas with 2 replicas held by "
+        "the floors of its other deployments (4 replicas in all)"
+    )
+    assert [d.id for d in ok(other.call("ListDeployments")).deployments] == ["d1"]
+    ok(floor(other, "d2", "m2", 1))  # what is left fits
+
+
+def test_memory_counts_what_a_replica_of_the_version_asks_for(other: Api) -> None:
+    make_stack(other)  # a version without inference_compute_info: 1 CPU and 1Gi a replica
+    refused = floor(other, "d1", "m", 4)
+    assert refused.status.code == sc.CONN_EXCEEDS_LIMITS
+    assert "quota of 3 replicas" in refused.status.description  # replicas are checked first
+    with_more_memory = json_format.ParseDict(
+        {"inference_compute_info": {"cpu_limit": "1", "cpu_memory": "2Gi"}}, r.ModelVersion()
+    )
+    uid = r.UserAppIDSet(user_id="bob", app_id="app")
+    ok(other.call("PostModels", user_app_id=uid, models=[r.Model(id="big")]))
+    ok(
+        other.call(
+            "PostModelVersions", user_app_id=uid, model_id="big", model_versions=[with_more_memory]
+        )
+    )
+    refused = floor(other, "d2", "big", 2)
+    assert "floor of 2 replicas holding 4Gi of memory" in refused.status.description
+    assert "orchard serve --quota-memory" in refused.status.description
+
+
+def test_a_patch_may_not_raise_a_floor_past_the_quota_but_may_lower_it(
+    server: ServerThread, other: Api
+) -> None:
+    make_stack(other)
+    ok(floor(other, "d1", "m", 3))
+    raised = patch(other, "d1", autoscale_config={"min_replicas": 4})
+    assert raised.status.code == sc.CONN_EXCEEDS_LIMITS
+    assert "would keep a floor of 4 replicas" in raised.status.description
+    assert "with 0 replicas held by the floors of its other deployments" in (
+        raised.status.description
+    )
+    # The operator lowers the quota: a user left over it may still edit, and shrink.
+    assert server.server is not None
+    server.server.runtime.quotas = Quotas(Quota(replicas=1))
+    ok(patch(other, "d1", description="still over, not raised"))
+    ok(patch(other, "d1", autoscale_config={"min_replicas": 2}))
+    raised = patch(other, "d1", autoscale_config={"min_replicas": 3})
+    assert "user 'bob' has a quota of 1 replica" in raised.status.description
+
+
+def test_disabled_deployments_and_the_operator_hold_no_quota(api: Api, other: Api) -> None:
+    make_stack(other)
+    make_model(other, "m2")
+    ok(floor(other, "d1", "m", 3))
+    ok(patch(other, "d1", status="DISABLED"))
+    ok(floor(other, "d2", "m2", 3))  # d1 is disabled: its floor is 0
+    make_stack(api)
+    ok(floor(api, "mine", "m", 5))  # the operator has no limits
+
+
+def test_deployments_on_local_dev_clusters_hold_no_quota(other: Api) -> None:
+    make_cluster(other, cluster_type="local-dev")
+    make_nodepool(other)
+    make_model(other)
+    ok(floor(other, "d1", "m", 5))
+
+
+class Packages:
+    """A package store whose one built package asks for 4 CPUs and 8Gi a replica."""
+
+    def unpacked_package(self, digest: str) -> Any:
+        if digest != "good":
+            raise errors.ModelInvalid("the uploaded package is not a valid tar.gz archive")
+        info = ComputeInfoSpec(cpu_limit="4", cpu_memory="8Gi")
+        return SimpleNamespace(config=SimpleNamespace(inference_compute_info=info))
+
+
+STATED = {"inference_compute_info": {"cpu_limit": "2", "cpu_memory": "2Gi"}}
+
+
+@pytest.mark.parametrize(
+    ("status", "digest", "spec", "usage"),
+    [
+        (sc.MODEL_TRAINED, "good", STATED, Usage(1, 4.0, 8 * GIB)),  # built: its package
+        (sc.MODEL_TRAINED, "broken", STATED, Usage(1, 2.0, 2 * GIB)),  # unreadable: as stated
+        (sc.MODEL_BUILDING, "good", STATED, Usage(1, 2.0, 2 * GIB)),  # not built: as stated
+        (sc.MODEL_BUILDING, "", {}, Usage(1, 1.0, GIB)),  # nothing stated: the default
+        (sc.MODEL_BUILDING, "", {"inference_compute_info": {"cpu_limit": "x"}}, ONE),
+    ],
+)
+def test_a_replica_of_a_version_asks_for(
+    status: int, digest: str, spec: dict[str, Any], usage: Usage
+) -> None:
+    version = ModelVersionRow(status_code=status, package_digest=digest, spec=spec)
+    assert replica_usage(version, Packages()) == usage  # type: ignore[arg-type]
