@@ -290,6 +290,7 @@ class OrchardServer:
                 find_links=tuple(str(p) for p in self.settings.find_links),
                 offline=self.settings.offline,
                 drain_grace=self.settings.drain_seconds,
+                quotas=self.runtime.quotas,
             ),
             self.runtime.providers,
             self.dispatcher,
