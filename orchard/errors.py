@@ -199,6 +199,13 @@ class KeyNotFound(NotFound):
     code = SC.CONN_KEY_NOT_FOUND
 
 
+class QuotaExceeded(OrchardError):
+    """A write that would take a user past a quota the operator set; the message names the
+    quota and its use. Not retried by the official SDK: waiting does not free a quota."""
+
+    code = SC.CONN_EXCEEDS_LIMITS
+
+
 # -- inputs of predictions ---------------------------------------------------------------------
 
 
@@ -245,6 +252,7 @@ _BY_CODE: dict[int, type[OrchardError]] = {
         ModelBusy,
         RunnerFailed,
         KeyNotFound,
+        QuotaExceeded,
         InputFetchError,
     )
 }

@@ -40,6 +40,7 @@ TABLE = [
     (errors.ModelBusy, sc.MODEL_BUSY_PLEASE_RETRY),
     (errors.RunnerFailed, sc.RUNNER_PROCESSING_FAILED),
     (errors.KeyNotFound, sc.CONN_KEY_NOT_FOUND),
+    (errors.QuotaExceeded, sc.CONN_EXCEEDS_LIMITS),
     (errors.InputFetchError, sc.INPUT_DOWNLOAD_FAILED),
 ]
 # Classes that share their code with a more general one come back as that one.

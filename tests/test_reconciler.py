@@ -33,6 +33,7 @@ from orchard.providers.gpus import (
     devices_of,
     take_devices,
 )
+from orchard.quotas import Quota, Quotas
 from orchard.services.models import VersionRef
 
 GIB = 2**30
@@ -342,6 +343,67 @@ async def test_replicas_carry_what_another_machine_needs(rig: Any, tmp_path: Pat
     assert install[-2:] == ("grpcio==1", "--offline") and "{requirements}" in install
     assert (bundle.runtime / "orchard" / "runners" / "serve.py").exists()
     assert launch.cpus == 0.5
+
+
+# -- quotas ----------------------------------------------------------------------------------
+
+
+def user_deployment(deployment: DeploymentPlan, user: str, dep: str, runner: str) -> DeploymentPlan:
+    pool = replace(deployment.pools[0], key=PoolKey(user, "cc", "np"), runner_id=runner)
+    return replace(deployment, user_id=user, id=dep, pools=(pool,))
+
+
+def launched_by_runner(provider: ScriptedProvider) -> dict[str, int]:
+    runners = [
+        launch.argv[list(launch.argv).index("--runner-id") + 1] for launch in provider.launched
+    ]
+    return {runner: runners.count(runner) for runner in sorted(set(runners))}
+
+
+async def test_a_user_at_its_quota_starts_no_more_while_another_user_scales(rig: Any) -> None:
+    provider, _, store, _, _, orchestrator = rig
+    orchestrator.settings = replace(orchestrator.settings, quotas=Quotas(Quota(replicas=3)))
+    first = with_autoscale(store.plans[0], min_replicas=2)
+    second = user_deployment(first, "u", "dep-2", "runner-2")
+    theirs = user_deployment(with_autoscale(first, min_replicas=2), "v", "dep", "runner-3")
+    store.plans = [first, second, theirs]
+    await orchestrator.round()
+    # u's two deployments share its 3 replicas; v, under the same quota, runs both of its own.
+    assert launched_by_runner(provider) == {"runner-1": 2, "runner-2": 1, "runner-3": 2}
+    capped = orchestrator.view.deployments[("u", "dep-2")].problem
+    assert capped == (
+        "user 'u' has room for 1 more replica under its quota of 3 replicas (2 replicas in use, "
+        "1 replica each): starting 1 of 2 more replicas wanted; ask the operator to raise it "
+        "(orchard serve --quota-replicas, or the quotas file) or lower min_replicas of another "
+        "deployment"
+    )
+    assert any(capped in event for event in store.events())
+    await orchestrator.round()
+    assert len(provider.launched) == 5  # still at the quota
+    assert orchestrator.view.deployments[("u", "dep-2")].problem.startswith(
+        "user 'u' is at its quota of 3 replicas (3 replicas in use): starting 0 of 1"
+    )
+    assert orchestrator.view.deployments[("v", "dep")].problem == ""
+    store.plans = [second, theirs]  # u deletes its first deployment
+    await orchestrator.round()  # its replicas drain, and hold the quota until they exit
+    assert len(provider.launched) == 5
+    await orchestrator.round()
+    assert launched_by_runner(provider) == {"runner-1": 2, "runner-2": 2, "runner-3": 2}
+
+
+async def test_a_cpu_quota_counts_what_each_replica_asks_for(rig: Any) -> None:
+    provider, _, store, _, _, orchestrator = rig
+    quotas = Quotas(users={"u": Quota(cpus=1.0)})  # 2 replicas of 0.5 CPUs
+    orchestrator.settings = replace(orchestrator.settings, quotas=quotas)
+    store.plans = [with_autoscale(store.plans[0], min_replicas=2, max_replicas=4)]
+    await orchestrator.round()
+    store.plans = [with_autoscale(store.plans[0], min_replicas=4, max_replicas=4)]
+    await orchestrator.round()
+    assert len(provider.launched) == 2
+    assert orchestrator.view.deployments[("u", "dep")].problem.startswith(
+        "user 'u' is at its quota of 1 CPU (1 CPU in use): starting 0 of 2 more replicas wanted; "
+        "ask the operator to raise it (orchard serve --quota-cpus, or the quotas file)"
+    )
 
 
 # -- GPUs ------------------------------------------------------------------------------------

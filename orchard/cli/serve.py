@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
+import yaml
 
+from orchard import errors
 from orchard.cli.common import build_options
 from orchard.providers.ray import cluster_option, clusters_file
 from orchard.providers.sandbox import SandboxUnavailable
+from orchard.quantities import parse_quantity
+from orchard.quotas import RESOURCES, Quotas, quotas_from
 from orchard.server.app import DEFAULT_PORT, OrchardServer, Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 async def _serve(settings: Settings) -> None:
@@ -40,6 +49,70 @@ async def _serve(settings: Settings) -> None:
     await stop.wait()
     click.echo("Orchard shutting down...", err=True)
     await server.stop()
+
+
+# -- fair share: the quota options, handed to the command as one `quotas` argument -----------
+
+
+def quota_options(fn: F) -> F:
+    """--quota-replicas/-cpus/-memory/-gpus (every user's default) and --quotas FILE (a default
+    and per-user entries; orchard/quotas.py has the rules), as one ``quotas`` argument of the
+    command, checked before the server starts. The user the server makes has no limits unless
+    the file names it."""
+    options = [
+        click.option(
+            "--quota-replicas",
+            type=click.IntRange(min=0),
+            metavar="N",
+            help="The most replicas one user may run, over all its deployments.",
+        ),
+        click.option(
+            "--quota-cpus", metavar="QUANTITY", callback=_quantity, help=_MOST % "CPUs (8, 500m)"
+        ),
+        click.option(
+            "--quota-memory", metavar="QUANTITY", callback=_quantity, help=_MOST % "memory (64Gi)"
+        ),
+        click.option("--quota-gpus", type=click.IntRange(min=0), metavar="N", help=_MOST % "GPUs"),
+        click.option(
+            "--quotas",
+            "quotas_file",
+            type=click.Path(path_type=Path, exists=True, dir_okay=False),
+            help="A YAML file of quotas: default: {replicas, cpus, memory, gpus} and users: "
+            "{USER: {...}} (a user's fields replace the default's; null lifts a limit). The "
+            "user the server makes (admin) has no limits unless the file names it.",
+        ),
+    ]
+
+    @functools.wraps(fn)
+    def command(*args: Any, quotas_file: Path | None, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(f"quota_{name}") for name in RESOURCES}
+        return fn(*args, quotas=_quotas(quotas_file, given), **kwargs)
+
+    for option in reversed(options):
+        command = option(command)
+    return command  # type: ignore[return-value]
+
+
+_MOST = "The most %s one user's replicas may hold together."
+
+
+def _quantity(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_quantity(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _quotas(path: Path | None, given: dict[str, Any]) -> Quotas:
+    try:
+        data = yaml.safe_load(path.read_text()) if path is not None else None
+        return quotas_from(data, given)
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--quotas") from None
+    except errors.OrchardError as exc:
+        raise click.BadParameter(f"{path}: {exc.message}", param_hint="--quotas") from None
 
 
 @click.command()
@@ -142,6 +215,7 @@ async def _serve(settings: Settings) -> None:
     help="A host folder every replica may read, read-only, at the same path (e.g. a shared "
     "cache of model weights; repeatable). Nothing else of the host's files is visible to them.",
 )
+@quota_options
 @click.option("--log-level", default="INFO", show_default=True)
 def serve(
     home: Path | None,
@@ -162,6 +236,7 @@ def serve(
     sandbox: str,
     egress: str,
     replica_mounts: tuple[Path, ...],
+    quotas: Quotas,
     log_level: str,
 ) -> None:
     """Run the Orchard API server."""
@@ -191,6 +266,7 @@ def serve(
         sandbox=sandbox,
         egress=egress != "none",
         replica_mounts=[path.resolve() for path in replica_mounts],
+        quotas=quotas,
     )
     if metrics_port is None:
         metrics_port = port + 1 if port else 0

@@ -37,6 +37,11 @@ backs off (1, 2, 4 ... up to 60 seconds between tries) and the event log says wh
 last lines the replica printed, instead of restarting it in a silent loop. A connection
 resets the count.
 
+Quotas. A round starts no replica beyond its user's headroom (:func:`orchard.quotas.headroom`:
+what all that user's replicas hold, draining ones too, across its deployments, against its
+quota in ``settings.quotas``); a deployment held back says so, with the quota and its use, as
+its problem and in its events. Deployments of other users scale as before.
+
 Replicas authenticate with a token the orchestrator makes for each one (never a user's PAT);
 it is valid for ``ProcessRunnerItems`` only, and only while this server process lives.
 """
@@ -87,6 +92,7 @@ from orchard.providers.base import (
 )
 from orchard.providers.gpus import Device, GpuNeed, SharesDevices, devices_of, take_devices
 from orchard.providers.sandbox import Jail, replica_environment
+from orchard.quotas import Quotas, Usage, capped, headroom, total
 from orchard.services import logs
 from orchard.services.builds import base_interpreter, env_commands, runtime_copy
 from orchard.services.models import VersionRef
@@ -117,6 +123,7 @@ class OrchestratorSettings:
     link_socket: Path | None = None  # the local link's socket, which sandboxed replicas get
     egress: bool = True  # replicas may reach the network (a nodepool may still deny it)
     mounts: tuple[Path, ...] = ()  # host folders every replica may read
+    quotas: Quotas = field(default_factory=Quotas)  # what each user's replicas may hold
 
 
 @dataclass
@@ -398,6 +405,9 @@ class Orchestrator:
                 self._scale_up(plan, state, desired - len(mine))
 
     def _scale_up(self, plan: DeploymentPlan, state: DeploymentState, count: int) -> None:
+        count = self._within_quota(plan, state, count)
+        if count == 0:
+            return
         views = self._nodepool_views(plan)
         result = place(
             plan.id,
@@ -433,6 +443,20 @@ class Orchestrator:
         for placement in result.unplaced:
             self._problem(plan, state, placement.reason)
             return
+
+    def _within_quota(self, plan: DeploymentPlan, state: DeploymentState, count: int) -> int:
+        """``count``, or the fewer replicas its user's quota has room for (then the problem)."""
+        quota = self.settings.quotas.for_user(plan.user_id)
+        if quota.unlimited:
+            return count
+        held = total(
+            _usage(r.request) for r in self._replicas.values() if r.deployment[0] == plan.user_id
+        )
+        room = headroom(plan.user_id, quota, held, _usage(plan.request))
+        if room.replicas is None or room.replicas >= count:
+            return count
+        self._problem(plan, state, capped(room, count))
+        return room.replicas
 
     def _scale_down(self, plan: DeploymentPlan, mine: list[Replica], count: int) -> None:
         placed = [
@@ -775,6 +799,11 @@ def _still_wanted(replica: Replica, plan: DeploymentPlan) -> bool:
         and pool.runner_id == replica.plan_pool.runner_id
         and replica.version == plan.version
     )
+
+
+def _usage(request: Resources) -> Usage:
+    """One replica of ``request``, as quotas count it."""
+    return Usage(1, request.cpus, request.memory_bytes, request.accelerators)
 
 
 def _pool_name(pool: PoolPlan) -> str:

@@ -21,6 +21,7 @@ from orchard.providers import ProviderRegistry
 from orchard.providers.local import LocalProvider
 from orchard.providers.ray import RayClusterConfig, RayProvider
 from orchard.providers.sandbox import choose_sandbox
+from orchard.quotas import Quotas
 from orchard.server import (
     apps,
     cloud,
@@ -97,6 +98,9 @@ class Settings:
     egress: bool = True
     # Host folders every replica may read (read-only), e.g. a shared cache of model weights.
     replica_mounts: list[Path] = field(default_factory=list)
+    # Fair share: what each user's replicas may hold together (orchard/quotas.py; the
+    # bootstrap user has no limits unless the quotas name it).
+    quotas: Quotas = field(default_factory=Quotas)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -254,6 +258,7 @@ class OrchardServer:
             builds=self.builds,
             dispatcher=self.dispatcher,
             fetcher=self.fetcher,
+            quotas=settings.quotas.with_operator(settings.bootstrap_user),
         )
         self.adapter = GrpcAdapter(build_router(), self.store, runtime)
         self.runtime = runtime
@@ -313,6 +318,7 @@ class OrchardServer:
                 link_socket=self._link.path if self._link is not None else None,
                 egress=self.settings.egress,
                 mounts=tuple(self.settings.replica_mounts),
+                quotas=self.runtime.quotas,
             ),
             self.runtime.providers,
             self.dispatcher,

@@ -12,6 +12,7 @@ from orchard.configs import DeploymentSpec, spec_from_proto
 from orchard.server.convert import done, fill, page, patched, stamp
 from orchard.server.rpc import Call, Router
 from orchard.services import deployments as service
+from orchard.services.quotas import Limits
 from orchard.store.models import DeploymentRow
 
 router = Router()
@@ -80,6 +81,10 @@ def _editable(
     return current
 
 
+def _limits(call: Call) -> Limits:
+    return Limits(call.runtime.quotas, call.runtime.packages)
+
+
 @router.rpc("PostDeployments")
 def post(
     request: service_pb2.PostDeploymentsRequest, call: Call
@@ -92,7 +97,7 @@ def post(
         where = f"deployments[{i}]"
         spec = spec_from_proto(dep, DeploymentSpec, where=where, error=errors.DeploymentInvalid)
         call.owner(spec.user_id or owner)
-        rows.append(service.create_deployment(call.session, owner, spec, where))
+        rows.append(service.create_deployment(call.session, owner, spec, where, _limits(call)))
     return service_pb2.MultiDeploymentResponse(deployments=[to_proto(r) for r in rows])
 
 
@@ -137,7 +142,7 @@ def patch(
             where=where,
             error=errors.DeploymentInvalid,
         )
-        rows.append(service.update_deployment(call.session, owner, spec, where))
+        rows.append(service.update_deployment(call.session, owner, spec, where, _limits(call)))
     return service_pb2.MultiDeploymentResponse(deployments=[to_proto(r) for r in rows])
 
 

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from orchard import errors
 from orchard.providers import ProviderRegistry
+from orchard.quotas import Quotas
 from orchard.services import users
 from orchard.store import Store
 from orchard.wire import SERVICE
@@ -83,6 +84,7 @@ class Runtime:
     fetcher: Any = None  # server.predictions.UrlFetcher
     orchestrator: Any = None  # orchestration.reconciler.Orchestrator
     metrics: Any = None  # server.metrics.Metrics
+    quotas: Quotas = field(default_factory=Quotas)  # the operator's, per user
     memo: Memo = field(default_factory=Memo)
     # Tokens the server gave the replicas it started: each authenticates its user's
     # ProcessRunnerItems stream only, and only while this server process lives.

@@ -1,7 +1,8 @@
 """Deployments: a model version served from one or more nodepools with autoscaling.
 
 Rules: the model, its version and every nodepool must exist and belong to the deployment's
-owner; one deployment per model per nodepool (also a unique constraint in the store).
+owner; one deployment per model per nodepool (also a unique constraint in the store); the
+floors of the owner's deployments fit the owner's quota (:mod:`orchard.services.quotas`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from orchard.configs import DeploymentSpec, ensure_id
 from orchard.services import models as model_service
 from orchard.services.common import Page
 from orchard.services.nodepools import find_nodepool
+from orchard.services.quotas import UNLIMITED, Limits, check_deployment_floor
 from orchard.store.models import DeploymentNodepoolRow, DeploymentRow, ModelVersionRow, NodepoolRow
 
 # Kept in their own columns and rows; the rest of the spec is stored as sent.
@@ -113,12 +115,16 @@ def _check_one_per_nodepool(
             )
 
 
-def _write(session: Session, row: DeploymentRow, spec: DeploymentSpec, where: str) -> None:
+def _write(
+    session: Session, row: DeploymentRow, spec: DeploymentSpec, where: str, limits: Limits
+) -> None:
     """Check the spec against the store, then write it into ``row`` (new or existing)."""
     with session.no_autoflush:
         version = _resolve_version(session, row.user_id, spec, where)
         placements = _placements(session, row.user_id, spec, where)
-        _check_one_per_nodepool(session, row.id, version, [np for np, _ in placements])
+        nodepools = [np for np, _ in placements]
+        _check_one_per_nodepool(session, row.id, version, nodepools)
+        check_deployment_floor(session, row, spec, version, nodepools, limits, where)
     if row.placements:
         row.placements.clear()
         session.flush()
@@ -151,7 +157,11 @@ def _write(session: Session, row: DeploymentRow, spec: DeploymentSpec, where: st
 
 
 def create_deployment(
-    session: Session, owner: str, spec: DeploymentSpec, where: str = "deployment"
+    session: Session,
+    owner: str,
+    spec: DeploymentSpec,
+    where: str = "deployment",
+    limits: Limits = UNLIMITED,
 ) -> DeploymentRow:
     ensure_id(spec.id, "deployment id", errors.DeploymentInvalid, where)
     if spec.user_id and spec.user_id != owner:
@@ -162,15 +172,15 @@ def create_deployment(
             f"delete it with `orchard deployment delete {spec.id}`"
         )
     row = DeploymentRow(user_id=owner, id=spec.id)
-    _write(session, row, spec, where)
+    _write(session, row, spec, where, limits)
     return row
 
 
 def update_deployment(
-    session: Session, owner: str, spec: DeploymentSpec, where: str
+    session: Session, owner: str, spec: DeploymentSpec, where: str, limits: Limits = UNLIMITED
 ) -> DeploymentRow:
     row = get_deployment(session, owner, spec.id)
-    _write(session, row, spec, where)
+    _write(session, row, spec, where, limits)
     return row
 
 
