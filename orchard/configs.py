@@ -140,6 +140,9 @@ class InstanceTypeSpec(Spec):
     available_compute_info: ComputeInfoSpec | None = None
 
 
+EGRESS = ("default", "none")  # a nodepool's metadata.egress: whether its replicas reach the network
+
+
 class NodepoolSpec(Spec):
     OUTPUT_FIELDS = frozenset(
         {
@@ -170,6 +173,17 @@ class NodepoolSpec(Spec):
     @classmethod
     def _id(cls, value: str) -> str:
         return check_id(value, "nodepool id") if value else value
+
+    @field_validator("metadata")
+    @classmethod
+    def _egress(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        egress = (value or {}).get("egress")
+        if egress is not None and egress not in EGRESS:
+            raise ValueError(
+                f"egress {egress!r} is not one of {', '.join(EGRESS)}; "
+                "none gives the nodepool's replicas no network but their link to the server"
+            )
+        return value
 
     @model_validator(mode="after")
     def _bounds(self) -> NodepoolSpec:

@@ -29,6 +29,14 @@ def test_unknown_field_lists_the_allowed_ones():
     assert "cpu_limit" in message
 
 
+def test_a_nodepool_egress_is_default_or_none():
+    data = {"instance_types": [{"id": "x"}], "metadata": {"egress": "off"}}
+    message = _problems(configs.NodepoolSpec, data, "nodepool")
+    assert "nodepool.metadata: " in message and "'off' is not one of default, none" in message
+    data["metadata"] = {"egress": "none", "team": "a"}
+    assert configs.NodepoolSpec.model_validate(data).metadata == {"egress": "none", "team": "a"}
+
+
 def test_wrong_types_are_not_coerced():
     message = _problems(
         configs.NodepoolSpec, {"instance_types": [{"id": "x"}], "min_instances": "1"}, "nodepool"

@@ -25,7 +25,8 @@ from clarifai_grpc.grpc.api import resources_pb2 as r
 from clarifai_grpc.grpc.api import service_pb2
 
 from orchard.client.uploads import upload_model
-from orchard.providers.sandbox import INHERITED
+from orchard.providers import sandbox
+from orchard.providers.sandbox import INHERITED, SandboxUnavailable
 from orchard.testing import ServerThread
 from tests.conftest import Api
 from tests.resources import EXAMPLES, make_cluster, make_nodepool, ok
@@ -41,6 +42,7 @@ import asyncio
 import gc
 import json
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,6 +107,9 @@ class Hostile(ModelClass):
                 "lists": {p: attempt(lambda: os.listdir(p)) for p in plan["list"]},
                 "writes": {p: attempt(lambda: write(p)) for p in plan["write"]},
                 "kill": attempt(lambda: os.kill(plan["server_pid"], 0)),
+                "connect": attempt(
+                    lambda: socket.create_connection(("127.0.0.1", plan["port"]), 5).close()
+                ),
                 "attach": attempt(
                     lambda: asyncio.run(attach(address, own_token(), plan["victim_runner"]))
                 ),
@@ -152,9 +157,9 @@ class Tenant:
         self.server, self.user_id, self.pat = server, user_id, pat
         self.api = Api(channel, pat, user_id)
 
-    def deploy(self, folder: Path, model_id: str, app_id: str) -> str:
+    def deploy(self, folder: Path, model_id: str, app_id: str, **nodepool: Any) -> str:
         make_cluster(self.api)
-        make_nodepool(self.api, max_instances=1)
+        make_nodepool(self.api, max_instances=1, **nodepool)
         version = upload_model(
             folder, user_id=self.user_id, base_url=self.server.base_url, pat=self.pat
         )
@@ -179,6 +184,16 @@ class Tenant:
             deployment_id=deployment_id,
         )
         return int(got.deployment.deployment_metrics.live_replicas)
+
+    def events(self, model_id: str, app_id: str, version_id: str) -> str:
+        response = self.api.call(
+            "ListLogEntries",
+            user_app_id=r.UserAppIDSet(user_id=self.user_id, app_id=app_id),
+            model_id=model_id,
+            model_version_id=version_id,
+            log_type="runner.events",
+        )
+        return "\n".join(entry.message for entry in response.log_entries)
 
     def runner_id(self) -> str:
         return str(self.api.call("ListRunners").runners[0].id)
@@ -216,6 +231,7 @@ def tenants(
 
 
 def _attack(server: ServerThread, victim: Tenant, attacker: Tenant) -> dict[str, Any]:
+    """What the hostile model found, sent its plan of attack."""
     home = server.settings.home
     packages = sorted((home / "packages" / "unpacked").iterdir())
     envs = sorted(p for p in (home / "envs").iterdir() if p.is_dir())
@@ -243,6 +259,7 @@ def _attack(server: ServerThread, victim: Tenant, attacker: Tenant) -> dict[str,
             "/tmp/mine",  # its own /tmp: allowed
         ],
         "server_pid": os.getpid(),
+        "port": server.port,
         "victim_runner": victim.runner_id(),
     }
     request = attacker.request("hostile", "apps", json.dumps(plan))
@@ -306,6 +323,9 @@ def test_a_hostile_model_finds_nothing_and_can_do_nothing_while_serving(
     # 5. Its own token opens no other tenant's work stream.
     assert "not found" in found["attach"] or "not accessible" in found["attach"], found["attach"]
 
+    # With egress (the default), it shares the host's network: the server's public port too.
+    assert found["connect"].startswith("ok"), found["connect"]
+
     # As root, each tenant's replicas run as a uid of their own.
     if os.geteuid() == 0:
         assert found["uid"] != 0
@@ -326,3 +346,53 @@ def server_stream(tenant: Tenant, method: str, request: Any) -> list[Any]:
     call = wire.callable_for(tenant.api.channel, method)
     metadata = (("authorization", f"Key {tenant.pat}"),)
     return [ok(response) for response in call(request, metadata=metadata, timeout=60)]
+
+
+@pytest.mark.parametrize("mode", ["auto", "none"])
+def test_a_server_with_two_users_and_no_sandbox_starts_no_replica_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    def missing() -> None:
+        raise SandboxUnavailable("bubblewrap is not installed")
+
+    monkeypatch.setattr(sandbox, "_bubblewrap", missing)  # a host without bubblewrap
+    with ServerThread(tmp_path / "home", offline=True, orchestrate=True, sandbox=mode) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        try:
+            server.create_user("mallory")
+            admin = Tenant(server, channel, server.user_id, server.pat)
+            version = admin.deploy(EXAMPLES / "echo", "echo", "examples")
+            if mode == "none":  # the operator said so: replicas start, unsandboxed
+                wait_for(lambda: admin.live("echo-dep") == 1, timeout=90, what="a replica")
+                return
+            wait_for(
+                lambda: "starts none" in admin.events("echo", "examples", version),
+                timeout=60,
+                what="the refusal in the deployment's events",
+            )
+            events = admin.events("echo", "examples", version)
+            assert "install bubblewrap" in events and "--sandbox none" in events
+            assert admin.live("echo-dep") == 0
+        finally:
+            channel.close()
+
+
+def test_a_nodepool_without_egress_gives_its_replicas_no_network_but_their_link(
+    tmp_path: Path,
+) -> None:
+    with ServerThread(tmp_path / "home", offline=True, orchestrate=True) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        try:
+            tenant = Tenant(server, channel, server.user_id, server.pat)
+            package = hostile_package(tmp_path / "hostile")
+            tenant.deploy(package, "hostile", "apps", metadata={"egress": "none"})
+            wait_for(lambda: tenant.live("hostile-dep") == 1, timeout=90, what="the replica")
+            plan = {"read": [], "list": [], "write": [], "server_pid": 1, "port": server.port}
+            plan["victim_runner"] = "none"
+            request = tenant.request("hostile", "apps", json.dumps(plan))
+            answer = ok(tenant.api.call("PostModelOutputs", request))
+            found = json.loads(answer.outputs[0].data.text.raw)
+            # its own loopback, where nothing listens: the host's port is not there
+            assert found["connect"].startswith("refused: ConnectionRefusedError"), found["connect"]
+        finally:
+            channel.close()
