@@ -11,9 +11,10 @@ built and cached before any timing):
   (``min_replicas: 0``), to its response; the deployment is first left idle until the server
   reports no replica for it.
 
-Orchard runs twice, each time with a server of its own: with its replica sandbox (``--sandbox
+Orchard runs twice, each with a server of its own: with its replica sandbox (``--sandbox
 bwrap``, the default where bubblewrap runs) and without (``--sandbox none``), so that what the
-sandbox costs a cold start is measured in the same run (target: sandboxed at most 1.2x).
+sandbox costs a cold start is measured in the same run (target: sandboxed at most 1.2x). The
+two servers run side by side and take turns round by round.
 
 Ray Serve (``ray_serve.measure_coldstart``, in its own venv and a loopback-only network
 namespace): ``serve.run`` of the same no-op to its first response through the HTTP proxy, and
@@ -123,46 +124,78 @@ def seconds(fn: Any) -> float:
     return time.perf_counter() - start
 
 
-def measure_orchard(rounds: int, sandbox: str) -> dict[str, float]:
-    pat = secrets.token_hex(16)
+QUICK = {  # a deployment that goes back to zero replicas a second after its last call
+    "min_replicas": 0,
+    "max_replicas": 1,
+    "traffic_history_seconds": 1,
+    "scale_up_delay_seconds": 1,
+    "scale_down_delay_seconds": 1,
+    "scale_to_zero_delay_seconds": 1,
+}
+
+
+class Stand:
+    """One ``orchard serve`` with the given ``--sandbox``, the no-op model uploaded."""
+
+    def __init__(self, home: Path, sandbox: str) -> None:
+        pat = secrets.token_hex(16)
+        self.server, port = start_server(home, pat, "--offline", "--sandbox", sandbox)
+        base = f"http://127.0.0.1:{port}"
+        self.version = upload_model(HERE / "noop", user_id=USER, base_url=base, pat=pat).id
+        self.orchard = Orchard(port, pat)
+        self.deploys: list[float] = []
+        self.zeros: list[float] = []
+
+    def deploy_once(self, n: int) -> None:
+        """A new deployment to its first response, then gone again."""
+        orchard, dep_id = self.orchard, f"new-{n}"
+
+        def first_response() -> None:
+            orchard.deploy(dep_id, self.version, min_replicas=1, max_replicas=1)
+            orchard.predict(dep_id)
+
+        self.deploys.append(seconds(first_response))
+        orchard.delete(dep_id)
+        orchard.wait_until(lambda: orchard.replicas(dep_id) == 0, "replicas gone")
+
+    def zero_once(self) -> None:
+        """A call to the deployment ``zero`` once it has no replica, to its response."""
+        orchard = self.orchard
+        orchard.wait_until(lambda: orchard.replicas("zero") == 0, "scale to zero")
+        self.zeros.append(seconds(lambda: orchard.predict("zero")))
+
+    def figures(self) -> dict[str, float]:
+        return {  # the first round warmed the path up and is left out
+            "deploy_to_first_response_s": round(statistics.median(self.deploys[1:]), 3),
+            "zero_to_response_s": round(statistics.median(self.zeros[1:]), 3),
+            "failed_requests": self.orchard.failed,
+        }
+
+    def close(self) -> None:
+        self.orchard.channel.close()
+        stop_server(self.server)
+
+
+def measure_orchard(rounds: int, sandboxes: list[str]) -> dict[str, dict[str, float]]:
+    """Each sandbox's figures; the servers run side by side and take turns, round by round, so
+    that what the machine does meanwhile weighs on all of them alike."""
     with tempfile.TemporaryDirectory() as tmp:
-        server, port = start_server(Path(tmp) / "home", pat, "--offline", "--sandbox", sandbox)
+        stands: dict[str, Stand] = {}
         try:
-            base = f"http://127.0.0.1:{port}"
-            version = upload_model(HERE / "noop", user_id=USER, base_url=base, pat=pat)
-            orchard = Orchard(port, pat)
-            deploy_times = []
-            for n in range(rounds + 1):  # the first warms the path up and is left out
-                dep_id = f"new-{n}"
-
-                def first_response(dep_id: str = dep_id) -> None:
-                    orchard.deploy(dep_id, version.id, min_replicas=1, max_replicas=1)
-                    orchard.predict(dep_id)
-
-                deploy_times.append(seconds(first_response))
-                orchard.delete(dep_id)
-                orchard.wait_until(lambda d=dep_id: orchard.replicas(d) == 0, "replicas gone")
-            quick = {
-                "min_replicas": 0,
-                "max_replicas": 1,
-                "traffic_history_seconds": 1,
-                "scale_up_delay_seconds": 1,
-                "scale_down_delay_seconds": 1,
-                "scale_to_zero_delay_seconds": 1,
-            }
-            orchard.deploy("zero", version.id, **quick)
-            zero_times = []
+            for sandbox in sandboxes:
+                stands[sandbox] = Stand(Path(tmp) / sandbox, sandbox)
+            for n in range(rounds + 1):
+                for stand in stands.values():
+                    stand.deploy_once(n)
+            for stand in stands.values():
+                stand.orchard.deploy("zero", stand.version, **QUICK)
             for _ in range(rounds + 1):
-                orchard.wait_until(lambda: orchard.replicas("zero") == 0, "scale to zero")
-                zero_times.append(seconds(lambda: orchard.predict("zero")))
-            orchard.channel.close()
+                for stand in stands.values():
+                    stand.zero_once()
+            return {sandbox: stand.figures() for sandbox, stand in stands.items()}
         finally:
-            stop_server(server)
-    return {
-        "deploy_to_first_response_s": round(statistics.median(deploy_times[1:]), 3),
-        "zero_to_response_s": round(statistics.median(zero_times[1:]), 3),
-        "failed_requests": orchard.failed,
-    }
+            for stand in stands.values():
+                stand.close()
 
 
 def _ratio(top: dict[str, Any], bottom: dict[str, Any], key: str) -> float:
@@ -178,8 +211,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     result: dict[str, Any] = {"benchmark": "coldstart", "rounds": args.rounds}
-    bare = measure_orchard(args.rounds, "none")
-    orchard = bare if args.no_sandbox else measure_orchard(args.rounds, "bwrap")
+    measured = measure_orchard(args.rounds, ["none"] if args.no_sandbox else ["none", "bwrap"])
+    bare, orchard = measured["none"], measured.get("bwrap", measured["none"])
     result |= {"orchard": orchard, "orchard_unsandboxed": bare}
     ratios = result["ratios"] = {
         "deploy_sandboxed_over_unsandboxed": _ratio(orchard, bare, "deploy_to_first_response_s"),

@@ -18,6 +18,7 @@ output goes to the version's build log (``ListLogEntries`` with log type ``build
 from __future__ import annotations
 
 import asyncio
+import compileall
 import hashlib
 import json
 import logging
@@ -153,6 +154,7 @@ def runtime_copy(root: Path) -> Path:
         shutil.copytree(
             source, staging / "orchard", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
         )
+        compileall.compile_dir(staging, quiet=1)  # replicas see it read-only (see env_commands)
         os.replace(staging, target)
     return target
 
@@ -184,9 +186,12 @@ def env_commands(
     offline: bool,
 ) -> tuple[list[str], list[str]]:
     """uv's two steps that build an environment at ``env``: create it with ``python`` (a path
-    or a version), then install ``requirements`` (a requirements.txt) and ``pins``."""
+    or a version), then install ``requirements`` (a requirements.txt) and ``pins``, compiled."""
     create = [uv, "venv", "--quiet", "--no-python-downloads", "--python", python, env]
-    install = [uv, "pip", "install", "--python", f"{env}/bin/python", "-r", requirements, *pins]
+    # Compiled to bytecode now: a sandboxed replica sees its environment read-only, so it could
+    # never write the .pyc files itself and would compile every module at every start.
+    install = [uv, "pip", "install", "--compile-bytecode", "--python", f"{env}/bin/python"]
+    install += ["-r", requirements, *pins]
     for folder in find_links:
         install += ["--find-links", folder]
     if offline:
