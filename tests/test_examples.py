@@ -6,6 +6,7 @@ classifier)."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def png(*colours: tuple[int, int, int], size: int = 8) -> bytes:
 
 
 def test_every_example_is_a_valid_package():
-    for name in ("echo", "image-classifier", "token-streamer"):
+    for name in ("echo", "image-classifier", "token-streamer", "gpu_probe"):
         package = load_package(EXAMPLES / name)
         assert package.config.model.app_id == "examples"
         assert package.config.build_info.python_version == "3.11"
@@ -217,3 +218,14 @@ def test_token_streamer_rejects_a_negative_delay():
     )
     assert responses[-1].status.code == SC.FAILURE
     assert "below min_value" in responses[-1].outputs[0].status.description
+
+
+# -- gpu_probe -------------------------------------------------------------------------------
+
+
+def test_gpu_probe_without_a_gpu_loads_and_says_why_it_has_none(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no device, whether or not a driver is here
+    probe = load("gpu_probe")
+    report = json.loads(value(dispatch.predict(probe, request(probe, "predict")).outputs[0]))
+    assert report["gpu"] is None and report["error"].startswith("no GPU")
+    assert report["cuda_visible_devices"] == ""

@@ -119,7 +119,12 @@ def test_a_gpu_nodepool_fits_a_host_that_has_the_gpu() -> None:
             "accelerator_type",
             "this host has: NVIDIA H200",
         ),
-        (H200_HOST, gpu_shape(2), "num_accelerators", "requested but this host has 1"),
+        (
+            H200_HOST,
+            gpu_shape(2),
+            "num_accelerators",
+            "2 GPUs matching ['*'] requested but this host has 1 (NVIDIA H200); lower",
+        ),
         (H200_HOST, gpu_shape(1, (), 200 * GIB), "num_accelerators", "with at least 200"),
     ],
 )

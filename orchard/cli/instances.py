@@ -7,7 +7,17 @@ import click
 from orchard.cli import output
 from orchard.cli.common import CliState, pass_state
 
-COLUMNS = ("PROVIDER", "REGION", "ID", "CPU", "MEMORY", "GPUS", "GPU TYPE", "DESCRIPTION")
+COLUMNS = (
+    "PROVIDER",
+    "REGION",
+    "ID",
+    "CPU",
+    "MEMORY",
+    "GPUS",
+    "GPU TYPE",
+    "GPU MEMORY",
+    "DESCRIPTION",
+)
 
 
 @click.command("list-instances")
@@ -32,6 +42,7 @@ def list_instances(state: CliState, cloud: str | None, region: str | None) -> No
                         info.cpu_memory,
                         str(info.num_accelerators or ""),
                         ",".join(info.accelerator_type),
+                        info.accelerator_memory,
                         item.description,
                     ]
                 )

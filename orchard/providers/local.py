@@ -210,13 +210,14 @@ class LocalProvider(Provider, SharesDevices):
                 )
             ]
         fitting = [g for g in usable if g.memory_bytes >= shape.accelerator_memory_bytes]
+        wanted = shape.accelerator_memory_bytes
+        memory = f" with at least {human_bytes(wanted)}" if wanted else ""
         if len(fitting) < shape.num_accelerators:
             return [
                 (
                     "num_accelerators",
-                    f"{shape.num_accelerators} GPUs matching "
-                    f"{list(patterns)} with at least {human_bytes(shape.accelerator_memory_bytes)}"
-                    f" requested but this host has {len(fitting)} ({names})",
+                    f"{shape.num_accelerators} GPUs matching {list(patterns)}{memory} requested "
+                    f"but this host has {len(fitting)} ({names}); lower num_accelerators",
                 )
             ]
         return []

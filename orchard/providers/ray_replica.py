@@ -116,7 +116,7 @@ def find_uv() -> str:
 # What a runner's environment takes from the Ray worker's (the same allowlist as
 # orchard.providers.sandbox.replica_environment on the server's host; this module imports no
 # Orchard code, so it is written out here).
-INHERITED = ("LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES")
+INHERITED = ("LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "bwrap", "none")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What a replica's environment takes from the server's, when the server has it.
-INHERITED = ("LANG", "LC_ALL", "TZ")
+# LD_LIBRARY_PATH: NVIDIA's images find the driver's libcuda through it.
+INHERITED = ("LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH")
 # The /etc entries programs need (name resolution, TLS roots, time zone, the loader's cache).
 ETC = (
     "alternatives",
