@@ -12,7 +12,11 @@
 # `python3 -m pip download --no-deps`, so nothing else is fetched; NAMEs download only those
 # of the list. protobuf, typing-extensions and markupsafe are carried although such a machine
 # may have them: googleapis-common-protos needs protobuf >= 6.33.5 and pydantic
-# typing-extensions >= 4.16, newer than it may hold.
+# typing-extensions >= 4.16, newer than it may hold. grpcio and pyyaml are carried too: a
+# model environment that the server builds there (uv, offline, `orchard serve --offline
+# --find-links DIR`) installs the runner's dependencies at the versions the server runs, so
+# the server must run these versions (SITE comes before the machine's own site-packages) and
+# DIR must hold them with everything they need (benchmarks/h200_check.sh does this).
 #
 # Installing puts them in SITE (with PY's pip if it has one, else by unpacking the wheels,
 # uv's binary into SITE/bin), then imports Orchard's server, runner and CLI with
@@ -21,7 +25,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  clarifai-grpc googleapis-common-protos protobuf
+  clarifai-grpc googleapis-common-protos protobuf grpcio pyyaml
   sqlalchemy alembic mako markupsafe
   pydantic pydantic-core annotated-types typing-inspection typing-extensions
   uv
