@@ -291,13 +291,15 @@ class Raw:
     """The example's model loaded in this process, on the same device as the replicas."""
 
     def __init__(self, pictures: list[bytes], batch_size: int) -> None:
+        import torch
+
         from orchard.packaging.inspect import load_model_class
 
         self.model = load_model_class(EXAMPLE, stub_missing=False)()
         self.model.load_model()
-        pixels_of = type(self.model).load_model.__globals__["pixels_of"]  # model.py's own
+        host_pixels = type(self.model).load_model.__globals__["host_pixels"]  # model.py's own
         self.images = [Image(bytes=pictures[i % len(pictures)]) for i in range(batch_size)]
-        self.pixels = np.stack([pixels_of(image) for image in self.images])
+        self.pixels = torch.stack([host_pixels(image) for image in self.images])
         self.top_k = [5] * batch_size
 
     def forward(self) -> None:

@@ -19,15 +19,18 @@ Device: a GPU when torch sees one (a replica placed on a GPU nodepool gets its G
 gathers the inputs of concurrent requests and calls it with up to ``RESNET50_BATCH_SIZE``
 images (default 32), the first of them waiting at most ``RESNET50_BATCH_WAIT_MS`` (default 2)
 for company; ``RESNET50_CONCURRENT_BATCHES`` (default 1) batches may run at once, so that on
-a GPU one batch's decoding overlaps another's forward pass. The images of a call are decoded
-with Pillow in parallel threads, each resized (its shorter side to 224 pixels) and
-center-cropped to 224 x 224, and sent to the device as one
-uint8 tensor, which is normalised there (ImageNet mean and standard deviation) and classified
-in one forward pass. An input whose bytes are not an image fails alone, saying so; the other
-inputs of its call are answered. The batch settings are read when this file is loaded;
-the other variables in ``load_model``; all of them where the model runs (the runner's
-environment: the server's for the replicas it starts on its host, the shell's for ``orchard
-model serve``).
+a GPU one batch's decoding overlaps another's forward pass. On a CUDA device with torchvision
+installed, the JPEGs of a call are decoded on the GPU together (nvJPEG, through
+``torchvision.io.decode_jpeg``), since decoding on the CPU, even in parallel threads, caps a
+GPU replica at a fraction of what the network does; other images, and every image elsewhere
+(or with ``RESNET50_DECODE=pillow``), are decoded with Pillow in parallel threads. Each image is
+resized (its shorter side to 224 pixels) and center-cropped to 224 x 224, and the call's images
+go to the device as one uint8 tensor, which is normalised there (ImageNet mean and standard
+deviation) and classified in one forward pass. An input whose bytes are not an image fails
+alone, saying so; the other inputs of its call are answered. The batch settings are read when
+this file is loaded; the other variables in ``load_model``; all of them where the model runs
+(the runner's environment: what the model's config declares for the replicas the server
+starts, the shell's for ``orchard model serve``).
 
 This example imports Orchard's authoring classes only: the official SDK's ``ModelClass`` has no
 dynamic batching, so this package is uploaded with ``orchard model upload``.
@@ -43,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,6 +66,7 @@ CLASSES = 1000
 SEED = 0
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, per RGB channel, of pixel values scaled to [0, 1]
 STD = (0.229, 0.224, 0.225)
+JPEG = b"\xff\xd8\xff"
 TOP_K = Param(default=5, description="how many concepts to return", min_value=1, max_value=CLASSES)
 log = logging.getLogger("resnet50")
 
@@ -161,6 +165,48 @@ def pixels_of(image: Image) -> np.ndarray | ValueError:
     return np.asarray(rgb)
 
 
+def host_pixels(image: Image) -> torch.Tensor | ValueError:
+    """:func:`pixels_of` as a 3 x SIZE x SIZE tensor (channels first), or the error."""
+    pixels = pixels_of(image)
+    return pixels if isinstance(pixels, ValueError) else torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+Decoder = Callable[[list[bytes]], list[torch.Tensor]]
+
+
+def device_decoder(device: torch.device) -> Decoder | None:
+    """Decodes JPEGs on ``device`` together (nvJPEG: 3 x H x W uint8 tensors there), when the
+    device is a GPU and torchvision is installed; else None."""
+    if device.type != "cuda" or os.environ.get("RESNET50_DECODE") == "pillow":
+        return None
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:
+        return None
+
+    def decode(jpegs: list[bytes]) -> list[torch.Tensor]:
+        data = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for jpeg in jpegs]
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+
+    return decode
+
+
+def fit(picture: torch.Tensor) -> torch.Tensor:
+    """A 3 x H x W uint8 image with its shorter side resized to SIZE (bilinear), then
+    center-cropped to SIZE x SIZE, where it is (what ``PIL.ImageOps.fit`` does on the host)."""
+    height, width = picture.shape[1:]
+    if (height, width) == (SIZE, SIZE):
+        return picture
+    scale = SIZE / min(height, width)
+    size = (max(SIZE, round(height * scale)), max(SIZE, round(width * scale)))
+    resized = nn.functional.interpolate(
+        picture[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False
+    )[0]
+    top, left = (size[0] - SIZE) // 2, (size[1] - SIZE) // 2
+    cropped = resized[:, top : top + SIZE, left : left + SIZE]
+    return cropped.round().clamp(0, 255).to(torch.uint8)
+
+
 def pick_device() -> torch.device:
     """``RESNET50_DEVICE`` if set, else the first GPU torch sees, else the CPU."""
     wanted = os.environ.get("RESNET50_DEVICE", "")
@@ -198,8 +244,15 @@ class ResNet50Classifier(ModelClass):
         self.ids = [f"class-{index}" for index in range(CLASSES)]
         self.names = class_names(os.environ.get("RESNET50_LABELS"))
         self.decoder = ThreadPoolExecutor(decode_threads(), thread_name_prefix="decode")
-        self.top(np.zeros((1, SIZE, SIZE, 3), np.uint8), 1)  # the first call's setup, done now
-        log.info("ResNet-50 on %s (%s), batches of up to %d", self.device, self.dtype, BATCH_SIZE)
+        self.on_device = device_decoder(self.device)
+        self.top(torch.zeros((1, 3, SIZE, SIZE), dtype=torch.uint8), 1)  # the first call's setup
+        log.info(
+            "ResNet-50 on %s (%s), batches of up to %d, JPEGs decoded %s",
+            self.device,
+            self.dtype,
+            BATCH_SIZE,
+            "on the device" if self.on_device else "with Pillow",
+        )
 
     @ModelClass.method(
         batch_size=BATCH_SIZE,
@@ -211,22 +264,42 @@ class ResNet50Classifier(ModelClass):
     ) -> list[list[Concept] | Exception]:
         """The image's top_k classes, most likely first, each scored by its softmax
         probability."""
-        decoded = list(self.decoder.map(pixels_of, image))
-        readable = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+        decoded = self.decode(image)
+        readable = [i for i, d in enumerate(decoded) if isinstance(d, torch.Tensor)]
         log.debug(
             "a batch of %d image(s), %d unreadable", len(decoded), len(decoded) - len(readable)
         )
         answers = [d if isinstance(d, Exception) else [] for d in decoded]
         if readable:
-            pixels = np.stack([decoded[i] for i in readable])
+            pixels = torch.stack([decoded[i].to(self.device) for i in readable])
             ranked = self.concepts(pixels, [top_k[i] for i in readable])
             for i, concepts in zip(readable, ranked, strict=True):
                 answers[i] = concepts
         return answers
 
-    def concepts(self, pixels: np.ndarray, top_k: Sequence[int]) -> list[list[Concept]]:
-        """The ``top_k[i]`` most likely concepts of image ``i`` of ``pixels`` (N x SIZE x SIZE
-        x 3 uint8), for each image, classified together."""
+    def decode(self, images: list[Image]) -> list[torch.Tensor | ValueError]:
+        """Each image as 3 x SIZE x SIZE uint8 pixels (on the device when it decoded them), or
+        the error saying why it is not an image. JPEGs go to the device's decoder together when
+        there is one; a broken one among them makes Pillow decode them all, saying which."""
+        decoded: list[torch.Tensor | ValueError | None] = [None] * len(images)
+        jpegs = [i for i, im in enumerate(images) if self.on_device and im.bytes[:3] == JPEG]
+        if self.on_device is not None and jpegs:
+            try:
+                pictures = self.on_device([images[i].bytes for i in jpegs])
+                for i, picture in zip(jpegs, pictures, strict=True):
+                    decoded[i] = fit(picture)
+            except RuntimeError as exc:
+                log.debug("the device could not decode the batch (%s); Pillow decodes it", exc)
+                decoded = [None] * len(images)
+        rest = [i for i, d in enumerate(decoded) if d is None]
+        found = self.decoder.map(host_pixels, [images[i] for i in rest])
+        for i, pixels in zip(rest, found, strict=True):
+            decoded[i] = pixels
+        return [d for d in decoded if d is not None]
+
+    def concepts(self, pixels: torch.Tensor, top_k: Sequence[int]) -> list[list[Concept]]:
+        """The ``top_k[i]`` most likely concepts of image ``i`` of ``pixels`` (N x 3 x SIZE x
+        SIZE uint8), for each image, classified together."""
         scores, classes = self.top(pixels, max(top_k))
         return [
             [self.concept(int(c), float(s)) for s, c in zip(ss[:k], cs[:k], strict=True)]
@@ -236,12 +309,13 @@ class ResNet50Classifier(ModelClass):
     def concept(self, index: int, score: float) -> Concept:
         return Concept(self.names[index], score, id=self.ids[index])
 
-    def top(self, pixels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def top(self, pixels: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` highest softmax probabilities of each image and their class indices, most
-        likely first: ``pixels`` is N x SIZE x SIZE x 3 uint8 RGB, moved to the device as one
-        tensor and normalised there; both results are N x k, on the host."""
+        likely first: ``pixels`` is N x 3 x SIZE x SIZE uint8 RGB, moved to the device as one
+        tensor (if it is not there) and normalised there; both results are N x k, on the
+        host."""
         with torch.inference_mode():
-            batch = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)
+            batch = pixels.to(self.device)
             x = ((batch.float() - self.mean) / self.scale).to(
                 self.dtype, memory_format=torch.channels_last
             )
