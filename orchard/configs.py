@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from orchard import errors
-from orchard.quantities import parse_quantity
+from orchard.quantities import byte_count, cpu_count, parse_quantity
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ID_RULE = "1-64 characters of letters, digits, '_' and '-', starting with a letter or digit"
@@ -120,6 +120,13 @@ class ComputeInfoSpec(Spec):
                 "set num_accelerators or remove accelerator_memory"
             )
         return self
+
+    def reserved(self) -> tuple[float, int]:
+        """What one replica of a model with this ``inference_compute_info`` reserves: (CPUs,
+        memory bytes), the ``*_requests`` quantities when given, else the limits."""
+        cpus = self.cpu_requests or self.cpu_limit
+        memory = self.cpu_memory_requests or self.cpu_memory
+        return (cpu_count(cpus) if cpus else 0.0, byte_count(memory) if memory else 0)
 
 
 class CapacityTypesSpec(Spec):

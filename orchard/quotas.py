@@ -58,14 +58,8 @@ class Usage:
     def of_compute_info(cls, info: ComputeInfoSpec) -> Usage:
         """One replica of a model whose ``inference_compute_info`` is ``info``: the
         ``*_requests`` quantities when given, else the limits (as placement's request)."""
-        cpus = info.cpu_requests or info.cpu_limit
-        memory = info.cpu_memory_requests or info.cpu_memory
-        return cls(
-            1,
-            cpu_count(cpus) if cpus else 0.0,
-            byte_count(memory) if memory else 0,
-            info.num_accelerators,
-        )
+        cpus, memory = info.reserved()
+        return cls(1, cpus, memory, info.num_accelerators)
 
     def times(self, count: int) -> Usage:
         return Usage(

@@ -90,7 +90,7 @@ from orchard.providers.gpus import (
     gpu_load,
     take_devices,
 )
-from orchard.quantities import byte_count, cpu_count
+from orchard.quantities import byte_count
 
 SCHEDULING_UNSET = 0
 SCHEDULING_FAIL = 1
@@ -143,14 +143,9 @@ class Resources:
     def from_compute_info(cls, info: ComputeInfoSpec) -> Resources:
         """A replica's request from a model version's ``inference_compute_info``: the
         ``*_requests`` quantities when given (what a replica reserves), else the limits."""
-        cpus = info.cpu_requests or info.cpu_limit
-        memory = info.cpu_memory_requests or info.cpu_memory
-        return cls(
-            cpu_count(cpus) if cpus else 0.0,
-            byte_count(memory) if memory else 0,
-            info.num_accelerators,
-            byte_count(info.accelerator_memory) if info.accelerator_memory else 0,
-        )
+        cpus, memory = info.reserved()
+        gpu_memory = byte_count(info.accelerator_memory) if info.accelerator_memory else 0
+        return cls(cpus, memory, info.num_accelerators, gpu_memory)
 
     def host(self) -> Resources:
         """Its CPUs and memory alone."""
