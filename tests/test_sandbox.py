@@ -49,7 +49,7 @@ def pairs(args: list[str], flag: str) -> list[tuple[str, str]]:
 
 def test_bwrap_shows_the_jail_read_only_its_private_folder_writable_and_nothing_else() -> None:
     args = Bubblewrap("/usr/bin/bwrap", as_root=False).command(ARGV, JAIL)
-    assert args[:3] == ["taskset", "--cpu-list", "0,1"]
+    assert Path(args[0]).name == "taskset" and args[1:3] == ["--cpu-list", "0,1"]
     assert args[args.index("--") + 1 :] == list(ARGV)
     assert ("/usr", "/usr") in pairs(args, "--ro-bind")
     assert set(pairs(args, "--ro-bind")) >= {(str(p), str(p)) for p in JAIL.read_only}

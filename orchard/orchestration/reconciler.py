@@ -54,6 +54,7 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import time
 import uuid
 from collections import deque
@@ -252,6 +253,8 @@ class Orchestrator:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        # Private folders of replicas a previous server left (it stopped without cleaning up).
+        shutil.rmtree(self.settings.home / "sandboxes", ignore_errors=True)
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     def wake(self) -> None:

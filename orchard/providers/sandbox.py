@@ -179,6 +179,8 @@ class Bubblewrap(Sandbox):
 
     def __init__(self, binary: str, as_root: bool | None = None) -> None:
         self.binary = binary
+        # Affinity set before bubblewrap forks, so that every process of the sandbox has it.
+        self.taskset = shutil.which("taskset")
         self.separate_uids = os.geteuid() == 0 if as_root is None else as_root
         self.tenants = TenantIds()
 
@@ -203,8 +205,8 @@ class Bubblewrap(Sandbox):
                 for a in ("--cap-add", cap)
             ]
             args += ["--", *_drop_to(jail.uid), *argv]
-        if jail.cpus:
-            return ["taskset", "--cpu-list", ",".join(map(str, jail.cpus)), *args]
+        if jail.cpus and self.taskset:
+            return [self.taskset, "--cpu-list", ",".join(map(str, jail.cpus)), *args]
         return args
 
 
