@@ -497,13 +497,69 @@ class Orchestrator:
     def _start_replica(
         self, plan: DeploymentPlan, pool: PoolPlan, instance: Instance, devices: tuple[int, ...]
     ) -> None:
-        assert plan.package is not None and plan.python is not None
         provider = self.providers.get(pool.provider)
         assert provider is not None
         replica_id = f"{plan.id[:40]}-{uuid.uuid4().hex[:8]}"
         token = secrets.token_urlsafe(32)
-        log_path = self.settings.home / "logs" / "replicas" / f"{replica_id}.log"
-        args = (
+        launch = self._launch(plan, pool, instance, replica_id, token)
+        self.tokens[token] = plan.user_id
+        try:
+            provider.start_replica(launch)
+        except BaseException:
+            self.tokens.pop(token, None)
+            raise
+        replica = Replica(
+            id=replica_id,
+            deployment=plan.key,
+            plan_pool=pool,
+            version=plan.version,
+            instance=instance,
+            request=plan.request,
+            exclusive=plan.autoscale.disable_packing,
+            token=token,
+            log_path=launch.log_path,
+            started=self.clock(),
+            gpus=launch.gpus,
+            devices=devices,
+        )
+        self._replicas[replica_id] = replica
+        self._event(replica, f"starting replica {replica_id} on instance {instance.id}")
+
+    def _launch(
+        self, plan: DeploymentPlan, pool: PoolPlan, instance: Instance, replica_id: str, token: str
+    ) -> ReplicaLaunch:
+        """How the provider is to run replica ``replica_id`` of ``plan`` in ``pool``."""
+        assert plan.package is not None and plan.python is not None
+        args = self._runner_args(plan, pool, replica_id)
+        argv = (str(plan.python), "-m", "orchard.runners.serve", "--package", str(plan.package))
+        server = ("--server", self.settings.server)
+        jail = Jail(
+            private=self.settings.home / "sandboxes" / replica_id,
+            read_only=(*_read_only(plan, self.settings.home / "runtime"), *self.settings.mounts),
+            socket=self.settings.link_socket,
+            egress=self.settings.egress and pool.egress,
+        )
+        return ReplicaLaunch(
+            replica_id,
+            instance.id,
+            (*argv, *server, *args),
+            replica_environment(jail, dict(plan.declared), path=[str(plan.python.parent)]),
+            plan.request.memory_bytes,
+            self.settings.home / "logs" / "replicas" / f"{replica_id}.log",
+            gpus=plan.request.gpus(packing=not plan.autoscale.disable_packing),
+            cpus=plan.request.cpus,
+            bundle=self._bundle(plan, args),
+            token=token,
+            tenant=plan.user_id,
+            jail=jail,
+        )
+
+    def _runner_args(
+        self, plan: DeploymentPlan, pool: PoolPlan, replica_id: str
+    ) -> tuple[str, ...]:
+        """``orchard.runners.serve``'s arguments but its package and server (which differ on
+        machines that share no disk with this one)."""
+        return (
             "--runner-id",
             pool.runner_id,
             "--user-id",
@@ -522,62 +578,6 @@ class Orchestrator:
             f"{self.settings.drain_grace:g}",
             "--pat-stdin",
         )
-        argv = (
-            str(plan.python),
-            "-m",
-            "orchard.runners.serve",
-            "--package",
-            str(plan.package),
-            "--server",
-            self.settings.server,
-            *args,
-        )
-        jail = Jail(
-            private=self.settings.home / "sandboxes" / replica_id,
-            read_only=(
-                *_read_only(plan, self.settings.home / "runtime"),
-                *self.settings.mounts,
-            ),
-            socket=self.settings.link_socket,
-            egress=self.settings.egress and pool.egress,
-        )
-        gpus = plan.request.gpus(packing=not plan.autoscale.disable_packing)
-        launch = ReplicaLaunch(
-            replica_id,
-            instance.id,
-            argv,
-            replica_environment(jail, dict(plan.declared), path=[str(plan.python.parent)]),
-            plan.request.memory_bytes,
-            log_path,
-            gpus=gpus,
-            cpus=plan.request.cpus,
-            bundle=self._bundle(plan, args),
-            token=token,
-            tenant=plan.user_id,
-            jail=jail,
-        )
-        self.tokens[token] = plan.user_id
-        try:
-            provider.start_replica(launch)
-        except BaseException:
-            self.tokens.pop(token, None)
-            raise
-        replica = Replica(
-            id=replica_id,
-            deployment=plan.key,
-            plan_pool=pool,
-            version=plan.version,
-            instance=instance,
-            request=plan.request,
-            exclusive=plan.autoscale.disable_packing,
-            token=token,
-            log_path=log_path,
-            started=self.clock(),
-            gpus=gpus,
-            devices=devices,
-        )
-        self._replicas[replica_id] = replica
-        self._event(replica, f"starting replica {replica_id} on instance {instance.id}")
 
     def _bundle(self, plan: DeploymentPlan, args: tuple[str, ...]) -> ReplicaBundle | None:
         source = plan.source
