@@ -16,6 +16,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -209,23 +210,37 @@ class Tenant:
         )
 
 
-@pytest.fixture
-def tenants(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[ServerThread, Tenant, Tenant]]:
-    server = ServerThread(tmp_path / "home", offline=True, orchestrate=True, drain_seconds=2.0)
+@dataclass
+class Attack:
+    """Two tenants of one server, and what the attacker's model found."""
+
+    server: ServerThread
+    victim: Tenant
+    attacker: Tenant
+    found: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def attack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Attack]:
+    tmp = tmp_path_factory.mktemp("tenants")
+    server = ServerThread(tmp / "home", offline=True, orchestrate=True, drain_seconds=2.0)
     # The operator's environment holds the admin's PAT; replicas must not inherit it.
-    monkeypatch.setenv("ORCHARD_BOOTSTRAP_PAT", server.pat)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ORCHARD_BOOTSTRAP_PAT", server.pat)
+        yield from _tenants(server, tmp)
+
+
+def _tenants(server: ServerThread, tmp: Path) -> Iterator[Attack]:
     with server:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         try:
             victim = Tenant(server, channel, server.user_id, server.pat)
             attacker = Tenant(server, channel, "mallory", server.create_user("mallory"))
             victim.deploy(EXAMPLES / "echo", "echo", "examples")
-            attacker.deploy(hostile_package(tmp_path / "hostile"), "hostile", "apps")
+            attacker.deploy(hostile_package(tmp / "hostile"), "hostile", "apps")
             wait_for(lambda: victim.live("echo-dep") == 1, timeout=90, what="the echo replica")
             wait_for(lambda: attacker.live("hostile-dep") == 1, timeout=90, what="hostile")
-            yield server, victim, attacker
+            yield Attack(server, victim, attacker, _attack(server, victim, attacker))
         finally:
             channel.close()
 
@@ -267,46 +282,35 @@ def _attack(server: ServerThread, victim: Tenant, attacker: Tenant) -> dict[str,
     return dict(json.loads(answer.outputs[0].data.text.raw))
 
 
-def test_a_hostile_model_finds_nothing_and_can_do_nothing_while_serving(
-    tenants: tuple[ServerThread, Tenant, Tenant],
+def test_its_environment_is_the_allowlist_and_no_secret_is_anywhere_it_looked(
+    attack: Attack,
 ) -> None:
-    server, victim, attacker = tenants
-    found = _attack(server, victim, attacker)
+    found, server = attack.found, attack.server
+    allowed = {"PATH", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "CUDA_VISIBLE_DEVICES", "PWD"}
+    assert set(found["environ"]) <= allowed | set(INHERITED), found["environ"]
     everything = json.dumps(found)
-
-    # 1. Its environment is the allowlist, and no secret of the server's is anywhere it looked.
-    allowed = {
-        "PATH",
-        "HOME",
-        "TMPDIR",
-        "PYTHONUNBUFFERED",
-        "CUDA_VISIBLE_DEVICES",
-        "PWD",
-        *INHERITED,
-    }
-    assert set(found["environ"]) <= allowed, found["environ"]
-    assert server.pat not in everything
-    assert "ORCHARD_BOOTSTRAP_PAT" not in everything
+    assert server.pat not in everything and "ORCHARD_BOOTSTRAP_PAT" not in everything
+    assert server.server is not None
     for token in server.server.runtime.replica_tokens:  # no replica's token either
         assert token not in everything
 
-    # 2. It sees its own sandbox's processes only: none of the server's or the victim's.
+
+def test_it_sees_its_own_sandbox_processes_only(attack: Attack) -> None:
+    found = attack.found
     assert 1 <= len(found["processes"]) <= 3, found["processes"]
     seen = json.dumps(found["processes"])
-    assert victim.runner_id() not in seen and "echo" not in seen
-    assert found["kill"].startswith("refused: ProcessLookupError")
+    assert attack.victim.runner_id() not in seen and "echo" not in seen
+    assert found["kill"].startswith("refused: ProcessLookupError")  # the server is not there
 
-    # 3. Nothing of the server's home but its own files: not the database, the PAT file, the
-    #    other tenant's package or environment, the logs.
-    home = server.settings.home
-    reads = found["reads"]
-    assert reads[str(home / "orchard.db")].startswith("refused")
-    assert reads[str(server.settings.pat_file)].startswith("refused")
-    assert reads["/etc/shadow"].startswith("refused")
+
+def test_it_reads_nothing_of_the_server_or_the_other_tenant(attack: Attack) -> None:
+    home, reads = attack.server.settings.home, attack.found["reads"]
+    for path in (home / "orchard.db", attack.server.settings.pat_file, Path("/etc/shadow")):
+        assert reads[str(path)].startswith("refused"), path
     readable = [p for p, answer in reads.items() if answer.startswith("ok")]
     assert len(readable) == 2, readable  # its own package's config and its own environment
     assert any("hostile" in reads[p] for p in readable)
-    lists = found["lists"]
+    lists = attack.found["lists"]
     # Of the home it sees only the folders its own mounts sit in, each holding only its own.
     for name in ("orchard.db", "admin.pat", "logs", "blobs"):
         assert name not in lists[str(home)] + lists[str(home / "packages")]
@@ -314,27 +318,32 @@ def test_a_hostile_model_finds_nothing_and_can_do_nothing_while_serving(
     assert lists[str(home / "envs")].count("'") == 2  # one entry: its own environment
     assert lists[str(home / "sandboxes")].count("'") == 2  # its own private folder
 
-    # 4. It writes only to its own private folders.
-    writes = found["writes"]
+
+def test_it_writes_only_to_its_own_private_folders(attack: Attack) -> None:
+    writes = dict(attack.found["writes"])
     assert writes.pop("/tmp/mine").startswith("ok")
     assert all(answer.startswith("refused") for answer in writes.values()), writes
-    assert not (home / "pwned").exists()
+    assert not (attack.server.settings.home / "pwned").exists()
 
-    # 5. Its own token opens no other tenant's work stream.
-    assert "not found" in found["attach"] or "not accessible" in found["attach"], found["attach"]
 
-    # With egress (the default), it shares the host's network: the server's public port too.
-    assert found["connect"].startswith("ok"), found["connect"]
+def test_its_own_token_opens_no_other_tenants_work_stream(attack: Attack) -> None:
+    answer = attack.found["attach"]
+    assert "not found" in answer or "not accessible" in answer, answer
 
-    # As root, each tenant's replicas run as a uid of their own.
+
+def test_it_runs_as_its_tenants_uid_with_the_default_egress(attack: Attack) -> None:
     if os.geteuid() == 0:
-        assert found["uid"] != 0
+        assert attack.found["uid"] != 0
+    # With egress (the default), it shares the host's network: the server's public port too.
+    assert attack.found["connect"].startswith("ok"), attack.found["connect"]
 
-    # ...and the same deployment serves all three call shapes.
-    stream_request = attacker.request("hostile", "apps", "a b c")
-    generate = server_stream(attacker, "GenerateModelOutputs", stream_request)
+
+def test_the_hostile_deployment_still_serves_all_three_shapes(attack: Attack) -> None:
+    attacker, victim = attack.attacker, attack.victim
+    request = attacker.request("hostile", "apps", "a b c")
+    generate = server_stream(attacker, "GenerateModelOutputs", request)
     assert [o.outputs[0].data.text.raw for o in generate] == ["a", "b", "c"]
-    streamed = server_stream(attacker, "StreamModelOutputs", iter([stream_request]))
+    streamed = server_stream(attacker, "StreamModelOutputs", iter([request]))
     assert [o.outputs[0].data.text.raw for o in streamed] == ["A B C"]
     echoed = ok(victim.api.call("PostModelOutputs", victim.request("echo", "examples", "hi")))
     assert echoed.outputs[0].data.text.raw == "hi"
