@@ -48,6 +48,7 @@ def to_proto(row: ModelRow, version: ModelVersionRow | None) -> resources_pb2.Mo
     fill(model, row.spec)
     model.id, model.user_id, model.app_id = row.id, row.user_id, row.app_id
     model.model_type_id = row.model_type_id
+    model.name = model.name or row.id  # the official SDK's listings read it
     if version is not None:
         model.model_version.CopyFrom(version_to_proto(version))
     stamp(model, row)
@@ -130,7 +131,8 @@ def post_versions(
 def get_version(
     request: service_pb2.GetModelVersionRequest, call: Call
 ) -> service_pb2.SingleModelVersionResponse:
-    version = service.get_model_version(call.session, _model(call, request), request.version_id)
+    model = _model(call, request)
+    version = service.get_version_or_latest(call.session, model, request.version_id)
     return service_pb2.SingleModelVersionResponse(model_version=version_to_proto(version))
 
 

@@ -1,4 +1,4 @@
-"""Small pieces every service uses: pages and conflict detection."""
+"""Small pieces every service uses: pages, conflict detection and hints."""
 
 from __future__ import annotations
 
@@ -45,3 +45,9 @@ def only_one(
     if len(rows) > 1:
         raise ambiguous
     return rows[0]
+
+
+def cli_hint(command: str) -> str:
+    """A command as users of either CLI type it: Orchard's and the official ``clarifai`` CLI
+    share the command shapes named in messages."""
+    return f"`orchard {command}` (or `clarifai {command}`)"

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from orchard import errors
 from orchard.configs import ensure_id
 from orchard.services.apps import get_app
-from orchard.services.common import Page, only_one
+from orchard.services.common import Page, cli_hint, only_one
 from orchard.store.models import ModelRow, ModelVersionRow
 
 
@@ -115,6 +115,19 @@ def get_model_version(session: Session, model: ModelRow, version_id: str) -> Mod
             "ListModelVersions"
         )
     return row
+
+
+def get_version_or_latest(session: Session, model: ModelRow, version_id: str) -> ModelVersionRow:
+    """The version named, or with an empty id the newest (as the hosted API answers)."""
+    if version_id:
+        return get_model_version(session, model, version_id)
+    latest = latest_model_version(session, model)
+    if latest is None:
+        raise errors.ModelVersionNotFound(
+            f"model {model.id!r} has no version yet; upload one with "
+            f"{cli_hint('model upload PATH')}"
+        )
+    return latest
 
 
 def _versions(model: ModelRow) -> Select[Any]:
