@@ -34,6 +34,8 @@ def _attacks(owner: str, version: str) -> dict[str, dict]:
         "GetModel": {"user_app_id": uid, "model_id": "m"},
         "PostModels": {"user_app_id": uid, "models": [r.Model(id="x")]},
         "DeleteModel": {"user_app_id": uid, "model_id": "m"},
+        "DeleteModels": {"user_app_id": uid, "ids": ["m"]},
+        "DeleteModelVersion": {"user_app_id": uid, "model_id": "m", "version_id": version},
         "PostModelVersions": {"user_app_id": uid, "model_id": "m"},
         "GetModelVersion": {"user_app_id": uid, "model_id": "m", "version_id": version},
         "ListModelVersions": {"user_app_id": uid, "model_id": "m"},

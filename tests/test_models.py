@@ -1,11 +1,13 @@
-"""Models and versions over the V2 API: what the official SDK reads."""
+"""Models and versions over the V2 API: what the official SDK reads and deletes, and the rule
+that what a deployment serves cannot be deleted from under it."""
 
 from __future__ import annotations
 
+import pytest
 from clarifai_grpc.grpc.api import resources_pb2 as r
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
-from tests.resources import make_model, ok
+from tests.resources import make_deployment, make_model, make_stack, ok
 
 UID = r.UserAppIDSet(user_id="admin", app_id="app")
 
@@ -43,3 +45,53 @@ def test_get_model_version_of_a_model_without_versions_says_so(api):
     assert response.status.code == sc.MODEL_DOES_NOT_EXIST
     assert "has no version yet" in response.status.description
     assert "`clarifai model upload PATH`" in response.status.description
+
+
+@pytest.mark.parametrize(
+    ("rpc", "request_fields"),
+    [
+        ("DeleteModel", {"model_id": "m"}),
+        ("DeleteModels", {"ids": ["m"]}),
+        ("DeleteModelVersion", {"model_id": "m", "version_id": None}),
+        ("DeleteApp", {}),
+    ],
+)
+def test_deleting_what_a_deployment_serves_is_refused_naming_it(api, rpc, request_fields):
+    version = make_stack(api)
+    make_deployment(api, "dep", version=version)
+    fields = {k: version if v is None else v for k, v in request_fields.items()}
+    response = api.call(rpc, user_app_id=UID, **fields)
+    assert response.status.code in (sc.MODEL_INVALID_REQUEST, sc.CONN_INVALID_REQUEST)
+    assert "served by deployment(s) 'dep'" in response.status.description
+    assert "`clarifai deployment delete ID`" in response.status.description
+    assert _versions(api) == [version]  # nothing was deleted
+    ok(api.call("DeleteDeployments", ids=["dep"]))
+    ok(api.call(rpc, user_app_id=UID, **fields))  # free once the deployment is gone
+
+
+def test_a_version_no_deployment_serves_can_go(api):
+    old = make_stack(api)
+    new = ok(
+        api.call(
+            "PostModelVersions", user_app_id=UID, model_id="m", model_versions=[r.ModelVersion()]
+        )
+    ).model.model_version.id
+    make_deployment(api, "dep", version=new)
+    ok(api.call("DeleteModelVersion", user_app_id=UID, model_id="m", version_id=old))
+    assert _versions(api) == [new]
+    gone = api.call("DeleteModelVersion", user_app_id=UID, model_id="m", version_id=old)
+    assert gone.status.code == sc.MODEL_DOES_NOT_EXIST
+
+
+def test_delete_models_removes_all_named_or_none(api):
+    make_model(api, "a")
+    make_model(api, "b")
+    missing = api.call("DeleteModels", user_app_id=UID, ids=["a", "ghost"])
+    assert missing.status.code == sc.MODEL_DOES_NOT_EXIST
+    assert [m.id for m in ok(api.call("ListModels", user_app_id=UID)).models] == ["a", "b"]
+    done = ok(api.call("DeleteModels", user_app_id=UID, ids=["a", "b"]))
+    assert done.status.details == "removed models and their versions: a, b"
+    assert ok(api.call("ListModels", user_app_id=UID)).models == []
+    make_model(api, "c")
+    ok(api.call("DeleteModels", user_app_id=UID, delete_all=True))
+    assert ok(api.call("ListModels", user_app_id=UID)).models == []

@@ -61,7 +61,8 @@ def _model(
     | service_pb2.PostModelVersionsRequest
     | service_pb2.ListModelVersionsRequest
     | service_pb2.GetModelVersionRequest
-    | service_pb2.DeleteModelRequest,
+    | service_pb2.DeleteModelRequest
+    | service_pb2.DeleteModelVersionRequest,
 ) -> ModelRow:
     owner = call.owner(request.user_app_id.user_id)
     return service.find_model(call.session, owner, request.user_app_id.app_id, request.model_id)
@@ -105,8 +106,21 @@ def list_(request: service_pb2.ListModelsRequest, call: Call) -> service_pb2.Mul
 @router.rpc("DeleteModel")
 def delete(request: service_pb2.DeleteModelRequest, call: Call) -> status_pb2.BaseResponse:
     row = _model(call, request)
-    call.session.delete(row)
+    service.delete_models(call.session, row.user_id, row.app_id, [row.id])
     return done(call, f"removed model {row.id!r} and its versions")
+
+
+@router.rpc("DeleteModels")
+def delete_many(request: service_pb2.DeleteModelsRequest, call: Call) -> status_pb2.BaseResponse:
+    owner = call.owner(request.user_app_id.user_id)
+    app_id = request.user_app_id.app_id
+    ids = list(request.ids)
+    if request.delete_all:
+        ids = service.all_model_ids(call.session, owner, app_id) if app_id else []
+        if not ids:
+            return done(call, "no models to remove")
+    deleted = service.delete_models(call.session, owner, app_id, ids)
+    return done(call, "removed models and their versions: " + ", ".join(deleted))
 
 
 @router.rpc("PostModelVersions")
@@ -134,6 +148,15 @@ def get_version(
     model = _model(call, request)
     version = service.get_version_or_latest(call.session, model, request.version_id)
     return service_pb2.SingleModelVersionResponse(model_version=version_to_proto(version))
+
+
+@router.rpc("DeleteModelVersion")
+def delete_version(
+    request: service_pb2.DeleteModelVersionRequest, call: Call
+) -> status_pb2.BaseResponse:
+    model = _model(call, request)
+    service.delete_model_version(call.session, model, request.version_id)
+    return done(call, f"removed version {request.version_id!r} of model {model.id!r}")
 
 
 @router.rpc("ListModelVersions")

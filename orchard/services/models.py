@@ -2,6 +2,7 @@
 
 Versions created through ``PostModelVersions`` carry no package (the seed system's local-runner
 flow creates them this way): they are ready at once for runners that are attached by hand.
+A model or version that a deployment serves cannot be deleted (see :mod:`orchard.services.apps`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from orchard import errors
 from orchard.configs import ensure_id
-from orchard.services.apps import get_app
+from orchard.services.apps import deployments_using, get_app, refuse_if_deployed
 from orchard.services.common import Page, cli_hint, only_one
 from orchard.store.models import ModelRow, ModelVersionRow
 
@@ -76,8 +77,22 @@ def list_models(session: Session, owner: str, app_id: str, page: Page) -> list[M
     return list(session.scalars(page.apply(query.order_by(ModelRow.app_id, ModelRow.id))))
 
 
-def delete_model(session: Session, owner: str, app_id: str, model_id: str) -> None:
-    session.delete(get_model(session, owner, app_id, model_id))
+def delete_models(session: Session, owner: str, app_id: str, model_ids: list[str]) -> list[str]:
+    """Delete models with their versions; all must exist and none be deployed, or nothing is."""
+    if not model_ids:
+        raise errors.InvalidRequest("no model ids given; pass at least one id")
+    rows = [find_model(session, owner, app_id, m) for m in dict.fromkeys(model_ids)]
+    for row in rows:
+        used_by = deployments_using(session, owner, row.app_id, row.id)
+        refuse_if_deployed(f"model {row.id!r}", used_by, errors.ModelConflict)
+    for row in rows:
+        session.delete(row)
+    return [row.id for row in rows]
+
+
+def all_model_ids(session: Session, owner: str, app_id: str) -> list[str]:
+    query = select(ModelRow.id).where(ModelRow.user_id == owner, ModelRow.app_id == app_id)
+    return list(session.scalars(query))
 
 
 def create_model_version(
@@ -128,6 +143,15 @@ def get_version_or_latest(session: Session, model: ModelRow, version_id: str) ->
             f"{cli_hint('model upload PATH')}"
         )
     return latest
+
+
+def delete_model_version(session: Session, model: ModelRow, version_id: str) -> None:
+    row = get_model_version(session, model, version_id)
+    used_by = deployments_using(session, model.user_id, model.app_id, model.id, version_id)
+    refuse_if_deployed(
+        f"version {version_id!r} of model {model.id!r}", used_by, errors.ModelConflict
+    )
+    session.delete(row)
 
 
 def _versions(model: ModelRow) -> Select[Any]:
