@@ -1,5 +1,5 @@
-"""Models and versions over the V2 API: what the official SDK reads and deletes, and the rule
-that what a deployment serves cannot be deleted from under it."""
+"""Models, versions and model types over the V2 API: what the official SDK reads, edits and
+deletes, and the rule that what a deployment serves cannot be deleted from under it."""
 
 from __future__ import annotations
 
@@ -95,3 +95,44 @@ def test_delete_models_removes_all_named_or_none(api):
     make_model(api, "c")
     ok(api.call("DeleteModels", user_app_id=UID, delete_all=True))
     assert ok(api.call("ListModels", user_app_id=UID)).models == []
+
+
+def test_patch_models_and_versions(api):
+    version = make_model(api, "m")
+    patched = ok(
+        api.call(
+            "PatchModels",
+            user_app_id=UID,
+            models=[r.Model(id="m", description="new", visibility=r.Visibility(gettable=10))],
+            action="merge",
+        )
+    ).models[0]
+    assert (patched.description, patched.visibility.gettable) == ("new", 10)
+    assert ok(api.call("GetModel", user_app_id=UID, model_id="m")).model.description == "new"
+    signature = r.MethodSignature(name="predict", method_type=r.RunnerMethodType.UNARY_UNARY)
+    changed = ok(
+        api.call(
+            "PatchModelVersions",
+            user_app_id=UID,
+            model_id="m",
+            model_versions=[r.ModelVersion(id=version, method_signatures=[signature])],
+            action="merge",
+        )
+    ).model_versions[0]
+    assert [s.name for s in changed.method_signatures] == ["predict"]
+    got = ok(api.call("GetModelVersion", user_app_id=UID, model_id="m", version_id=version))
+    assert [s.name for s in got.model_version.method_signatures] == ["predict"]
+    bad = api.call("PatchModels", user_app_id=UID, models=[r.Model(id="m")], action="remove")
+    assert bad.status.code == sc.MODEL_INVALID_ARGUMENT
+    assert "use one of: overwrite, merge" in bad.status.description
+
+
+def test_model_types_are_listed_and_fetched(api):
+    types = {t.id: t for t in ok(api.call("ListModelTypes")).model_types}
+    assert list(types["text-to-text"].input_fields) == ["text"]
+    assert list(types["visual-classifier"].input_fields) == ["image"]
+    got = ok(api.call("GetModelType", model_type_id="visual-detector")).model_type
+    assert list(got.output_fields) == ["regions"]
+    unknown = api.call("GetModelType", model_type_id="no-such-type")
+    assert unknown.status.code == sc.MODEL_DOES_NOT_EXIST
+    assert "text-to-text" in unknown.status.description

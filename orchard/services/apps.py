@@ -16,8 +16,10 @@ from sqlalchemy.orm import Session
 
 from orchard import errors
 from orchard.configs import ensure_id
-from orchard.services.common import Page, cli_hint
+from orchard.services.common import Page, cli_hint, patch_fields
 from orchard.store.models import AppRow, DeploymentRow
+
+APP_FIELDS = ("name", "description", "default_language", "metadata", "visibility", "notes")
 
 
 def create_app(session: Session, owner: str, app_id: str, spec: dict[str, Any]) -> AppRow:
@@ -43,6 +45,16 @@ def get_app(session: Session, owner: str, app_id: str) -> AppRow:
 def list_apps(session: Session, owner: str, page: Page) -> list[AppRow]:
     query = select(AppRow).where(AppRow.user_id == owner).order_by(AppRow.id)
     return list(session.scalars(page.apply(query)))
+
+
+def patch_app(
+    session: Session, owner: str, app_id: str, change: dict[str, Any], action: str
+) -> AppRow:
+    """Change an app's own fields (name, description, visibility ...); others are ignored."""
+    row = get_app(session, owner, app_id)
+    kept = {k: v for k, v in change.items() if k in APP_FIELDS}
+    row.spec = patch_fields(row.spec, kept, action, errors.AppInvalid)
+    return row
 
 
 def deployments_using(
