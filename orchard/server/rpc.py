@@ -89,6 +89,10 @@ class Runtime:
     # Tokens the server gave the replicas it started: each authenticates its user's
     # ProcessRunnerItems stream only, and only while this server process lives.
     replica_tokens: dict[str, str] = field(default_factory=dict)
+    # The official runner's control calls, by (user, runner, replica): where its cancels go.
+    runner_controls: dict[tuple[str, str, str], Callable[[Message], object]] = field(
+        default_factory=dict
+    )
 
     def changed(self) -> None:
         """Something in the store changed: forget every remembered answer, and let the
