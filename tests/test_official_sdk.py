@@ -13,15 +13,28 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
 from clarifai_grpc.grpc.api import resources_pb2 as r
 
-from tests.conftest import CLARIFAI
+from orchard.client.uploads import upload_model
+from orchard.testing import ServerThread
+from tests.conftest import CLARIFAI, Api
 from tests.replicas import Replica
-from tests.resources import LIGHT_EXAMPLES, SUCCESS, deploy, ok
+from tests.resources import (
+    EXAMPLES,
+    LIGHT_EXAMPLES,
+    SUCCESS,
+    deploy,
+    deployment,
+    make_cluster,
+    make_nodepool,
+    ok,
+)
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -216,3 +229,52 @@ def test_official_local_runner_serves_all_three_shapes(official_python, server, 
     uid = r.UserAppIDSet(user_id=server.user_id, app_id="official-runner")
     assert ok(api.call("ListModels", user_app_id=uid)).models == []
     assert ok(api.call("ListRunners")).runners == []
+
+
+@pytest.fixture
+def orchestrating(tmp_path: Path) -> Iterator[ServerThread]:
+    """A server that starts the replicas of its deployments itself (and so keeps their logs)."""
+    with ServerThread(tmp_path / "home", offline=True, orchestrate=True, drain_seconds=5.0) as on:
+        yield on
+
+
+def test_official_cli_deployment_and_model_logs(official_python, orchestrating, tmp_path):
+    """`clarifai deployment logs` and `clarifai model logs --deployment` print what an
+    orchestrated replica printed and what the orchestrator did with it."""
+    server = orchestrating
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    api = Api(channel, server.pat, server.user_id)
+    try:
+        make_cluster(api)
+        make_nodepool(api, max_instances=1)
+        version = upload_model(
+            EXAMPLES / "echo", user_id=server.user_id, base_url=server.base_url, pat=server.pat
+        )
+        echo = r.Model(id="echo", app_id="examples", model_version=r.ModelVersion(id=version.id))
+        dep = deployment("echo-dep", nodepools=[{"id": "np", "compute_cluster": {"id": "cc"}}])
+        dep.worker.model.CopyFrom(echo)
+        dep.autoscale_config.min_replicas = 1
+        ok(api.call("PostDeployments", deployments=[dep]))
+        cli = [
+            str(official_python.with_name("clarifai")),
+            "--config",
+            str(_cli_config(tmp_path, server)),
+        ]
+        env = _env(tmp_path, server)
+
+        def printed(*args: str) -> str:
+            done = _run([*cli, *args, "--no-follow"], env)
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        wait_for(
+            lambda: "serving" in printed("deployment", "logs", "echo-dep"),
+            timeout=120,
+            what="the replica's output in `clarifai deployment logs`",
+        )
+        events = printed("deployment", "logs", "echo-dep", "--log-type", "events")
+        assert "starting replica echo-dep-" in events, events
+        assert "serving" in printed("model", "logs", "--deployment", "echo-dep")
+        ok(api.call("DeleteDeployments", ids=["echo-dep"]))
+    finally:
+        channel.close()

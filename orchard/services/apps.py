@@ -82,7 +82,7 @@ def refuse_if_deployed(
     names = ", ".join(repr(d) for d in deployment_ids)
     raise error(
         f"{what} is served by deployment(s) {names}; delete them first with "
-        f"{cli_hint('deployment delete ID')} (or point them at another version), then delete "
+        f"{cli_hint('deployment delete ID')}, or point them at another version; then delete "
         f"{what} again"
     )
 
