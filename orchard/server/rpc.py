@@ -219,8 +219,8 @@ def _token(metadata: Sequence[tuple[str, Any]]) -> str:
             if scheme.lower() in ("key", "bearer") and token.strip():
                 return token.strip()
     raise errors.AuthenticationError(
-        "no credentials: send the metadata 'authorization: Key <PAT>' (the SDK does this "
-        "from pat=, ORCHARD_PAT or `orchard login`)"
+        "no credentials: send the metadata 'authorization: Key <PAT>' (either SDK does this "
+        "from pat=, ORCHARD_PAT or CLARIFAI_PAT, or after `orchard login` or `clarifai login`)"
     )
 
 

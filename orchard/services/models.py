@@ -62,7 +62,7 @@ def get_model_type(model_type_id: str) -> ModelType:
 def _model_not_found(owner: str, app_id: str, model_id: str) -> errors.ModelNotFound:
     return errors.ModelNotFound(
         f"model {model_id!r} not found in app {app_id!r} of user {owner!r}; upload it with "
-        f"{cli_hint('model upload PATH')}, or list yours with `clarifai model list`"
+        f"{cli_hint('model upload PATH')} or create it with App.create_model (in either SDK)"
     )
 
 
