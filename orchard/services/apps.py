@@ -2,7 +2,7 @@
 
 Rule: what a deployment serves cannot be deleted from under it. Deleting an app, a model or a
 model version that a deployment uses is refused with a status naming the deployments; the
-user deletes them (or points them at another version) first. A delete that removes a
+user deletes them (or points them at another model or version) first. A delete that removes a
 container (a compute cluster's nodepools, a nodepool's placements) cascades instead, since a
 deployment lives in its nodepools but only refers to its model.
 """
@@ -82,8 +82,8 @@ def refuse_if_deployed(
     names = ", ".join(repr(d) for d in deployment_ids)
     raise error(
         f"{what} is served by deployment(s) {names}; delete them first with "
-        f"{cli_hint('deployment delete ID')}, or point them at another version; then delete "
-        f"{what} again"
+        f"{cli_hint('deployment delete ID')}, or point them at another model or version; "
+        f"then delete {what} again"
     )
 
 
