@@ -30,10 +30,24 @@ def _attacks(owner: str, version: str) -> dict[str, dict]:
         "GetApp": {"user_app_id": uid},
         "PostApps": {"user_app_id": uid, "apps": [r.App(id="x")]},
         "DeleteApp": {"user_app_id": uid},
+        "PatchApp": {"user_app_id": uid, "app": r.App(id="app", description="x")},
+        "PatchApps": {"user_app_id": uid, "apps": [r.App(id="app", description="x")]},
+        "ListWorkflows": {"user_app_id": uid},
+        "ListDatasets": {"user_app_id": uid},
+        "ListConcepts": {"user_app_id": uid},
+        "ListSecrets": {"user_app_id": uid},
         "ListModels": {"user_app_id": uid},
         "GetModel": {"user_app_id": uid, "model_id": "m"},
         "PostModels": {"user_app_id": uid, "models": [r.Model(id="x")]},
         "DeleteModel": {"user_app_id": uid, "model_id": "m"},
+        "DeleteModels": {"user_app_id": uid, "ids": ["m"]},
+        "PatchModels": {"user_app_id": uid, "models": [r.Model(id="m", description="x")]},
+        "DeleteModelVersion": {"user_app_id": uid, "model_id": "m", "version_id": version},
+        "PatchModelVersions": {
+            "user_app_id": uid,
+            "model_id": "m",
+            "model_versions": [r.ModelVersion(id=version, description="x")],
+        },
         "PostModelVersions": {"user_app_id": uid, "model_id": "m"},
         "GetModelVersion": {"user_app_id": uid, "model_id": "m", "version_id": version},
         "ListModelVersions": {"user_app_id": uid, "model_id": "m"},
@@ -81,9 +95,15 @@ def _attacks(owner: str, version: str) -> dict[str, dict]:
     }
 
 
-# Provider catalogue RPCs are not per user; the streaming RPCs are covered where they are
-# tested (test_uploads, test_dispatch).
-PUBLIC = {"ListCloudProviders", "ListCloudRegions", "ListInstanceTypes"}
+# Provider catalogue and model type RPCs are not per user; the streaming RPCs are covered where
+# they are tested (test_uploads, test_dispatch).
+PUBLIC = {
+    "ListCloudProviders",
+    "ListCloudRegions",
+    "ListInstanceTypes",
+    "ListModelTypes",
+    "GetModelType",
+}
 STREAMS = {
     "PostModelVersionsUpload",
     "ProcessRunnerItems",

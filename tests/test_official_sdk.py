@@ -10,16 +10,32 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
+from clarifai_grpc.grpc.api import resources_pb2 as r
 
-from tests.conftest import CLARIFAI
+from orchard.client.uploads import upload_model
+from orchard.testing import ServerThread
+from tests.conftest import CLARIFAI, Api
 from tests.replicas import Replica
-from tests.resources import LIGHT_EXAMPLES, deploy
+from tests.resources import (
+    EXAMPLES,
+    LIGHT_EXAMPLES,
+    SUCCESS,
+    deploy,
+    deployment,
+    make_cluster,
+    make_nodepool,
+    ok,
+)
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -147,3 +163,118 @@ def test_official_sdk_predictions(official_python, server, api, echo, file_serve
         assert "ok: token streamer generate and predict" in done.stdout
     finally:
         assert tokens.stop() == 0, tokens.output()
+
+
+def _cli_config(tmp_path: Path, server) -> Path:
+    config = tmp_path / "clarifai.yaml"
+    config.write_text(
+        "current_context: orchard\ncontexts:\n  orchard:\n"
+        f"    CLARIFAI_API_BASE: {server.base_url}\n    CLARIFAI_PAT: {server.pat}\n"
+        f"    CLARIFAI_USER_ID: {server.user_id}\n"
+    )
+    return config
+
+
+def test_official_local_runner_serves_all_three_shapes(official_python, server, api, tmp_path):
+    """`clarifai model serve --clean` (the official local runner, 12.5.0) registers with
+    Orchard, serves predict, generate and stream to the official typed client, hears a cancel
+    on its control call, and removes what it made when stopped."""
+    package = tmp_path / "served"
+    shutil.copytree(HERE / "served", package)
+    gate = tmp_path / "gate"
+    cli = [
+        str(official_python.with_name("clarifai")),
+        "--config",
+        str(_cli_config(tmp_path, server)),
+    ]
+    env = {**_env(tmp_path, server), "SERVED_GATE": str(gate)}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [*cli, "model", "serve", str(package), "--clean"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        wait_for(
+            lambda: api.call("GetDeployment", deployment_id="local-served").status.code == SUCCESS,
+            timeout=120,
+            what=f"the local runner to make its deployment: {log.read_text()[-2000:]}",
+        )
+        listed = _run([*cli, "model", "list", server.user_id, "--app_id", "official-runner"], env)
+        assert listed.returncode == 0 and "served" in listed.stdout, listed.stdout + listed.stderr
+        done = _run([str(official_python), str(HERE / "local_runner_scenario.py")], env)
+        assert done.returncode == 0, done.stdout + done.stderr[-4000:] + log.read_text()[-4000:]
+        assert "ok: held generate closed" in done.stdout
+        wait_for(
+            lambda: "Cancellation received on control connection" in log.read_text(),
+            timeout=60,
+            what="the cancel to reach the runner's control call",
+        )
+        gate.write_text("")
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=120)
+    finally:
+        gate.write_text("")
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    output = log.read_text()
+    serving = output.split("── Stopping")[0]  # (once its runner is deleted, it is refused)
+    assert "Runner got work that didn't have a SUCCESS" not in serving, serving[-4000:]
+    assert "Control connection stream ended" not in serving, serving[-4000:]  # it stayed open
+    for step in ("deployment", "runner", "model version", "model"):
+        assert f"Deleting {step}... done" in output, output[-4000:]
+    uid = r.UserAppIDSet(user_id=server.user_id, app_id="official-runner")
+    assert ok(api.call("ListModels", user_app_id=uid)).models == []
+    assert ok(api.call("ListRunners")).runners == []
+
+
+@pytest.fixture
+def orchestrating(tmp_path: Path) -> Iterator[ServerThread]:
+    """A server that starts the replicas of its deployments itself (and so keeps their logs)."""
+    with ServerThread(tmp_path / "home", offline=True, orchestrate=True, drain_seconds=5.0) as on:
+        yield on
+
+
+def test_official_cli_deployment_and_model_logs(official_python, orchestrating, tmp_path):
+    """`clarifai deployment logs` and `clarifai model logs --deployment` print what an
+    orchestrated replica printed and what the orchestrator did with it."""
+    server = orchestrating
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    api = Api(channel, server.pat, server.user_id)
+    try:
+        make_cluster(api)
+        make_nodepool(api, max_instances=1)
+        version = upload_model(
+            EXAMPLES / "echo", user_id=server.user_id, base_url=server.base_url, pat=server.pat
+        )
+        echo = r.Model(id="echo", app_id="examples", model_version=r.ModelVersion(id=version.id))
+        dep = deployment("echo-dep", nodepools=[{"id": "np", "compute_cluster": {"id": "cc"}}])
+        dep.worker.model.CopyFrom(echo)
+        dep.autoscale_config.min_replicas = 1
+        ok(api.call("PostDeployments", deployments=[dep]))
+        cli = [
+            str(official_python.with_name("clarifai")),
+            "--config",
+            str(_cli_config(tmp_path, server)),
+        ]
+        env = _env(tmp_path, server)
+
+        def printed(*args: str) -> str:
+            done = _run([*cli, *args, "--no-follow"], env)
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        wait_for(
+            lambda: "serving" in printed("deployment", "logs", "echo-dep"),
+            timeout=120,
+            what="the replica's output in `clarifai deployment logs`",
+        )
+        events = printed("deployment", "logs", "echo-dep", "--log-type", "events")
+        assert "starting replica echo-dep-" in events, events
+        assert "serving" in printed("model", "logs", "--deployment", "echo-dep")
+        ok(api.call("DeleteDeployments", ids=["echo-dep"]))
+    finally:
+        channel.close()

@@ -5,6 +5,7 @@ from uv's cache, which scripts/setup.sh fills when it installs Orchard's own dep
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from orchard import errors, wire
 from orchard.client.base import BaseClient
 from orchard.client.uploads import _version_proto, ensure_model, send_package, upload_model
+from orchard.packaging.inspect import run_inspection
 from orchard.packaging.package import load_package
 from orchard.services.builds import installed_interpreters
 from tests.resources import LIGHT_EXAMPLES, ok
@@ -146,6 +148,55 @@ def test_malformed_packages_upload_nothing(server, api, tmp_path, change, messag
         upload(server, package)
     assert message in str(info.value)
     assert ok(api.call("ListModels")).models == []
+
+
+OFFICIAL_SUBCLASS = """\
+from clarifai.runners.models.visual_classifier_class import VisualClassifierClass
+
+
+class Classifier(VisualClassifierClass):
+    def load_model(self):
+        pass
+"""
+ALIASED = """\
+from orchard.authoring import ModelClass as Base
+
+
+class Echo(Base):
+    @Base.method
+    def predict(self, text: str) -> str:
+        return text
+"""
+OWN_BASE = """\
+from orchard.authoring import ModelClass
+
+
+class Shared(ModelClass):
+    def load_model(self):
+        self.prefix = ">"
+
+
+class Echo(Shared):
+    @ModelClass.method
+    def predict(self, text: str) -> str:
+        return self.prefix + text
+"""
+
+
+@pytest.mark.parametrize(
+    ("model", "methods"),
+    [(OFFICIAL_SUBCLASS, None), (ALIASED, ["predict"]), (OWN_BASE, ["predict"])],
+    ids=["official-VisualClassifierClass", "aliased-ModelClass", "own-base-class"],
+)
+def test_any_subclass_of_a_model_class_passes_the_uploaders_checks(tmp_path, model, methods):
+    package = load_package(write_package(tmp_path / "pkg", model=model))
+    found = run_inspection(sys.executable, package.root, stub_missing=True)
+    assert (found if found is None else [s["name"] for s in found]) == methods
+
+
+def test_an_aliased_model_class_uploads_and_builds(server, tmp_path):
+    version = upload(server, write_package(tmp_path / "aliased", model=ALIASED))
+    assert version.status.code == sc.MODEL_TRAINED
 
 
 def _stream(api, requests):

@@ -9,8 +9,10 @@ Two uses, one code path:
   nothing is stubbed, so an import the requirements do not satisfy fails the build with a
   message naming the module.
 
-A model written against the official ``clarifai`` ModelClass is recognised; its signatures are
-those its own uploader computed, so here it is only imported.
+A model written against the official ``clarifai`` ModelClass, or any of its subclasses
+(``VisualClassifierClass``, ``OpenAIModelClass`` ...), is recognised; its signatures are those
+its own uploader computed, so here it is only imported. The model class is the one class of
+``model.py`` that subclasses either ModelClass and that no other such class there extends.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def _is_official(cls: type) -> bool:
 
 
 def _model_classes(module: types.ModuleType) -> list[type]:
+    """The module's own model classes that none of the others extends (a base class it
+    defines for them is not a candidate)."""
     from orchard.runners.models.model_class import ModelClass
 
     found = []
@@ -99,7 +103,7 @@ def _model_classes(module: types.ModuleType) -> list[type]:
             and (issubclass(value, ModelClass) or _is_official(value))
         ):
             found.append(value)
-    return found
+    return [c for c in found if not any(o is not c and issubclass(o, c) for o in found)]
 
 
 def load_model_class(package_dir: Path, *, stub_missing: bool) -> type:

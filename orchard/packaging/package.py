@@ -79,7 +79,9 @@ def read_config(root: Path) -> PackageConfig:
 
 
 def check_model_source(path: Path) -> None:
-    """Static checks of ``1/model.py``: it parses and defines a ModelClass subclass."""
+    """Static checks of ``1/model.py``: it parses and defines a class with a base (whether
+    that is a ModelClass, of Orchard or of the official SDK, however named or imported, is
+    decided by loading it: :mod:`orchard.packaging.inspect`)."""
     if not path.is_file():
         raise _invalid(
             f"{path}: missing; the model's code lives in 1/model.py with a class "
@@ -90,17 +92,12 @@ def check_model_source(path: Path) -> None:
     except SyntaxError as exc:
         raise _invalid(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
     for node in ast.walk(tree):
-        if isinstance(node, ast.ClassDef) and any(_names_model_class(b) for b in node.bases):
+        if isinstance(node, ast.ClassDef) and node.bases:
             return
     raise _invalid(
         f"{path}: defines no ModelClass subclass; write "
         "`class MyModel(ModelClass):` with methods decorated @ModelClass.method"
     )
-
-
-def _names_model_class(base: ast.expr) -> bool:
-    name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
-    return isinstance(name, str) and name.endswith("ModelClass")
 
 
 def load_package(path: str | Path) -> Package:

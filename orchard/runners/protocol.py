@@ -18,7 +18,7 @@ runner → server (``PostRunnerItemOutputsRequest``)
                 ``status.description``: the runner did not start that item (a start that
                 crossed its draining message); give it to another runner. No item end follows.
 
-server → runner (``MultiRunnerItemResponse.runner_items``)
+server → runner (``MultiRunnerItemResponse.runner_items``, status SUCCESS)
     start       ``RunnerItem{id, processing_info.runner_method_type, post_model_outputs_request}``
     next        ``RunnerItem{id, post_model_outputs_request}``: the next request of a
                 stream-stream item.
@@ -34,6 +34,19 @@ server → runner (``MultiRunnerItemResponse.runner_items``)
 
 A unary call is a stream of one: every call shape is one item with one or more outputs and an
 end.
+
+The official runner (``clarifai model serve``, clarifai 12.x) speaks a variant, told apart by a
+hello without a capacity in its details:
+
+- it opens one call per item: many calls at once (one per thread), each taking one item and
+  ending once that item is done. Its outputs carry ``status.code = SUCCESS`` and no item end: a
+  unary item ends with its one output, any other with the call (the server ends the call with
+  ``MultiRunnerItemResponse{status: RUNNER_STREAM_END}``, and only when the runner still reads
+  it is the item done; a call that broke loses it).
+- it opens a control call too, whose hello names runner ``control-<runner id>``; it sends
+  nothing else on it and listens there for cancels (the message above) of its replica's items.
+- it rejects a message from the server whose status is not SUCCESS or RUNNER_STREAM_END, which
+  is why every message with items carries SUCCESS.
 """
 
 from __future__ import annotations
@@ -51,9 +64,11 @@ UNARY = resources_pb2.RunnerMethodType.UNARY_UNARY
 SERVER_STREAM = resources_pb2.RunnerMethodType.UNARY_STREAMING
 BIDI = resources_pb2.RunnerMethodType.STREAMING_STREAMING
 UNKNOWN = resources_pb2.RunnerMethodType.UNKNOWN
+_SUCCESS = status_pb2.Status(code=sc.SUCCESS)
 
 Outgoing: TypeAlias = service_pb2.PostRunnerItemOutputsRequest
 Incoming: TypeAlias = service_pb2.MultiRunnerItemResponse
+CONTROL_PREFIX = "control-"  # the official runner's control call names its runner so
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,14 @@ class Hello:
     replica_id: str
     capacity: int
     user_id: str = ""
+    item_per_call: bool = False  # the official runner's variant (see above)
+
+    @property
+    def control_of(self) -> str:
+        """The runner whose control call this is ("": not a control call)."""
+        if self.runner_id.startswith(CONTROL_PREFIX):
+            return self.runner_id.removeprefix(CONTROL_PREFIX)
+        return ""
 
 
 def hello(h: Hello) -> Outgoing:
@@ -84,7 +107,8 @@ def read_hello(message: Outgoing) -> Hello:
     if message.status.code != sc.RUNNER_STREAM_START:
         raise ValueError("open the stream with status RUNNER_STREAM_START")
     try:
-        capacity = int(json.loads(message.status.details or "{}").get("capacity", 1))
+        stated = json.loads(message.status.details or "{}")
+        capacity = int(stated.get("capacity", 1))
     except (ValueError, AttributeError):
         raise ValueError('status.details must be JSON like {"capacity": 4}') from None
     if not message.runner_id or capacity < 1:
@@ -96,6 +120,7 @@ def read_hello(message: Outgoing) -> Hello:
         message.runner_replica_id,
         capacity,
         message.user_app_id.user_id,
+        item_per_call="capacity" not in stated,
     )
 
 
@@ -144,7 +169,12 @@ def control(item_id: str, code: int) -> service_pb2.RunnerItem:
 
 
 def items(*runner_items: service_pb2.RunnerItem) -> Incoming:
-    return Incoming(runner_items=list(runner_items))
+    return Incoming(runner_items=list(runner_items), status=_SUCCESS)
+
+
+def call_end() -> Incoming:
+    """The server's last message on an official runner's item call (see above)."""
+    return Incoming(status=status_pb2.Status(code=sc.RUNNER_STREAM_END))
 
 
 def refused(item_id: str, reason: str) -> Outgoing:

@@ -1,6 +1,9 @@
-"""gRPC handlers for apps."""
+"""gRPC handlers for apps, and the listings of what an app holds that Orchard does not keep
+(workflows, datasets, concepts): empty, so that the official SDK's listings work."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
@@ -12,7 +15,6 @@ from orchard.services import apps as service
 from orchard.store.models import AppRow
 
 router = Router()
-_KEPT = ("name", "description", "default_language", "metadata", "visibility", "notes")
 
 
 def to_proto(row: AppRow) -> resources_pb2.App:
@@ -30,7 +32,7 @@ def post(request: service_pb2.PostAppsRequest, call: Call) -> service_pb2.MultiA
         raise errors.InvalidRequest("apps is empty; send at least one app")
     rows = []
     for app in request.apps:
-        spec = {k: v for k, v in as_dict(app).items() if k in _KEPT}
+        spec = {k: v for k, v in as_dict(app).items() if k in service.APP_FIELDS}
         rows.append(service.create_app(call.session, owner, app.id, spec))
     return service_pb2.MultiAppResponse(apps=[to_proto(r) for r in rows])
 
@@ -54,3 +56,52 @@ def delete(request: service_pb2.DeleteAppRequest, call: Call) -> status_pb2.Base
     owner = call.owner(request.user_app_id.user_id)
     service.delete_app(call.session, owner, request.user_app_id.app_id)
     return done(call, f"removed app {request.user_app_id.app_id!r} and its models")
+
+
+@router.rpc("PatchApp")
+def patch_one(request: service_pb2.PatchAppRequest, call: Call) -> service_pb2.SingleAppResponse:
+    owner = call.owner(request.user_app_id.user_id)
+    app_id = request.app.id or request.user_app_id.app_id
+    row = service.patch_app(call.session, owner, app_id, as_dict(request.app), request.action)
+    return service_pb2.SingleAppResponse(app=to_proto(row))
+
+
+@router.rpc("PatchApps")
+def patch(request: service_pb2.PatchAppsRequest, call: Call) -> service_pb2.MultiAppResponse:
+    owner = call.owner(request.user_app_id.user_id)
+    rows = [
+        service.patch_app(call.session, owner, app.id, as_dict(app), request.action)
+        for app in request.apps
+    ]
+    return service_pb2.MultiAppResponse(apps=[to_proto(r) for r in rows])
+
+
+def _app_of(request: Any, call: Call) -> None:
+    """Check that the request's app is the caller's (a listing of it is empty)."""
+    owner = call.owner(request.user_app_id.user_id)
+    if request.user_app_id.app_id:
+        service.get_app(call.session, owner, request.user_app_id.app_id)
+
+
+@router.rpc("ListWorkflows")
+def list_workflows(
+    request: service_pb2.ListWorkflowsRequest, call: Call
+) -> service_pb2.MultiWorkflowResponse:
+    _app_of(request, call)
+    return service_pb2.MultiWorkflowResponse()
+
+
+@router.rpc("ListDatasets")
+def list_datasets(
+    request: service_pb2.ListDatasetsRequest, call: Call
+) -> service_pb2.MultiDatasetResponse:
+    _app_of(request, call)
+    return service_pb2.MultiDatasetResponse()
+
+
+@router.rpc("ListConcepts")
+def list_concepts(
+    request: service_pb2.ListConceptsRequest, call: Call
+) -> service_pb2.MultiConceptResponse:
+    _app_of(request, call)
+    return service_pb2.MultiConceptResponse()

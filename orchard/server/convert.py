@@ -11,9 +11,7 @@ from google.protobuf.message import Message
 
 from orchard import errors
 from orchard.configs import Spec, validate
-from orchard.services.common import Page
-
-PATCH_ACTIONS = ("overwrite", "merge")
+from orchard.services.common import Page, patch_fields
 
 
 def done(call: Any, details: str = "") -> status_pb2.BaseResponse:
@@ -53,16 +51,6 @@ def page(request: Any) -> Page:
     return Page.of(request.page, request.per_page)
 
 
-def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(current)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def patched(
     current: Message,
     patch: Message,
@@ -74,10 +62,6 @@ def patched(
 ) -> Any:
     """The spec a Patch* request asks for: ``overwrite`` replaces the fields the patch sets,
     ``merge`` merges nested objects field by field."""
-    action = action or "overwrite"
-    if action not in PATCH_ACTIONS:
-        raise error(f"invalid action {action!r}; use one of: {', '.join(PATCH_ACTIONS)}")
     base = {k: v for k, v in as_dict(current).items() if k not in spec.OUTPUT_FIELDS}
     change = {k: v for k, v in as_dict(patch).items() if k not in spec.OUTPUT_FIELDS}
-    merged = base | change if action == "overwrite" else _merge(base, change)
-    return validate(spec, merged, where=where, error=error)
+    return validate(spec, patch_fields(base, change, action, error), where=where, error=error)

@@ -1,4 +1,5 @@
-"""gRPC handlers for models and model versions (versions without an uploaded package)."""
+"""gRPC handlers for models, model versions (versions without an uploaded package) and the
+model types Orchard names."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def to_proto(row: ModelRow, version: ModelVersionRow | None) -> resources_pb2.Mo
     fill(model, row.spec)
     model.id, model.user_id, model.app_id = row.id, row.user_id, row.app_id
     model.model_type_id = row.model_type_id
+    model.name = model.name or row.id  # the official SDK's listings read it
     if version is not None:
         model.model_version.CopyFrom(version_to_proto(version))
     stamp(model, row)
@@ -60,7 +62,9 @@ def _model(
     | service_pb2.PostModelVersionsRequest
     | service_pb2.ListModelVersionsRequest
     | service_pb2.GetModelVersionRequest
-    | service_pb2.DeleteModelRequest,
+    | service_pb2.DeleteModelRequest
+    | service_pb2.DeleteModelVersionRequest
+    | service_pb2.PatchModelVersionsRequest,
 ) -> ModelRow:
     owner = call.owner(request.user_app_id.user_id)
     return service.find_model(call.session, owner, request.user_app_id.app_id, request.model_id)
@@ -101,11 +105,37 @@ def list_(request: service_pb2.ListModelsRequest, call: Call) -> service_pb2.Mul
     )
 
 
+@router.rpc("PatchModels")
+def patch(request: service_pb2.PatchModelsRequest, call: Call) -> service_pb2.MultiModelResponse:
+    owner = call.owner(request.user_app_id.user_id)
+    rows = []
+    for model in request.models:
+        row = service.find_model(call.session, owner, request.user_app_id.app_id, model.id)
+        change = {k: v for k, v in as_dict(model).items() if k not in _MODEL_OUTPUT}
+        rows.append(service.patch_model(call.session, row, change, request.action))
+    return service_pb2.MultiModelResponse(
+        models=[to_proto(r, service.latest_model_version(call.session, r)) for r in rows]
+    )
+
+
 @router.rpc("DeleteModel")
 def delete(request: service_pb2.DeleteModelRequest, call: Call) -> status_pb2.BaseResponse:
     row = _model(call, request)
-    call.session.delete(row)
+    service.delete_models(call.session, row.user_id, row.app_id, [row.id])
     return done(call, f"removed model {row.id!r} and its versions")
+
+
+@router.rpc("DeleteModels")
+def delete_many(request: service_pb2.DeleteModelsRequest, call: Call) -> status_pb2.BaseResponse:
+    owner = call.owner(request.user_app_id.user_id)
+    app_id = request.user_app_id.app_id
+    ids = list(request.ids)
+    if request.delete_all:
+        ids = service.all_model_ids(call.session, owner, app_id) if app_id else []
+        if not ids:
+            return done(call, "no models to remove")
+    deleted = service.delete_models(call.session, owner, app_id, ids)
+    return done(call, "removed models and their versions: " + ", ".join(deleted))
 
 
 @router.rpc("PostModelVersions")
@@ -130,8 +160,32 @@ def post_versions(
 def get_version(
     request: service_pb2.GetModelVersionRequest, call: Call
 ) -> service_pb2.SingleModelVersionResponse:
-    version = service.get_model_version(call.session, _model(call, request), request.version_id)
+    model = _model(call, request)
+    version = service.get_version_or_latest(call.session, model, request.version_id)
     return service_pb2.SingleModelVersionResponse(model_version=version_to_proto(version))
+
+
+@router.rpc("PatchModelVersions")
+def patch_versions(
+    request: service_pb2.PatchModelVersionsRequest, call: Call
+) -> service_pb2.MultiModelVersionResponse:
+    model = _model(call, request)
+    rows = []
+    for version in request.model_versions:
+        change = {k: v for k, v in as_dict(version).items() if k not in _VERSION_OUTPUT}
+        rows.append(
+            service.patch_model_version(call.session, model, version.id, change, request.action)
+        )
+    return service_pb2.MultiModelVersionResponse(model_versions=[version_to_proto(r) for r in rows])
+
+
+@router.rpc("DeleteModelVersion")
+def delete_version(
+    request: service_pb2.DeleteModelVersionRequest, call: Call
+) -> status_pb2.BaseResponse:
+    model = _model(call, request)
+    service.delete_model_version(call.session, model, request.version_id)
+    return done(call, f"removed version {request.version_id!r} of model {model.id!r}")
 
 
 @router.rpc("ListModelVersions")
@@ -140,3 +194,31 @@ def list_versions(
 ) -> service_pb2.MultiModelVersionResponse:
     rows = service.list_model_versions(call.session, _model(call, request), page(request))
     return service_pb2.MultiModelVersionResponse(model_versions=[version_to_proto(r) for r in rows])
+
+
+def model_type_to_proto(model_type: service.ModelType) -> resources_pb2.ModelType:
+    return resources_pb2.ModelType(
+        id=model_type.id,
+        title=model_type.title,
+        description=f"{model_type.title} models",
+        input_fields=list(model_type.input_fields),
+        output_fields=list(model_type.output_fields),
+        creatable=True,
+    )
+
+
+@router.rpc("ListModelTypes")
+def list_types(
+    request: service_pb2.ListModelTypesRequest, call: Call
+) -> service_pb2.MultiModelTypeResponse:
+    return service_pb2.MultiModelTypeResponse(
+        model_types=[model_type_to_proto(t) for t in service.MODEL_TYPES]
+    )
+
+
+@router.rpc("GetModelType")
+def get_type(
+    request: service_pb2.GetModelTypeRequest, call: Call
+) -> service_pb2.SingleModelTypeResponse:
+    model_type = service.get_model_type(request.model_type_id)
+    return service_pb2.SingleModelTypeResponse(model_type=model_type_to_proto(model_type))

@@ -89,6 +89,10 @@ class Runtime:
     # Tokens the server gave the replicas it started: each authenticates its user's
     # ProcessRunnerItems stream only, and only while this server process lives.
     replica_tokens: dict[str, str] = field(default_factory=dict)
+    # The official runner's control calls, by (user, runner, replica): where its cancels go.
+    runner_controls: dict[tuple[str, str, str], Callable[[Message], object]] = field(
+        default_factory=dict
+    )
 
     def changed(self) -> None:
         """Something in the store changed: forget every remembered answer, and let the
@@ -215,8 +219,8 @@ def _token(metadata: Sequence[tuple[str, Any]]) -> str:
             if scheme.lower() in ("key", "bearer") and token.strip():
                 return token.strip()
     raise errors.AuthenticationError(
-        "no credentials: send the metadata 'authorization: Key <PAT>' (the SDK does this "
-        "from pat=, ORCHARD_PAT or `orchard login`)"
+        "no credentials: send the metadata 'authorization: Key <PAT>' (either SDK does this "
+        "from pat=, ORCHARD_PAT or CLARIFAI_PAT, or after `orchard login` or `clarifai login`)"
     )
 
 

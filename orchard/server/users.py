@@ -32,6 +32,15 @@ def get_user(request: service_pb2.GetUserRequest, call: Call) -> service_pb2.Sin
     return service_pb2.SingleUserResponse(user=user)
 
 
+@router.rpc("ListSecrets")
+def list_secrets(
+    request: service_pb2.ListSecretsRequest, call: Call
+) -> service_pb2.MultiSecretResponse:
+    """Orchard keeps no secrets for models: an empty list, so that the official SDK lists."""
+    service.get_user(call.session, call.owner(request.user_app_id.user_id))
+    return service_pb2.MultiSecretResponse()
+
+
 @router.rpc("PostKeys")
 def post_keys(request: service_pb2.PostKeysRequest, call: Call) -> service_pb2.MultiKeyResponse:
     owner = call.owner(request.user_app_id.user_id)

@@ -3,7 +3,8 @@
 The first message is the replica's hello (see :mod:`orchard.runners.protocol`); it names a
 runner of the caller's, whose nodepool and model version decide what the replica serves. The
 replica then joins the dispatcher until the stream ends, which loses (and, for unary calls,
-retries) whatever it held.
+retries) whatever it held. The official runner's variant (one item per call, and a control
+call for cancels) is translated here, so the dispatcher sees one protocol.
 
 Replicas on this host may open the same stream through the local link
 (:mod:`orchard.runners.link`): :class:`LinkServer` reads its frames and serves them through the
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from google.protobuf.message import DecodeError
 from sqlalchemy.orm import Session
 
@@ -28,7 +30,7 @@ from orchard import errors
 from orchard.dispatch.dispatcher import Dispatcher
 from orchard.dispatch.sessions import PoolKey, RunnerSession
 from orchard.runners import link, protocol
-from orchard.server.rpc import RUNNER_STREAM, GrpcAdapter, Router, StreamCall
+from orchard.server.rpc import RUNNER_STREAM, GrpcAdapter, Router, Runtime, StreamCall
 from orchard.services import runners
 from orchard.services.models import VersionRef
 
@@ -47,14 +49,87 @@ def _serving(owner: str, runner_id: str) -> Any:
     return load
 
 
+class _ItemPerCall:
+    """One call of the official runner: it takes one item, answers a unary one in a single
+    message, and ends its call once the item is done. Its cancels also go to the replica's
+    control call, where that runner listens for them."""
+
+    def __init__(self, session: RunnerSession, runtime: Runtime) -> None:
+        self.session, self.runtime = session, runtime
+        self.unary: set[str] = set()
+
+    def sending(self, message: protocol.Incoming) -> protocol.Incoming:
+        """``message`` as this runner reads it."""
+        for item in message.runner_items:
+            kind = protocol.kind_of(item)
+            if kind is protocol.ItemKind.START:
+                self.session.draining = True  # its one item: nothing more goes on this call
+                if item.processing_info.runner_method_type == protocol.UNARY:
+                    self.unary.add(item.id)
+            elif kind is protocol.ItemKind.CANCEL:
+                self._to_control(protocol.items(item))
+            elif kind is protocol.ItemKind.INPUT_END:
+                return protocol.call_end()
+        return message
+
+    def _to_control(self, message: protocol.Incoming) -> None:
+        hello = self.session.hello
+        key = (self.session.pool.user_id, hello.runner_id, hello.replica_id)
+        control = self.runtime.runner_controls.get(key)
+        if control is not None:
+            control(message)
+
+    def received(self, message: protocol.Outgoing) -> protocol.Outgoing:
+        if message.runner_item_id in self.unary:  # its one output is its end
+            message.status.code = sc.RUNNER_STREAM_END
+        return message
+
+    async def end_items(self, dispatcher: Dispatcher) -> None:
+        """The call ended cleanly: the items on it are done."""
+        for item_id in list(self.session.items):
+            await dispatcher.received(self.session, protocol.item_end(item_id))
+
+
 async def _read(
-    requests: AsyncIterator[Any], session: RunnerSession, dispatcher: Dispatcher
+    requests: AsyncIterator[Any],
+    session: RunnerSession,
+    dispatcher: Dispatcher,
+    official: _ItemPerCall | None,
 ) -> None:
     try:
         async for message in requests:
+            if official is not None:
+                message = official.received(message)
             await dispatcher.received(session, message)
     finally:
         session.close()
+
+
+async def _control(
+    hello: protocol.Hello, requests: AsyncIterator[Any], call: StreamCall
+) -> AsyncIterator[Any]:
+    """The official runner's control call: the cancels of its replica's items, until it ends."""
+    await call.db(_serving(call.user_id, hello.control_of))  # its runner, the caller's
+    key = (call.user_id, hello.control_of, hello.replica_id)
+    outbox: asyncio.Queue[Any] = asyncio.Queue()
+    controls = call.runtime.runner_controls
+    controls[key] = outbox.put_nowait
+    reader = asyncio.create_task(_until_end(requests, outbox))
+    try:
+        while (message := await outbox.get()) is not None:
+            yield message
+    finally:
+        reader.cancel()
+        if controls.get(key) == outbox.put_nowait:
+            del controls[key]
+
+
+async def _until_end(requests: AsyncIterator[Any], outbox: asyncio.Queue[Any]) -> None:
+    try:
+        async for _ in requests:
+            pass
+    finally:
+        outbox.put_nowait(None)
 
 
 @router.stream("ProcessRunnerItems")
@@ -67,14 +142,22 @@ async def work(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[
     except ValueError as exc:
         raise errors.RunnerInvalid(str(exc)) from None
     call.owner(hello.user_id)
+    if hello.control_of:
+        async for message in _control(hello, requests, call):
+            yield message
+        return
     pool, version = await call.db(_serving(call.user_id, hello.runner_id))
     session = RunnerSession(hello, pool, version, deliver=call.deliver)
+    official = _ItemPerCall(session, call.runtime) if hello.item_per_call else None
     dispatcher: Dispatcher = call.runtime.dispatcher
     await dispatcher.connect(session)
-    reader = asyncio.create_task(_read(requests, session, dispatcher))
+    reader = asyncio.create_task(_read(requests, session, dispatcher, official))
     try:
         while (message := await session.outbox.get()) is not None:
-            yield message
+            yield message if official is None else official.sending(message)
+        if official is not None:
+            yield protocol.call_end()  # resumed only once written: the runner still listens
+            await official.end_items(dispatcher)
     finally:
         reader.cancel()
         await dispatcher.disconnect(session)

@@ -1,4 +1,4 @@
-"""Small pieces every service uses: pages and conflict detection."""
+"""Small pieces every service uses: pages, conflict detection, patches and hints."""
 
 from __future__ import annotations
 
@@ -45,3 +45,36 @@ def only_one(
     if len(rows) > 1:
         raise ambiguous
     return rows[0]
+
+
+PATCH_ACTIONS = ("overwrite", "merge")
+
+
+def _merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(current)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def patch_fields(
+    current: dict[str, Any],
+    change: dict[str, Any],
+    action: str,
+    error: type[errors.OrchardError],
+) -> dict[str, Any]:
+    """What a Patch* request makes of ``current``: ``overwrite`` (the default) replaces the
+    fields ``change`` sets, ``merge`` merges nested objects field by field."""
+    action = action or "overwrite"
+    if action not in PATCH_ACTIONS:
+        raise error(f"invalid action {action!r}; use one of: {', '.join(PATCH_ACTIONS)}")
+    return current | change if action == "overwrite" else _merge(current, change)
+
+
+def cli_hint(command: str) -> str:
+    """A command as users of either CLI type it: Orchard's and the official ``clarifai`` CLI
+    share the command shapes named in messages."""
+    return f"`orchard {command}` (or `clarifai {command}`)"

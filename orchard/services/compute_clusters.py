@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from orchard import errors
 from orchard.configs import ComputeClusterSpec, ensure_id
 from orchard.providers import ProviderRegistry
-from orchard.services.common import Page
+from orchard.services.common import Page, cli_hint
 from orchard.services.nodepools import Removal, delete_nodepool_rows
 from orchard.store.models import ComputeClusterRow
 
@@ -19,7 +19,7 @@ _NOT_IN_SPEC = {"id", "user_id", "key", "cloud_provider", "region", "cluster_typ
 def not_found(owner: str, cluster_id: str) -> errors.ComputeClusterNotFound:
     return errors.ComputeClusterNotFound(
         f"compute cluster {cluster_id!r} not found for user {owner!r}; "
-        "list them with `orchard computecluster list`"
+        f"list them with {cli_hint('computecluster list')}"
     )
 
 
@@ -47,7 +47,7 @@ def create_compute_cluster(
     if session.get(ComputeClusterRow, (owner, spec.id)) is not None:
         raise errors.ComputeClusterConflict(
             f"compute cluster {spec.id!r} already exists for user {owner!r}; pick another id "
-            f"or delete it with `orchard computecluster delete {spec.id}`"
+            f"or delete it with {cli_hint(f'computecluster delete {spec.id}')}"
         )
     row = ComputeClusterRow(
         user_id=owner,

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from orchard import errors
 from orchard.configs import DeploymentSpec, ensure_id
 from orchard.services import models as model_service
-from orchard.services.common import Page
+from orchard.services.common import Page, cli_hint
 from orchard.services.nodepools import find_nodepool
 from orchard.services.quotas import UNLIMITED, Limits, check_deployment_floor
 from orchard.store.models import DeploymentNodepoolRow, DeploymentRow, ModelVersionRow, NodepoolRow
@@ -43,7 +43,7 @@ class ListFilter:
 def not_found(owner: str, deployment_id: str) -> errors.DeploymentNotFound:
     return errors.DeploymentNotFound(
         f"deployment {deployment_id!r} not found for user {owner!r}; "
-        "list them with `orchard deployment list`"
+        f"list them with {cli_hint('deployment list')}"
     )
 
 
@@ -64,7 +64,7 @@ def _resolve_version(
     if latest is None:
         raise errors.DeploymentInvalid(
             f"{where}.worker.model: model {model.id!r} has no version yet; upload one with "
-            "`orchard model upload`"
+            f"{cli_hint('model upload PATH')}"
         )
     return latest
 
@@ -111,7 +111,7 @@ def _check_one_per_nodepool(
                 f"nodepool {nodepool.id!r} already has deployment {other.deployment_id!r} of "
                 f"model {version.model_id!r}; one deployment per model per nodepool: update "
                 f"{other.deployment_id!r} or delete it with "
-                f"`orchard deployment delete {other.deployment_id}`"
+                f"{cli_hint(f'deployment delete {other.deployment_id}')}"
             )
 
 
@@ -169,7 +169,7 @@ def create_deployment(
     if session.get(DeploymentRow, (owner, spec.id)) is not None:
         raise errors.DeploymentConflict(
             f"deployment {spec.id!r} already exists for user {owner!r}; pick another id or "
-            f"delete it with `orchard deployment delete {spec.id}`"
+            f"delete it with {cli_hint(f'deployment delete {spec.id}')}"
         )
     row = DeploymentRow(user_id=owner, id=spec.id)
     _write(session, row, spec, where, limits)

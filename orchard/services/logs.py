@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchard.services.common import Page
+from orchard.services.runners import get_runner
 from orchard.store.models import LogEntryRow
 
 BUILDER = "builder"
@@ -28,6 +29,30 @@ class LogRef:
     compute_cluster_id: str = ""
     nodepool_id: str = ""
     runner_id: str = ""
+
+
+def runner_log_ref(
+    session: Session,
+    owner: str,
+    log_type: str,
+    compute_cluster_id: str,
+    nodepool_id: str,
+    runner_id: str,
+) -> LogRef:
+    """The log of the owner's runner ``runner_id``: its model version's, narrowed to the runner
+    (a build log is the version's whole)."""
+    runner = get_runner(session, owner, runner_id)
+    if log_type == BUILDER:
+        return LogRef(owner, runner.model_id, runner.model_version_id, BUILDER)
+    return LogRef(
+        owner,
+        runner.model_id,
+        runner.model_version_id,
+        log_type,
+        compute_cluster_id,
+        nodepool_id,
+        runner_id,
+    )
 
 
 def append_logs(session: Session, ref: LogRef, messages: list[str]) -> None:

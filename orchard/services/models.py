@@ -2,6 +2,7 @@
 
 Versions created through ``PostModelVersions`` carry no package (the seed system's local-runner
 flow creates them this way): they are ready at once for runners that are attached by hand.
+A model or version that a deployment serves cannot be deleted (see :mod:`orchard.services.apps`).
 """
 
 from __future__ import annotations
@@ -16,15 +17,52 @@ from sqlalchemy.orm import Session
 
 from orchard import errors
 from orchard.configs import ensure_id
-from orchard.services.apps import get_app
-from orchard.services.common import Page, only_one
+from orchard.services.apps import deployments_using, get_app, refuse_if_deployed
+from orchard.services.common import Page, cli_hint, only_one, patch_fields
 from orchard.store.models import ModelRow, ModelVersionRow
+
+
+@dataclass(frozen=True)
+class ModelType:
+    """A model type: what a model takes and gives, as the official SDK reads it
+    (``input_fields`` tells its ``*_by_*`` helpers which kind of input to send)."""
+
+    id: str
+    title: str
+    input_fields: tuple[str, ...]
+    output_fields: tuple[str, ...]
+
+
+# Orchard serves custom models of any type; these are the types its listing names.
+MODEL_TYPES = (
+    ModelType("any-to-any", "Any to any", ("image", "text", "audio", "video"), ("text",)),
+    ModelType("text-to-text", "Text to text", ("text",), ("text",)),
+    ModelType("multimodal-to-text", "Multimodal to text", ("image", "text"), ("text",)),
+    ModelType("text-to-image", "Text to image", ("text",), ("image",)),
+    ModelType("text-to-audio", "Text to audio", ("text",), ("audio",)),
+    ModelType("audio-to-text", "Audio to text", ("audio",), ("text",)),
+    ModelType("text-classifier", "Text classifier", ("text",), ("concepts",)),
+    ModelType("visual-classifier", "Visual classifier", ("image",), ("concepts",)),
+    ModelType("visual-detector", "Visual detector", ("image",), ("regions",)),
+    ModelType("visual-embedder", "Visual embedder", ("image",), ("embeddings",)),
+    ModelType("text-embedder", "Text embedder", ("text",), ("embeddings",)),
+)
+
+
+def get_model_type(model_type_id: str) -> ModelType:
+    for model_type in MODEL_TYPES:
+        if model_type.id == model_type_id:
+            return model_type
+    raise errors.ModelNotFound(
+        f"model type {model_type_id!r} is not one Orchard knows; use one of: "
+        f"{', '.join(t.id for t in MODEL_TYPES)}"
+    )
 
 
 def _model_not_found(owner: str, app_id: str, model_id: str) -> errors.ModelNotFound:
     return errors.ModelNotFound(
-        f"model {model_id!r} not found in app {app_id!r} of user {owner!r}; "
-        "upload it with `orchard model upload` or create it with App.create_model"
+        f"model {model_id!r} not found in app {app_id!r} of user {owner!r}; upload it with "
+        f"{cli_hint('model upload PATH')} or create it with App.create_model (in either SDK)"
     )
 
 
@@ -76,8 +114,30 @@ def list_models(session: Session, owner: str, app_id: str, page: Page) -> list[M
     return list(session.scalars(page.apply(query.order_by(ModelRow.app_id, ModelRow.id))))
 
 
-def delete_model(session: Session, owner: str, app_id: str, model_id: str) -> None:
-    session.delete(get_model(session, owner, app_id, model_id))
+def patch_model(session: Session, model: ModelRow, change: dict[str, Any], action: str) -> ModelRow:
+    """Change a model's fields (description, visibility, model_type_id ...)."""
+    model.spec = patch_fields(model.spec, change, action, errors.ModelInvalid)
+    if change.get("model_type_id"):
+        model.model_type_id = change["model_type_id"]
+    return model
+
+
+def delete_models(session: Session, owner: str, app_id: str, model_ids: list[str]) -> list[str]:
+    """Delete models with their versions; all must exist and none be deployed, or nothing is."""
+    if not model_ids:
+        raise errors.InvalidRequest("no model ids given; pass at least one id")
+    rows = [find_model(session, owner, app_id, m) for m in dict.fromkeys(model_ids)]
+    for row in rows:
+        used_by = deployments_using(session, owner, row.app_id, row.id)
+        refuse_if_deployed(f"model {row.id!r}", used_by, errors.ModelConflict)
+    for row in rows:
+        session.delete(row)
+    return [row.id for row in rows]
+
+
+def all_model_ids(session: Session, owner: str, app_id: str) -> list[str]:
+    query = select(ModelRow.id).where(ModelRow.user_id == owner, ModelRow.app_id == app_id)
+    return list(session.scalars(query))
 
 
 def create_model_version(
@@ -112,9 +172,40 @@ def get_model_version(session: Session, model: ModelRow, version_id: str) -> Mod
     if row is None:
         raise errors.ModelVersionNotFound(
             f"version {version_id!r} of model {model.id!r} not found; list them with "
-            "ListModelVersions"
+            "Model.list_versions() (in either SDK)"
         )
     return row
+
+
+def get_version_or_latest(session: Session, model: ModelRow, version_id: str) -> ModelVersionRow:
+    """The version named, or with an empty id the newest (as the hosted API answers)."""
+    if version_id:
+        return get_model_version(session, model, version_id)
+    latest = latest_model_version(session, model)
+    if latest is None:
+        raise errors.ModelVersionNotFound(
+            f"model {model.id!r} has no version yet; upload one with "
+            f"{cli_hint('model upload PATH')}"
+        )
+    return latest
+
+
+def patch_model_version(
+    session: Session, model: ModelRow, version_id: str, change: dict[str, Any], action: str
+) -> ModelVersionRow:
+    """Change a version's fields (description, method_signatures ...)."""
+    row = get_model_version(session, model, version_id)
+    row.spec = patch_fields(row.spec, change, action, errors.ModelInvalid)
+    return row
+
+
+def delete_model_version(session: Session, model: ModelRow, version_id: str) -> None:
+    row = get_model_version(session, model, version_id)
+    used_by = deployments_using(session, model.user_id, model.app_id, model.id, version_id)
+    refuse_if_deployed(
+        f"version {version_id!r} of model {model.id!r}", used_by, errors.ModelConflict
+    )
+    session.delete(row)
 
 
 def _versions(model: ModelRow) -> Select[Any]:

@@ -12,7 +12,7 @@ from orchard.configs import ComputeInfoSpec, InstanceTypeSpec, NodepoolSpec, ens
 from orchard.providers import ComputeShape, Provider, ProviderRegistry
 from orchard.providers.base import NodepoolInfo
 from orchard.quantities import byte_count, cpu_count
-from orchard.services.common import Page, only_one
+from orchard.services.common import Page, cli_hint, only_one
 from orchard.store.models import (
     ComputeClusterRow,
     DeploymentNodepoolRow,
@@ -54,7 +54,7 @@ class Removal:
 def not_found(owner: str, cluster_id: str, nodepool_id: str) -> errors.NodepoolNotFound:
     return errors.NodepoolNotFound(
         f"nodepool {nodepool_id!r} not found in compute cluster {cluster_id!r} of user "
-        f"{owner!r}; list them with `orchard nodepool list {cluster_id}`"
+        f"{owner!r}; list them with {cli_hint(f'nodepool list {cluster_id}')}"
     )
 
 
@@ -137,7 +137,7 @@ def create_nodepool(
     if session.get(NodepoolRow, (cluster.user_id, cluster.id, spec.id)) is not None:
         raise errors.NodepoolConflict(
             f"nodepool {spec.id!r} already exists in compute cluster {cluster.id!r}; pick another "
-            f"id or delete it with `orchard nodepool delete {cluster.id} {spec.id}`"
+            f"id or delete it with {cli_hint(f'nodepool delete {cluster.id} {spec.id}')}"
         )
     row = NodepoolRow(
         user_id=cluster.user_id,
@@ -182,7 +182,7 @@ def find_nodepool(session: Session, owner: str, cluster_id: str, nodepool_id: st
         select(NodepoolRow).where(NodepoolRow.user_id == owner, NodepoolRow.id == nodepool_id),
         missing=errors.NodepoolNotFound(
             f"nodepool {nodepool_id!r} not found for user {owner!r}; list them with "
-            "`orchard nodepool list`"
+            f"{cli_hint('nodepool list')}"
         ),
         ambiguous=errors.NodepoolInvalid(
             f"nodepool id {nodepool_id!r} exists in several compute clusters; name the cluster "

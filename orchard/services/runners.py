@@ -22,7 +22,8 @@ from orchard.store.models import NodepoolRow, RunnerRow
 
 def not_found(owner: str, runner_id: str) -> errors.RunnerNotFound:
     return errors.RunnerNotFound(
-        f"runner {runner_id!r} not found for user {owner!r}; list them with ListRunners"
+        f"runner {runner_id!r} not found for user {owner!r}; list them with "
+        "Nodepool.list_runners() (in either SDK)"
     )
 
 

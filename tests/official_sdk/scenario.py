@@ -1,7 +1,8 @@
 """Runs INSIDE a virtual environment with the official `clarifai` SDK (not Orchard's).
 
 The seed's flow against an Orchard server, using only the official package:
-create, list, get and delete clusters, nodepools and deployments. Prints one line per step;
+create, list, get and delete clusters, nodepools and deployments; list, edit and delete apps,
+models and versions (not while a deployment serves them). Prints one line per step;
 any failure raises, so the exit code says whether it worked. Arguments come from the
 environment: CLARIFAI_API_BASE, CLARIFAI_PAT, CLARIFAI_USER_ID, CONFIG_DIR.
 """
@@ -69,6 +70,20 @@ version_id = version.model_version.id
 assert version_id
 step(f"app, model and version {version_id} created")
 
+app = App(app_id="official-app", user_id=user_id, base_url=base, pat=pat)
+listed = user.list_models(app_id="official-app", show=False)
+assert [m["id"] for m in listed] == ["official-model"], listed
+assert [m.id for m in app.list_models()] == ["official-model"]
+app.patch_model("official-model", description="edited")
+user.patch_app("official-app", description="edited too")
+assert user.app("official-app").description == "edited too"
+model.patch_version(version_id, description="edited version")
+assert list(app.list_workflows()) == list(app.list_datasets()) == list(app.list_concepts()) == []
+assert list(user.list_secrets()) == []
+model.load_input_types()
+assert list(model.input_types) == ["image", "text", "audio", "video"], model.input_types
+step("models listed, app, model and version edited, empty listings")
+
 np = Nodepool(nodepool_id="official-np", user_id=user_id, base_url=base, pat=pat)
 deployment = np.create_deployment(
     deployment_id="official-dep",
@@ -116,8 +131,25 @@ except Exception as exc:  # the official SDK raises a plain Exception(status)
 else:
     raise AssertionError("a second deployment per model per nodepool was accepted")
 
+for delete in (
+    lambda: app.delete_model("official-model"),
+    lambda: model.delete_version(version_id),
+    lambda: user.delete_app("official-app"),
+):
+    try:
+        delete()
+    except Exception as exc:  # the official SDK raises a plain Exception(status)
+        assert "served by deployment(s)" in str(exc) and "official-dep" in str(exc), exc
+    else:
+        raise AssertionError("what a deployment serves was deleted")
+step("model, version and app kept while a deployment serves them")
+
 np.delete_deployments(["official-dep"])
 assert list(np.list_deployments()) == []
+model.delete_version(version_id)
+app.delete_model("official-model")
+user.delete_app("official-app")
+assert list(user.list_apps()) == []
 cc.delete_nodepools(["official-np"])
 assert list(cc.list_nodepools()) == []
 user.delete_compute_clusters(["official-cc", "official-cc2"])
