@@ -13,7 +13,11 @@ connected) or MODEL_BUSY_PLEASE_RETRY (all busy), statuses the official SDK retr
 
 Failures. A client that goes away (or whose deadline passes) cancels its item on the replica.
 A replica that goes away mid-call: a unary call that has no output yet is sent once more to
-another replica; any other call ends with RUNNER_PROCESSING_FAILED.
+another replica; any other call ends with RUNNER_PROCESSING_FAILED. A replica that its provider
+killed for using more memory than its model may (:meth:`Dispatcher.out_of_memory`) was most
+likely killed by an input it was given, which would do the same on another replica: none of its
+calls is sent again, and each ends with INPUT_OVER_LIMIT saying so and what to do (the replica
+cannot tell which of its calls it was, so all the calls it held end so).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from orchard import errors
 from orchard.dispatch.choose import ReplicaView, choose_replica
 from orchard.dispatch.sessions import Item, Lost, PoolKey, Refused, RunnerSession
 from orchard.dispatch.targets import Target
+from orchard.quantities import human_bytes
 from orchard.runners import protocol
 from orchard.services.models import VersionRef
 
@@ -75,6 +80,14 @@ class Dispatcher:
         session.lose_all()
         log.info("replica %s disconnected", session.key)
         await self._notify()
+
+    def out_of_memory(self, replica_id: str, used: int, limit: int) -> None:
+        """Replica ``replica_id`` is being killed for using ``used`` bytes of memory, over its
+        ``limit``: the calls it holds end with InputTooLarge once its stream ends, and none
+        goes to another replica. Called by its provider, before the kill."""
+        for session in self.sessions():
+            if session.hello.replica_id == replica_id:
+                session.out_of_memory = (used, limit, len(session.items))
 
     async def received(self, session: RunnerSession, message: protocol.Outgoing) -> None:
         if session.receive(message) and any(self._waiting.values()):
@@ -184,6 +197,8 @@ class Dispatcher:
                 return
             if isinstance(lost, Refused):
                 continue  # nothing ran; any shape may go to another replica
+            if item.session.out_of_memory is not None:
+                raise _too_large_for_memory(target, *item.session.out_of_memory)
             if retry_allowed:
                 log.warning(
                     "replica %s went away before answering; retrying once", item.session.key
@@ -237,6 +252,18 @@ class Dispatcher:
         finally:
             if not item.finished:
                 item.session.send(protocol.control(item.id, sc.RUNNER_STREAM_END))
+
+
+def _too_large_for_memory(
+    target: Target, used: int, limit: int, calls: int
+) -> errors.InputTooLarge:
+    others = f" and {calls - 1} other call(s)" if calls > 1 else ""
+    return errors.InputTooLarge(
+        f"the input was too large for the model's memory: the replica of {target.label} "
+        f"running this call{others} was killed using {human_bytes(used)} of memory, over its "
+        f"limit of {human_bytes(limit)}; send smaller inputs, or raise "
+        "inference_compute_info.cpu_memory in the model's config.yaml"
+    )
 
 
 def _loop_time(deadline: float) -> float:

@@ -268,6 +268,8 @@ class OrchardServer:
             quotas=settings.quotas.with_operator(settings.bootstrap_user),
         )
         self.adapter = GrpcAdapter(build_router(), self.store, runtime)
+        for provider in runtime.providers.all():
+            provider.on_out_of_memory = self.dispatcher.out_of_memory
         self.runtime = runtime
         runtime.metrics = Metrics(
             lambda: runtime.orchestrator.view if runtime.orchestrator else None
