@@ -160,24 +160,25 @@ def _coalesced(batch: list[protocol.Outgoing], max_bytes: int) -> list[protocol.
     """``batch`` with each run of one item's outputs (ending at its end, if any) merged, as
     long as a merged message stays within ``max_bytes``."""
     merged: list[protocol.Outgoing] = []
-    size = 0  # of merged[-1], counted from the messages it was made of (never less)
+    size = -1  # of merged[-1] (-1: not counted yet), summed over the messages it was made of
     for message in batch:
         last = merged[-1] if merged else None
-        message_size = message.ByteSize()
         if (
             last is not None
             and message.runner_item_id
             and last.runner_item_id == message.runner_item_id
             and last.runner_item_outputs
             and not last.status.code
-            and size + message_size <= max_bytes
         ):
-            last.runner_item_outputs.extend(message.runner_item_outputs)
-            last.status.CopyFrom(message.status)
-            size += message_size
-        else:
-            merged.append(message)
-            size = message_size
+            size = size if size >= 0 else last.ByteSize()
+            message_size = message.ByteSize()
+            if size + message_size <= max_bytes:
+                last.runner_item_outputs.extend(message.runner_item_outputs)
+                last.status.CopyFrom(message.status)
+                size += message_size
+                continue
+        merged.append(message)
+        size = -1
     return merged
 
 
