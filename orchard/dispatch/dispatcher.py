@@ -26,8 +26,10 @@ Caveats. Fairness is per server process and among the calls waiting in it. A cal
 has no free replica never holds back a later call whose target does (targets on other replicas
 do not wait for each other). Within a target, calls are served strictly in order; targets that
 share replicas (a deployment and a nodepool selector for the same version) take turns by
-arrival. Calls of one queue are assumed to have the same replicas: when a patch changes a
-deployment's nodepools, the calls already waiting keep the target they resolved.
+arrival. A call sent again (its replica refused it while draining, or went away) queues anew,
+behind the calls already waiting. Calls of one queue are assumed to have the same replicas:
+when a patch changes a deployment's nodepools, the calls already waiting keep the target they
+resolved.
 
 Failures. A client that goes away (or whose deadline passes) cancels its item on the replica.
 A replica that goes away mid-call: a unary call that has no output yet is sent once more to
