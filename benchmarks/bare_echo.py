@@ -1,12 +1,19 @@
 """The wire floor: a bare grpc.aio server answering the same V2 methods and messages as
 Orchard (echo, 300-byte chunks, bidi echo), with no auth, routing or runner hop.
 
-    python benchmarks/bare_echo.py   # prints "port N", serves until stdin closes
+With ``--slots N --service-ms D`` each PostModelOutputs takes D ms in one of N slots, which
+calls wait for first come, first served (an ``asyncio.Semaphore``): the ideal server of a model
+that takes D ms on N slots in all, the baseline of ``fairness.py``.
+
+    python benchmarks/bare_echo.py [--slots N --service-ms D]
+        # prints "port N", serves until stdin closes
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import functools
 import sys
 from collections.abc import AsyncIterator
 
@@ -30,6 +37,17 @@ def answer(text: str) -> service_pb2.MultiOutputResponse:
 async def predict(
     request: service_pb2.PostModelOutputsRequest, context: object
 ) -> service_pb2.MultiOutputResponse:
+    return answer(request.inputs[0].data.text.raw)
+
+
+async def predict_in_a_slot(
+    slots: asyncio.Semaphore,
+    seconds: float,
+    request: service_pb2.PostModelOutputsRequest,
+    context: object,
+) -> service_pb2.MultiOutputResponse:
+    async with slots:  # asyncio's semaphore serves its waiters in the order they came
+        await asyncio.sleep(seconds)
     return answer(request.inputs[0].data.text.raw)
 
 
@@ -71,10 +89,19 @@ async def serve_until_stdin_closes(handlers: dict[str, grpc.RpcMethodHandler]) -
 
 
 async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--slots", type=int, default=0, help="calls served at once (0: all)")
+    parser.add_argument("--service-ms", type=float, default=0.0, help="each call's time in a slot")
+    args = parser.parse_args()
+    unary = (
+        functools.partial(predict_in_a_slot, asyncio.Semaphore(args.slots), args.service_ms / 1000)
+        if args.slots
+        else predict
+    )
     await serve_until_stdin_closes(
         {
             "PostModelOutputs": grpc.unary_unary_rpc_method_handler(
-                predict, **codec("PostModelOutputs")
+                unary, **codec("PostModelOutputs")
             ),
             "GenerateModelOutputs": grpc.unary_stream_rpc_method_handler(
                 generate, **codec("GenerateModelOutputs")

@@ -7,7 +7,10 @@ would do).
 - env_warm: a second version with the same requirements (the environment is reused).
 - baseline_venv_pip: venv + pip install of the runner's dependencies and requirements.txt.
 
-    .venv/bin/python benchmarks/build.py [--model examples/models/echo] [--rounds 3]
+``--smoke`` checks that the script works: one round, the server building from uv's cache only
+(``--offline``), and no baseline (pip needs the package index).
+
+    .venv/bin/python benchmarks/build.py [--model examples/models/echo] [--rounds 3] [--smoke]
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ from orchard.client.uploads import upload_model
 from orchard.services.builds import runner_pins
 
 
-def upload_seconds(home: Path, model: Path, versions: int) -> list[float]:
+def upload_seconds(home: Path, model: Path, versions: int, *server_args: str) -> list[float]:
     """Upload ``model`` ``versions`` times to one fresh server; seconds per build."""
     pat = secrets.token_hex(16)
-    proc, port = start_server(home, pat)
+    proc, port = start_server(home, pat, *server_args)
     try:
         base = f"http://127.0.0.1:{port}"
         return [
@@ -62,11 +65,21 @@ def venv_pip_seconds(model: Path, folder: Path) -> float:
     return seconds(build)
 
 
+def smoke(model: Path) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        cold, warm = upload_seconds(Path(tmp) / "home", model, 2, "--offline")
+    return {"benchmark": "build", "smoke": True, "env_cold_s": cold, "env_warm_s": warm}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("examples/models/echo"))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="once, offline, without baseline")
     args = parser.parse_args()
+    if args.smoke:
+        print(json.dumps(smoke(args.model), indent=2))
+        return
     cold, warm, baseline = [], [], []
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:

@@ -215,6 +215,21 @@ class InputFetchError(OrchardError):
     code = SC.INPUT_DOWNLOAD_FAILED
 
 
+class RequestTooLarge(OrchardError):
+    """A request larger than the server accepts (``orchard serve --max-request-bytes``), as
+    sent or with its URL inputs fetched; the message names the limit."""
+
+    code = SC.RPC_MAX_MESSAGE_SIZE_EXCEEDED
+
+
+class InputTooLarge(OrchardError):
+    """The replica running the call was killed for using more memory than its model may: the
+    input was too large for the model's memory. Not sent to another replica (it would do the
+    same there) and not retried by the official SDK."""
+
+    code = SC.INPUT_OVER_LIMIT
+
+
 # The reverse map: a status code names exactly one class. Classes that share a code with a
 # more general one (ModelVersionNotFound, AppNotFound, UserNotFound) come back as that one.
 _BY_CODE: dict[int, type[OrchardError]] = {
@@ -254,6 +269,8 @@ _BY_CODE: dict[int, type[OrchardError]] = {
         KeyNotFound,
         QuotaExceeded,
         InputFetchError,
+        RequestTooLarge,
+        InputTooLarge,
     )
 }
 

@@ -31,15 +31,17 @@ def text_response(text: str) -> service_pb2.MultiOutputResponse:
 class FakeReplica:
     """One replica on ProcessRunnerItems; ``handler(item, replica)`` scripts its answers."""
 
-    def __init__(self, server, runner_id: str, capacity: int = 4) -> None:
+    def __init__(self, server, runner_id: str, capacity: int = 4, replica_id: str = "r1") -> None:
         self.server, self.runner_id, self.capacity = server, runner_id, capacity
+        self.replica_id = replica_id
         self.outbox: asyncio.Queue = asyncio.Queue()
         self.items: asyncio.Queue = asyncio.Queue()  # every RunnerItem received
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
         self.task: asyncio.Task | None = None
 
     async def _requests(self) -> AsyncIterator:
-        yield protocol.hello(protocol.Hello(self.runner_id, "np", "cc", "r1", self.capacity))
+        hello = protocol.Hello(self.runner_id, "np", "cc", self.replica_id, self.capacity)
+        yield protocol.hello(hello)
         while (message := await self.outbox.get()) is not None:
             yield message
 
@@ -190,6 +192,28 @@ async def test_a_unary_call_is_retried_once_when_its_replica_dies(server, deploy
         healthy.send(protocol.output(item.id, text_response("saved")))
         healthy.send(protocol.item_end(item.id))
         assert (await call).outputs[0].data.text.raw == "saved"
+    finally:
+        await healthy.close()
+
+
+async def test_a_call_whose_replica_was_killed_for_memory_is_not_sent_again(server, deployed):
+    doomed = await FakeReplica(server, deployed, replica_id="doomed").start()
+    call = asyncio.create_task(client_call(server, "PostModelOutputs", predict_request()))
+    await doomed.next_item()
+    healthy = await FakeReplica(server, deployed, replica_id="healthy").start()
+    try:
+        # what the local provider does before it kills a replica over its memory
+        server.server.dispatcher.out_of_memory("doomed", 3 * 2**30, 2**30)
+        await doomed.close()
+        response = await call
+        assert response.status.code == sc.INPUT_OVER_LIMIT
+        assert response.status.description == (
+            "the input was too large for the model's memory: the replica of deployment 'dep' "
+            "running this call was killed using 3.0 GiB of memory, over its limit of 1.0 GiB; "
+            "send smaller inputs, or raise inference_compute_info.cpu_memory in the model's "
+            "config.yaml"
+        )
+        assert healthy.items.empty()  # never sent to the other replica
     finally:
         await healthy.close()
 

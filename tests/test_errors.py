@@ -42,6 +42,8 @@ TABLE = [
     (errors.KeyNotFound, sc.CONN_KEY_NOT_FOUND),
     (errors.QuotaExceeded, sc.CONN_EXCEEDS_LIMITS),
     (errors.InputFetchError, sc.INPUT_DOWNLOAD_FAILED),
+    (errors.RequestTooLarge, sc.RPC_MAX_MESSAGE_SIZE_EXCEEDED),
+    (errors.InputTooLarge, sc.INPUT_OVER_LIMIT),
 ]
 # Classes that share their code with a more general one come back as that one.
 SHARED = [

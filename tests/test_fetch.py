@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 
-from orchard.errors import InputFetchError
+from orchard.errors import InputFetchError, RequestTooLarge
 from orchard.services import fetch as fetching
 from orchard.services.fetch import FetchPolicy, fetch, resolve_url_inputs
 
@@ -513,6 +513,40 @@ async def test_resolve_url_inputs_requires_utf8_text(origin, session):
     )
     with pytest.raises(InputFetchError, match=r"latin1\.txt': the response is not UTF-8 text"):
         await resolve_url_inputs(request, trusting(origin), session)
+
+
+async def test_the_urls_of_one_request_share_its_size_budget(origin, session):
+    urls = [origin.url(f"/endless?n={n}") for n in range(2)]  # each alone is under max_bytes
+    request = service_pb2.PostModelOutputsRequest(
+        inputs=[resources_pb2.Input(data=_data(image=resources_pb2.Image(url=u))) for u in urls]
+    )
+    policy = trusting(origin, max_bytes=fetching.MiB, max_request_bytes=fetching.MiB)
+    with pytest.raises(RequestTooLarge) as raised:
+        await resolve_url_inputs(request, policy, session)
+    assert raised.value.message == (
+        "the request with its URL inputs fetched is larger than 1 MiB, the server's limit for "
+        "one request; send fewer or smaller inputs, or ask the operator to raise the limit "
+        "(orchard serve --max-request-bytes)"
+    )
+    await asyncio.wait_for(origin.client_gone.wait(), DEADLINE_S)
+    assert origin.sent < 256 * fetching.MiB  # the fetches stopped
+
+
+async def test_a_declared_length_over_the_request_budget_is_refused_before_reading(origin, session):
+    policy = trusting(origin, max_bytes=2048 * fetching.MiB, timeout_s=DEADLINE_S)
+    with pytest.raises(RequestTooLarge, match="larger than 64 MiB"):
+        await fetch(origin.url("/declared-huge"), policy, session)
+
+
+async def test_a_body_used_by_many_inputs_counts_once_per_use(origin, session):
+    image = resources_pb2.Image(url=origin.url("/image.png"))
+    request = service_pb2.PostModelOutputsRequest(
+        inputs=[resources_pb2.Input(data=_data(image=image)) for _ in range(3)]
+    )
+    fits_once = request.ByteSize() + len(PNG) + 64
+    with pytest.raises(RequestTooLarge, match=f"larger than {fits_once} bytes"):
+        await resolve_url_inputs(request, trusting(origin, max_request_bytes=fits_once), session)
+    assert origin.hits == {"image.png": 1}
 
 
 async def test_a_request_without_urls_comes_back_equal(session):

@@ -256,6 +256,26 @@ def test_a_replica_over_its_memory_is_killed_with_the_reason(
     assert "inference_compute_info.cpu_memory" in status.reason
 
 
+def test_the_server_is_told_of_a_memory_kill_before_it(
+    provider: LocalProvider, tmp_path: Path
+) -> None:
+    told: list[tuple[str, int, int, int | None]] = []
+    instance = provider.start_instance("u/cc/a", ComputeShape(cpus=1, memory_bytes=GIB))
+    hog = "import time\nblock = bytearray(300 * 2**20)\nprint('held', flush=True)\ntime.sleep(60)"
+    replica = launch(tmp_path, instance.id, hog, memory=100 * 2**20)
+
+    def record(replica_id: str, used: int, limit: int) -> None:
+        exit_code = provider._replicas[replica_id].proc.poll()  # None: not killed yet
+        told.append((replica_id, used, limit, exit_code))
+
+    provider.on_out_of_memory = record
+    provider.start_replica(replica)
+    wait_for(lambda: ended(provider, replica.id), timeout=30, what="the kill")
+    ((replica_id, used, limit, exit_code),) = told
+    assert (replica_id, limit, exit_code) == (replica.id, 100 * 2**20, None)
+    assert used > limit
+
+
 def test_shutdown_stops_every_replica(provider: LocalProvider, tmp_path: Path) -> None:
     instance = provider.start_instance("u/cc/a", ComputeShape(cpus=1, memory_bytes=GIB))
     replicas = [

@@ -25,9 +25,10 @@ from orchard.runners.adapters import (
     overall_status,
 )
 from orchard.runners.health import LIVENESS, READINESS, HealthServer
-from orchard.runners.items import fit
+from orchard.runners.items import ENVELOPE_BYTES, fit
 from orchard.runners.models import calls
 from orchard.runners.runner import Backoff, Exit, Runner, RunnerSettings
+from orchard.runners.session import _coalesced
 from tests.fake_orchard import (
     EXAMPLES,
     PAT,
@@ -453,6 +454,25 @@ def test_fit_replaces_only_outputs_over_the_limit():
     response = calls.unary_response([calls.failure_output("x" * 100)])
     assert fit(response, 10_000) is response
     assert fit(response, 10).status.code == SC.FAILURE
+
+
+def test_fit_leaves_room_for_the_message_around_the_output():
+    response = calls.unary_response([calls.failure_output("x" * 100)])
+    limit = response.ByteSize() + ENVELOPE_BYTES
+    assert fit(response, limit) is response
+    assert fit(response, limit - 1).status.code == SC.FAILURE
+    assert protocol.item_end("i" * 64, response).ByteSize() <= limit
+
+
+def test_coalescing_never_makes_a_message_over_the_limit():
+    chunk = calls.unary_response([calls.failure_output("x" * 1000)])
+    batch = [protocol.output("item", chunk) for _ in range(10)] + [protocol.item_end("item")]
+    one = batch[0].ByteSize()
+    assert len(_coalesced([m.__deepcopy__() for m in batch], 100 * one)) == 1
+    merged = _coalesced(batch, 3 * one)
+    assert [len(m.runner_item_outputs) for m in merged] == [3, 3, 3, 1]
+    assert merged[-1].status.code == SC.RUNNER_STREAM_END
+    assert all(m.ByteSize() <= 3 * one for m in merged)
 
 
 def test_official_responses_get_the_status_their_outputs_add_up_to():

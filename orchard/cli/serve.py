@@ -17,9 +17,9 @@ from orchard import errors
 from orchard.cli.common import build_options
 from orchard.providers.ray import cluster_option, clusters_file
 from orchard.providers.sandbox import SandboxUnavailable
-from orchard.quantities import parse_quantity
+from orchard.quantities import format_bytes, parse_quantity
 from orchard.quotas import RESOURCES, Quotas, quotas_from
-from orchard.server.app import DEFAULT_PORT, OrchardServer, Settings
+from orchard.server.app import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT, OrchardServer, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,6 +105,17 @@ def _quantity(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return value
 
 
+def _byte_size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """A positive whole number of bytes from a quantity ("64Mi", "1Gi", "1000000")."""
+    try:
+        size = parse_quantity(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if size < 1 or size != int(size) or size >= 1 << 31:
+        raise click.BadParameter(f"{value!r} must be a whole number of bytes from 1 to 2Gi - 1")
+    return int(size)
+
+
 def _quotas(path: Path | None, given: dict[str, Any]) -> Quotas:
     try:
         data = yaml.safe_load(path.read_text()) if path is not None else None
@@ -147,6 +158,15 @@ def _quotas(path: Path | None, given: dict[str, Any]) -> Quotas:
     "allowed_url_hosts",
     multiple=True,
     help="A host or host:port URL inputs may reach even when private (repeatable).",
+)
+@click.option(
+    "--max-request-bytes",
+    default=format_bytes(DEFAULT_MAX_REQUEST_BYTES),
+    show_default=True,
+    metavar="QUANTITY",
+    callback=_byte_size,
+    help="The largest request (and message) the server accepts, URL inputs fetched included; "
+    "a larger one is refused naming this limit.",
 )
 @click.option(
     "--orchestrate/--no-orchestrate",
@@ -227,6 +247,7 @@ def serve(
     python_fallback: bool,
     allow_private_urls: bool,
     allowed_url_hosts: tuple[str, ...],
+    max_request_bytes: int,
     orchestrate: bool,
     hold_seconds: float,
     metrics_port: int | None,
@@ -259,6 +280,7 @@ def serve(
         python_fallback=python_fallback,
         allow_private_urls=allow_private_urls,
         allowed_url_hosts=list(allowed_url_hosts),
+        max_request_bytes=max_request_bytes,
         orchestrate=orchestrate,
         hold_seconds=hold_seconds,
         ray_clusters=clusters,

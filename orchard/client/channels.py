@@ -7,6 +7,7 @@ gives TLS (port 443 by default). ``http://host`` means port 80.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,10 @@ class ChannelPool:
 POOL = ChannelPool()
 
 
+# grpc's answer when the server refuses a message over its limit
+_OVER_LIMIT = re.compile(r"SERVER: Received message larger than max \((\d+) vs\. (\d+)\)")
+
+
 def translate_rpc_error(
     exc: grpc.RpcError, rpc_name: str, target: Target, timeout: float | None
 ) -> errors.OrchardError:
@@ -134,6 +139,14 @@ def translate_rpc_error(
         return errors.AuthenticationError(
             f"Orchard at {where} refused the credentials for {rpc_name}: {detail}; "
             "log in again with `orchard login`"
+        )
+    too_large = _OVER_LIMIT.search(detail or "")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and too_large:
+        size, limit = too_large.groups()
+        return errors.RequestTooLarge(
+            f"Orchard at {where} refused {rpc_name}: the request is {size} bytes, over the "
+            f"server's limit of {limit} bytes; send smaller inputs, or ask the operator to "
+            "raise the limit (orchard serve --max-request-bytes)"
         )
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return errors.NotImplementedByOrchard(

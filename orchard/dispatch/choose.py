@@ -4,7 +4,9 @@ Policy. Nodepools are tried in priority order (a deployment's ``deployment_nodep
 priority, higher first; equal priorities are one group). Within the first group that has a
 replica with a free slot, the replica with the lowest load (items in flight / capacity) wins;
 ties go to the replica used least recently, so equal replicas take turns. A draining replica
-takes nothing new. No replica with a free slot anywhere: ``None`` (the caller waits).
+takes nothing new. No replica with a free slot anywhere: ``None`` (the caller waits). Which
+waiting call gets a slot that frees is the dispatcher's to decide (first come, first served; see
+:mod:`orchard.dispatch.dispatcher`); this decides only which replica a call goes to.
 
 Caveats. Load is what this server has in flight on each replica, not what the machine is
 doing; a slow replica with free slots still gets work until its slots fill.

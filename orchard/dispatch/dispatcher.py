@@ -11,20 +11,45 @@ slot, its deadline, or the hold bound passes; then it fails with MODEL_DEPLOYING
 connected) or MODEL_BUSY_PLEASE_RETRY (all busy), statuses the official SDK retries. At most
 ``max_queue`` calls wait per target; beyond that a call is refused at once (MODEL_BUSY...).
 
+Order: first come, first served. Waiting calls queue per target, in arrival order. Whenever a
+slot may have freed (an item ended or was given up, a replica connected or left) the slots go
+out at once, in the same step, to the calls that waited longest: the oldest waiting call of all
+targets is looked at first, and a call gets a slot only if no call that came before it could
+use that slot (:meth:`Dispatcher._grant`; :func:`~orchard.dispatch.choose.choose_replica` picks
+which of its free replicas). The slot is then held for that call (its item is open) while its
+task wakes up, so a call that arrives in between cannot take it: a new call takes a free replica
+directly only when nothing is waiting at all. Without this, a freed slot went to whichever call
+asked next, often a newly arrived one, and at 200 callers on 8 slots some calls waited 9 s
+while the median took 0.5 s (``benchmarks/fairness.py``).
+
+Caveats. Fairness is per server process and among the calls waiting in it. A call whose target
+has no free replica never holds back a later call whose target does (targets on other replicas
+do not wait for each other). Within a target, calls are served strictly in order; targets that
+share replicas (a deployment and a nodepool selector for the same version) take turns by
+arrival. A call sent again (its replica refused it while draining, or went away) queues anew,
+behind the calls already waiting. Calls of one queue are assumed to have the same replicas:
+when a patch changes a deployment's nodepools, the calls already waiting keep the target they
+resolved.
+
 Failures. A client that goes away (or whose deadline passes) cancels its item on the replica.
 A replica that goes away mid-call: a unary call that has no output yet is sent once more to
-another replica; any other call ends with RUNNER_PROCESSING_FAILED.
+another replica; any other call ends with RUNNER_PROCESSING_FAILED. A replica that its provider
+killed for using more memory than its model may (:meth:`Dispatcher.out_of_memory`) was most
+likely killed by an input it was given, which would do the same on another replica: none of its
+calls is sent again, and each ends with INPUT_OVER_LIMIT saying so and what to do (the replica
+cannot tell which of its calls it was, so all the calls it held end so).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import heapq
+import itertools
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from clarifai_grpc.grpc.api import service_pb2
@@ -34,6 +59,7 @@ from orchard import errors
 from orchard.dispatch.choose import ReplicaView, choose_replica
 from orchard.dispatch.sessions import Item, Lost, PoolKey, Refused, RunnerSession
 from orchard.dispatch.targets import Target
+from orchard.quantities import human_bytes
 from orchard.runners import protocol
 from orchard.services.models import VersionRef
 
@@ -51,12 +77,23 @@ class DispatchSettings:
     max_queue: int = 512  # calls waiting per target
 
 
+_arrivals = itertools.count()
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A call waiting for a slot: ``granted`` gets the item opened for it."""
+
+    target: Target
+    granted: asyncio.Future[Item]
+    order: int = field(default_factory=lambda: next(_arrivals))
+
+
 class Dispatcher:
     def __init__(self, settings: DispatchSettings | None = None) -> None:
         self.settings = settings or DispatchSettings()
         self._sessions: dict[tuple[PoolKey, VersionRef], list[RunnerSession]] = defaultdict(list)
-        self._changed = asyncio.Condition()
-        self._waiting: dict[str, int] = defaultdict(int)
+        self._queues: dict[str, deque[_Waiter]] = {}  # by target.queue; no empty ones
         # calls waiting, by each (nodepool, version) that could serve them
         self._waiting_for: dict[tuple[PoolKey, VersionRef], int] = defaultdict(int)
         self.on_wait: Callable[[], None] | None = None  # a call began waiting for a replica
@@ -66,7 +103,7 @@ class Dispatcher:
     async def connect(self, session: RunnerSession) -> None:
         self._sessions[(session.pool, session.version)].append(session)
         log.info("replica %s connected (capacity %d)", session.key, session.capacity)
-        await self._notify()
+        self._grant()
 
     async def disconnect(self, session: RunnerSession) -> None:
         replicas = self._sessions.get((session.pool, session.version), [])
@@ -74,11 +111,19 @@ class Dispatcher:
             replicas.remove(session)
         session.lose_all()
         log.info("replica %s disconnected", session.key)
-        await self._notify()
+        self._grant()
+
+    def out_of_memory(self, replica_id: str, used: int, limit: int) -> None:
+        """Replica ``replica_id`` is being killed for using ``used`` bytes of memory, over its
+        ``limit``: the calls it holds end with InputTooLarge once its stream ends, and none
+        goes to another replica. Called by its provider, before the kill."""
+        for session in self.sessions():
+            if session.hello.replica_id == replica_id:
+                session.out_of_memory = (used, limit, len(session.items))
 
     async def received(self, session: RunnerSession, message: protocol.Outgoing) -> None:
-        if session.receive(message) and any(self._waiting.values()):
-            await self._notify()  # a slot freed and someone is waiting for one
+        if session.receive(message) and self._queues:
+            self._grant()  # a slot freed and someone is waiting for one
 
     def replicas(self, target: Target) -> list[RunnerSession]:
         found = []
@@ -100,10 +145,6 @@ class Dispatcher:
         waiting = max((self._waiting_for.get(key, 0) for key in keys), default=0)
         return in_flight, waiting
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
-
     # -- choosing a replica ----------------------------------------------------------------
 
     def _pick(self, target: Target) -> RunnerSession | None:
@@ -117,29 +158,74 @@ class Dispatcher:
         return candidates[chosen] if chosen else None
 
     async def _acquire(self, target: Target, deadline: float) -> Item:
-        session = self._pick(target)
-        if session is not None:
-            return session.open()
-        if self._waiting[target.queue] >= self.settings.max_queue:
-            raise errors.ModelBusy(
-                f"queue full (queued={self._waiting[target.queue]}, "
-                f"max={self.settings.max_queue}) for {target.label}; retry later"
-            )
-        hold_until = min(deadline, time.monotonic() + self.settings.hold_seconds)
-        self._waiting[target.queue] += 1
-        self._count_waiting(target, 1)
+        """An item on a replica of ``target``: at once when nothing waits and a replica is
+        free, else once this call's turn comes (see the module docstring)."""
+        if not self._queues:
+            session = self._pick(target)
+            if session is not None:
+                return session.open()
+        waiter = self._enqueue(target)
+        granted = False
         try:
-            async with self._changed:
-                while (session := self._pick(target)) is None:
-                    remaining = hold_until - time.monotonic()
-                    if remaining <= 0:
-                        raise self._no_replica(target)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), remaining)
-            return session.open()
+            self._grant()
+            hold_until = min(deadline, time.monotonic() + self.settings.hold_seconds)
+            async with asyncio.timeout(max(0.0, hold_until - time.monotonic())):
+                item = await waiter.granted
+            granted = True
+            return item
+        except TimeoutError:
+            raise self._no_replica(target) from None
         finally:
-            self._waiting[target.queue] -= 1
-            self._count_waiting(target, -1)
+            self._leave(waiter, granted)
+
+    def _enqueue(self, target: Target) -> _Waiter:
+        queue = self._queues.get(target.queue, ())
+        if len(queue) >= self.settings.max_queue:
+            raise errors.ModelBusy(
+                f"queue full (queued={len(queue)}, max={self.settings.max_queue}) for "
+                f"{target.label}; retry later"
+            )
+        waiter = _Waiter(target, asyncio.get_running_loop().create_future())
+        self._queues.setdefault(target.queue, deque()).append(waiter)
+        self._count_waiting(target, 1)
+        return waiter
+
+    def _leave(self, waiter: _Waiter, granted: bool) -> None:
+        """``waiter`` stops waiting; a slot granted to it that it did not take (its deadline
+        or its client's cancel came first) goes to the next call."""
+        queue = self._queues.get(waiter.target.queue)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._queues[waiter.target.queue]
+        self._count_waiting(waiter.target, -1)
+        future = waiter.granted
+        if not granted and future.done() and not future.cancelled():
+            item = future.result()
+            item.finished = True
+            item.session.items.pop(item.id, None)
+            self._grant()
+
+    def _grant(self) -> None:
+        """Give the free slots to the waiting calls, the longest-waiting first. The oldest call
+        of each queue is a candidate, the oldest candidate goes first; a queue whose oldest
+        call finds no free replica is done for this round (its later calls would find none)."""
+        heads = [(queue[0].order, key) for key, queue in self._queues.items()]
+        heapq.heapify(heads)
+        while heads:
+            _, key = heapq.heappop(heads)
+            queue = self._queues[key]
+            waiter = queue[0]
+            if not waiter.granted.done():  # else its task was cancelled and will leave
+                session = self._pick(waiter.target)
+                if session is None:
+                    continue
+                waiter.granted.set_result(session.open())
+            queue.popleft()
+            if queue:
+                heapq.heappush(heads, (queue[0].order, key))
+            else:
+                del self._queues[key]
 
     def _count_waiting(self, target: Target, step: int) -> None:
         for pool, _ in target.pools:
@@ -184,6 +270,8 @@ class Dispatcher:
                 return
             if isinstance(lost, Refused):
                 continue  # nothing ran; any shape may go to another replica
+            if item.session.out_of_memory is not None:
+                raise _too_large_for_memory(target, *item.session.out_of_memory)
             if retry_allowed:
                 log.warning(
                     "replica %s went away before answering; retrying once", item.session.key
@@ -224,7 +312,7 @@ class Dispatcher:
             if not item.finished:
                 session.cancel(item)
                 session.items.pop(item.id, None)
-                await self._notify()
+                self._grant()
 
     @staticmethod
     async def _feed(item: Item, rest: AsyncIterator[Request]) -> None:
@@ -237,6 +325,18 @@ class Dispatcher:
         finally:
             if not item.finished:
                 item.session.send(protocol.control(item.id, sc.RUNNER_STREAM_END))
+
+
+def _too_large_for_memory(
+    target: Target, used: int, limit: int, calls: int
+) -> errors.InputTooLarge:
+    others = f" and {calls - 1} other call(s)" if calls > 1 else ""
+    return errors.InputTooLarge(
+        f"the input was too large for the model's memory: the replica of {target.label} "
+        f"running this call{others} was killed using {human_bytes(used)} of memory, over its "
+        f"limit of {human_bytes(limit)}; send smaller inputs, or raise "
+        "inference_compute_info.cpu_memory in the model's config.yaml"
+    )
 
 
 def _loop_time(deadline: float) -> float:

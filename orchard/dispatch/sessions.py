@@ -74,6 +74,8 @@ class RunnerSession:
     outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     items: dict[str, Item] = field(default_factory=dict)
     draining: bool = False
+    # (bytes used, limit, items it held) when its provider killed it for its memory
+    out_of_memory: tuple[int, int, int] | None = None
     last_used: float = 0.0
     order: int = field(default_factory=lambda: next(_order))
 

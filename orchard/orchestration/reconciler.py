@@ -125,6 +125,7 @@ class OrchestratorSettings:
     egress: bool = True  # replicas may reach the network (a nodepool may still deny it)
     mounts: tuple[Path, ...] = ()  # host folders every replica may read
     quotas: Quotas = field(default_factory=Quotas)  # what each user's replicas may hold
+    max_message_bytes: int = 64 << 20  # the server's message limit, which replicas' outputs fit
 
 
 @dataclass
@@ -576,6 +577,8 @@ class Orchestrator:
             f"{self.settings.server_gone_grace:g}",
             "--drain-timeout",
             f"{self.settings.drain_grace:g}",
+            "--max-output-bytes",
+            str(self.settings.max_message_bytes),
             "--pat-stdin",
         )
 

@@ -14,7 +14,10 @@ Contracts:
   instead of waiting for it;
 - stopping is idempotent: stopping an unknown or already stopped replica or instance is a
   no-op; a stopped replica is asked to drain and is killed when its grace runs out;
-- answers about capacity are facts about real machines, not promises.
+- answers about capacity are facts about real machines, not promises;
+- a provider that kills a replica for using more memory than its launch allows calls
+  ``on_out_of_memory(replica id, bytes used, limit)`` first, on the thread that calls
+  ``poll``, so that the calls the replica holds are not sent to another one to do the same.
 
 A provider whose replicas run on other machines (``ray``) cannot use the argv of a
 :class:`ReplicaLaunch` as it is (its paths are the server's): it rebuilds the replica from the
@@ -24,7 +27,7 @@ launch's :class:`ReplicaBundle` on the machine that runs it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +160,8 @@ class Provider(abc.ABC):
     id: str
     name: str
     orchestrated: bool = False  # whether the methods below are implemented
+    # Told of a replica about to be killed for its memory (see the contracts); set by the server.
+    on_out_of_memory: Callable[[str, int, int], None] | None = None
 
     @abc.abstractmethod
     def regions(self) -> list[str]:

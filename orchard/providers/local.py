@@ -379,6 +379,8 @@ class LocalProvider(Provider, SharesDevices):
             return
         used = _resident_bytes(held.proc.pid)
         if used > held.launch.memory_bytes > 0:
+            if self.on_out_of_memory is not None:
+                self.on_out_of_memory(held.launch.id, used, held.launch.memory_bytes)
             held.reason = (
                 f"killed: it used {human_bytes(used)} of memory, over its limit of "
                 f"{human_bytes(held.launch.memory_bytes)}; raise "

@@ -119,10 +119,15 @@ async def responses(item: Item, model: ModelAdapter) -> AsyncIterator[Response]:
             yield response
 
 
+ENVELOPE_BYTES = 256  # room for the item id and status around an output in its message
+
+
 def fit(response: Response, max_bytes: int) -> Response:
-    """``response``, or a FAILURE in its place when it is larger than ``max_bytes``."""
+    """``response``, or a FAILURE in its place when the message carrying it (the output and
+    ``ENVELOPE_BYTES``) would be larger than ``max_bytes``: the server refuses a message over
+    its limit by ending the stream, and with it every item the replica holds."""
     size = response.ByteSize()
-    if size <= max_bytes:
+    if size + ENVELOPE_BYTES <= max_bytes:
         return response
     return calls.failed_response(
         f"the model's output is {size} bytes, over the runner's limit of {max_bytes} bytes; "

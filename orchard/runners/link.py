@@ -33,7 +33,7 @@ from orchard.runners import protocol
 
 SCHEME = "link:"
 HEADER = struct.Struct("!I")
-MAX_FRAME_BYTES = 1 << 30  # the server's gRPC message limit
+MAX_FRAME_BYTES = 1 << 30  # unless the reader says less (the server: its message limit)
 HIGH_WATER_BYTES = 1 << 20  # unsent bytes past which a writer waits
 
 
@@ -55,9 +55,11 @@ def frame(message: Message | bytes) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
+async def read_frame(
+    reader: asyncio.StreamReader, max_bytes: int = MAX_FRAME_BYTES
+) -> bytes | None:
     """The next frame's bytes; None when the other side closed its end between frames.
-    Raises :class:`LinkError` on a frame cut short or over :data:`MAX_FRAME_BYTES`."""
+    Raises :class:`LinkError` on a frame cut short or over ``max_bytes``."""
     try:
         header = await reader.readexactly(HEADER.size)
     except asyncio.IncompleteReadError as exc:
@@ -67,8 +69,8 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
     except ConnectionError:
         return None
     (size,) = HEADER.unpack(header)
-    if size > MAX_FRAME_BYTES:
-        raise LinkError(f"a frame of {size} bytes is over the limit of {MAX_FRAME_BYTES}")
+    if size > max_bytes:
+        raise LinkError(f"a frame of {size} bytes is over the limit of {max_bytes}")
     try:
         return await reader.readexactly(size)
     except (asyncio.IncompleteReadError, ConnectionError):

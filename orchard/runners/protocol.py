@@ -7,7 +7,8 @@ protocol:
 runner → server (``PostRunnerItemOutputsRequest``)
     hello       ``status.code = RUNNER_STREAM_START``, ``runner_id``, ``nodepool_id``,
                 ``compute_cluster_id``, ``runner_replica_id``; ``status.details`` is JSON
-                ``{"capacity": N}``: how many items the replica runs at once.
+                ``{"capacity": N}``: how many items the replica runs at once (1 to
+                ``MAX_CAPACITY``). Ids are at most ``MAX_ID_CHARS`` printable characters.
     output      ``runner_item_id`` and one ``runner_item_outputs[0].multi_output_response``;
                 a unary item has one, a streaming item many.
     item end    ``runner_item_id`` and ``status.code = RUNNER_STREAM_END``: the item is done
@@ -54,7 +55,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
@@ -102,17 +103,22 @@ def hello(h: Hello) -> Outgoing:
     )
 
 
+MAX_CAPACITY = 1024  # items one replica may run at once (num_threads' bound in config.yaml)
+MAX_ID_CHARS = 256  # the ids a hello names
+
+
 def read_hello(message: Outgoing) -> Hello:
-    """The hello a runner opened its stream with; ValueError when it is not one."""
+    """The hello a runner opened its stream with; ValueError, with the reason and what a
+    hello must hold, when it is not one (the server refuses the stream in-band with it)."""
     if message.status.code != sc.RUNNER_STREAM_START:
         raise ValueError("open the stream with status RUNNER_STREAM_START")
-    try:
-        stated = json.loads(message.status.details or "{}")
-        capacity = int(stated.get("capacity", 1))
-    except (ValueError, AttributeError):
-        raise ValueError('status.details must be JSON like {"capacity": 4}') from None
-    if not message.runner_id or capacity < 1:
-        raise ValueError("the hello needs runner_id and a capacity of at least 1")
+    stated = _details(message.status.details)
+    capacity = _capacity(stated)
+    if not message.runner_id:
+        raise ValueError("the hello needs runner_id")
+    for name in ("runner_id", "runner_replica_id", "nodepool_id", "compute_cluster_id"):
+        _check_id(name, getattr(message, name))
+    _check_id("user_app_id.user_id", message.user_app_id.user_id)
     return Hello(
         message.runner_id,
         message.nodepool_id,
@@ -122,6 +128,45 @@ def read_hello(message: Outgoing) -> Hello:
         message.user_app_id.user_id,
         item_per_call="capacity" not in stated,
     )
+
+
+DETAILS_SHAPE = f'status.details must be JSON like {{"capacity": 4}} (1 to {MAX_CAPACITY})'
+
+
+def _details(details: str) -> dict[str, Any]:
+    """A hello's ``status.details``: a JSON object (empty when it says nothing)."""
+    try:
+        stated = json.loads(details or "{}")
+    except (ValueError, RecursionError):
+        raise ValueError(DETAILS_SHAPE) from None
+    if not isinstance(stated, dict):
+        raise ValueError(DETAILS_SHAPE)
+    return stated
+
+
+def _capacity(stated: dict[str, Any]) -> int:
+    """The capacity a hello states (1 when it names none)."""
+    shape = DETAILS_SHAPE
+    value = stated.get("capacity", 1)
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole:
+        raise ValueError(f"capacity {_shown(value)} is not a whole number; {shape}")
+    if not 1 <= value <= MAX_CAPACITY:
+        raise ValueError(f"capacity {_shown(value)} is out of range; {shape}")
+    return int(value)
+
+
+def _check_id(name: str, value: str) -> None:
+    if len(value) > MAX_ID_CHARS or not value.isprintable():
+        raise ValueError(
+            f"the hello's {name} must be at most {MAX_ID_CHARS} printable characters "
+            f"({len(value)} given)"
+        )
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def output(item_id: str, response: service_pb2.MultiOutputResponse) -> Outgoing:

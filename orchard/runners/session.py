@@ -97,10 +97,12 @@ class Slots:
 class Outbox:
     """The one writer of a stream (``call``). ``send`` waits while ``limit`` messages are
     queued (so a fast model cannot outrun the network) and returns at once after ``close``.
-    Writes happen one at a time, in the order sent."""
+    Writes happen one at a time, in the order sent; coalescing never makes a message larger
+    than ``max_bytes``."""
 
-    def __init__(self, call: Any, limit: int = 256) -> None:
+    def __init__(self, call: Any, limit: int = 256, max_bytes: int = 64 << 20) -> None:
         self._call = call
+        self._max_bytes = max_bytes
         self._write_now = call.write_now if isinstance(call, LinkCall) else None
         self._queue: asyncio.Queue[protocol.Outgoing] = asyncio.Queue(limit)
         self._writing = asyncio.Lock()
@@ -135,7 +137,7 @@ class Outbox:
                 batch.append(self._queue.get_nowait())
             try:
                 async with self._writing:
-                    for message in _coalesced(batch):
+                    for message in _coalesced(batch, self._max_bytes):
                         await self._call.write(message)
             finally:
                 for _ in batch:
@@ -154,9 +156,11 @@ class Outbox:
 COALESCE = 64  # messages merged into one write at most
 
 
-def _coalesced(batch: list[protocol.Outgoing]) -> list[protocol.Outgoing]:
-    """``batch`` with each run of one item's outputs (ending at its end, if any) merged."""
+def _coalesced(batch: list[protocol.Outgoing], max_bytes: int) -> list[protocol.Outgoing]:
+    """``batch`` with each run of one item's outputs (ending at its end, if any) merged, as
+    long as a merged message stays within ``max_bytes``."""
     merged: list[protocol.Outgoing] = []
+    size = -1  # of merged[-1] (-1: not counted yet), summed over the messages it was made of
     for message in batch:
         last = merged[-1] if merged else None
         if (
@@ -166,10 +170,15 @@ def _coalesced(batch: list[protocol.Outgoing]) -> list[protocol.Outgoing]:
             and last.runner_item_outputs
             and not last.status.code
         ):
-            last.runner_item_outputs.extend(message.runner_item_outputs)
-            last.status.CopyFrom(message.status)
-        else:
-            merged.append(message)
+            size = size if size >= 0 else last.ByteSize()
+            message_size = message.ByteSize()
+            if size + message_size <= max_bytes:
+                last.runner_item_outputs.extend(message.runner_item_outputs)
+                last.status.CopyFrom(message.status)
+                size += message_size
+                continue
+        merged.append(message)
+        size = -1
     return merged
 
 
@@ -188,7 +197,7 @@ class Session:
         self._spawn = spawn
         self.items: dict[str, Item] = {}
         self.draining = False
-        self._outbox = Outbox(call)
+        self._outbox = Outbox(call, max_bytes=settings.max_output_bytes)
 
     async def serve(self, stop: asyncio.Event, force: asyncio.Event) -> None:
         """Until the stream breaks, or a drain after ``stop`` completes; raises Refused."""

@@ -54,7 +54,8 @@ from orchard.store.models import ComputeClusterRow, UserRow
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 7600
-MAX_MESSAGE_BYTES = 1 << 30
+DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+MAX_SEND_BYTES = 1 << 30  # what the server sends is made of what it accepted within its limit
 
 
 @dataclass
@@ -77,6 +78,10 @@ class Settings:
     # (all of them, or the "host[:port]" entries listed).
     allow_private_urls: bool = False
     allowed_url_hosts: list[str] = field(default_factory=list)
+    # The largest message the server accepts (gRPC, and its replicas' frames on the local link;
+    # gRPC answers RESOURCE_EXHAUSTED naming it), and the largest prediction request it sends a
+    # replica, URL inputs fetched (RequestTooLarge). Replicas it starts send outputs within it.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     # Orchestration: start, scale and stop the replicas of deployments on dedicated clusters
     # (off: replicas are attached by hand, as on local-dev clusters). A stopped replica gets
     # drain_seconds to finish what it holds. default_cluster: on the first start, give the
@@ -248,6 +253,8 @@ class OrchardServer:
         self.dispatcher = Dispatcher(DispatchSettings(hold_seconds=settings.hold_seconds))
         self.fetcher = UrlFetcher(
             FetchPolicy(
+                max_bytes=settings.max_request_bytes,
+                max_request_bytes=settings.max_request_bytes,
                 allow_private=settings.allow_private_urls,
                 allowed_hosts=tuple(settings.allowed_url_hosts),
             )
@@ -261,6 +268,8 @@ class OrchardServer:
             quotas=settings.quotas.with_operator(settings.bootstrap_user),
         )
         self.adapter = GrpcAdapter(build_router(), self.store, runtime)
+        for provider in runtime.providers.all():
+            provider.on_out_of_memory = self.dispatcher.out_of_memory
         self.runtime = runtime
         runtime.metrics = Metrics(
             lambda: runtime.orchestrator.view if runtime.orchestrator else None
@@ -275,8 +284,8 @@ class OrchardServer:
     async def start(self) -> int:
         server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", self.settings.max_request_bytes),
+                ("grpc.max_send_message_length", MAX_SEND_BYTES),
                 ("grpc.so_reuseport", 0),
             ]
         )
@@ -319,6 +328,7 @@ class OrchardServer:
                 egress=self.settings.egress,
                 mounts=tuple(self.settings.replica_mounts),
                 quotas=self.runtime.quotas,
+                max_message_bytes=self.settings.max_request_bytes,
             ),
             self.runtime.providers,
             self.dispatcher,
@@ -345,7 +355,12 @@ class OrchardServer:
         # open to all, and only reachable through the 0700 folder or a sandbox's bind of it.
         local = self.runtime.providers.get("local")
         shared = isinstance(local, LocalProvider) and local.sandbox.separate_uids
-        self._link = LinkServer(self.adapter, path, mode=0o666 if shared else 0o600)
+        self._link = LinkServer(
+            self.adapter,
+            path,
+            mode=0o666 if shared else 0o600,
+            max_frame_bytes=self.settings.max_request_bytes,
+        )
         await self._link.start()
         return self._link.address
 

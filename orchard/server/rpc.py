@@ -14,6 +14,11 @@ Errors become the response's ``status`` here and only here: an
 :class:`~orchard.errors.OrchardError` keeps its code and message; any other exception is
 logged with a request id and answered as "internal error (request id ...)". A stream ends
 with that one status message.
+
+A request message that does not parse is not a request of the API: it is answered with gRPC
+``INVALID_ARGUMENT`` (a stream: its input ends there and the call ends so), before anything
+else is done with the call, with a text that names the message type and nothing of the
+server's internals; such refusals are logged at most once a minute, with how many there were.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ MUTATING = ("Post", "Patch", "Delete")
 DEFAULT_DEADLINE = 600.0  # seconds a streaming call may run when its client sets no deadline
 RUNNER_STREAM = "ProcessRunnerItems"  # the one call a replica token may make
 T = TypeVar("T")
+MALFORMED_LOG_SECONDS = 60.0  # malformed requests are logged at most this often
 
 
 class Memo:
@@ -208,6 +214,58 @@ class Router:
         return set(self.handlers) | set(self.stream_handlers)
 
 
+class RateLimitedLog:
+    """Warnings of one kind, at most one per ``every`` seconds (``clock`` is injected); the
+    next warning logged says how many were left out since the last one."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        every: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger, self.every, self.clock = logger, every, clock
+        self._next = float("-inf")
+        self.left_out = 0
+
+    def warning(self, message: str, *args: object) -> bool:
+        """Log ``message % args`` unless one was logged less than ``every`` seconds ago;
+        True when it was logged."""
+        now = self.clock()
+        if now < self._next:
+            self.left_out += 1
+            return False
+        if self.left_out:
+            message += f" ({self.left_out} more like it in the last {self.every:g} s not logged)"
+        self.logger.warning(message, *args)
+        self._next, self.left_out = now + self.every, 0
+        return True
+
+
+class Malformed:
+    """What the request deserializer gives in place of bytes that are not the method's request
+    message; ``error`` is the parser's exception class, for the log only."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(cls: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: a message that does not parse becomes a
+    :class:`Malformed` for the handler to refuse (a raise here would be logged by grpc with
+    its traceback and answered UNKNOWN with the exception's name)."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as exc:  # DecodeError, or whatever a hostile message makes upb raise
+            return Malformed(type(exc).__name__)
+
+    return parse
+
+
 def success(request_id: str) -> status_pb2.Status:
     return status_pb2.Status(code=status_code_pb2.SUCCESS, description="Ok", req_id=request_id)
 
@@ -239,6 +297,7 @@ class GrpcAdapter:
         self.store = store
         self.runtime = runtime
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="orchard-rpc")
+        self.malformed_log = RateLimitedLog(log, MALFORMED_LOG_SECONDS)
 
     async def in_session(self, work: Callable[[Session], T]) -> T:
         def run() -> T:
@@ -317,6 +376,44 @@ class GrpcAdapter:
         except Exception as exc:
             yield _classes(method)[1](status=self._error_status(exc, name, request_id))
 
+    def _refuse_malformed(
+        self, method: MethodDescriptor, request: Malformed, context: grpc.aio.ServicerContext
+    ) -> str:
+        """Set the call's status to INVALID_ARGUMENT for a request that did not parse, and log
+        it (rate-limited); returns the status text."""
+        self.malformed_log.warning(
+            "refused a malformed %s request from %s (%s)",
+            method.name,
+            context.peer(),
+            request.error,
+        )
+        details = (
+            f"the request is not a valid {method.input_type.full_name} message; "
+            "send one serialized with the clarifai-grpc protobufs"
+        )
+        context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+        context.set_details(details)
+        return details
+
+    async def _abort_if_malformed(
+        self, method: MethodDescriptor, request: Any, context: grpc.aio.ServicerContext
+    ) -> None:
+        """End the call with INVALID_ARGUMENT when its one request did not parse."""
+        if isinstance(request, Malformed):
+            details = self._refuse_malformed(method, request, context)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, details)
+
+    async def _parsed(
+        self, method: MethodDescriptor, requests: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        """A stream's requests up to the first that did not parse, which ends the input and
+        sets the call's status to INVALID_ARGUMENT."""
+        async for request in requests:
+            if isinstance(request, Malformed):
+                self._refuse_malformed(method, request, context)
+                return
+            yield request
+
     def _not_implemented(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
         response_cls = _classes(method)[1]
 
@@ -341,7 +438,8 @@ class GrpcAdapter:
     def _served(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
         if method.name in self.router.handlers:
 
-            async def unary(request: Message, context: grpc.aio.ServicerContext) -> Message:
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Message:
+                await self._abort_if_malformed(method, request, context)
                 return await self._unary(method, request, context)
 
             return _method_handler(method, unary, None)
@@ -349,18 +447,20 @@ class GrpcAdapter:
         # A stream handler serves every shape: a single request is a stream of one, and a
         # single response is the stream's last.
         def answers(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
-            if not method.client_streaming:
-                requests = _one(requests)
+            requests = _one(requests) if not method.client_streaming else requests
+            requests = self._parsed(method, requests, context)
             metadata = context.invocation_metadata() or ()
             return self.serve_stream(method.name, requests, metadata, context.time_remaining())
 
         async def responses(  # grpc.aio streams only an async generator function's responses
             requests: Any, context: grpc.aio.ServicerContext
         ) -> AsyncIterator[Message]:
+            await self._abort_if_malformed(method, requests, context)
             async for response in answers(requests, context):
                 yield response
 
         async def last(requests: Any, context: grpc.aio.ServicerContext) -> Message:
+            await self._abort_if_malformed(method, requests, context)
             answer: Any = None  # every stream ends with a response: its answer, or the error
             async for response in answers(requests, context):
                 answer = response
@@ -388,7 +488,7 @@ def _method_handler(method: MethodDescriptor, unary: Any, streaming: Any) -> grp
     """A grpc method handler of the method's shape (stream handlers serve bidi methods)."""
     request_cls, response_cls = _classes(method)
     kwargs = {
-        "request_deserializer": request_cls.FromString,
+        "request_deserializer": _lenient(request_cls),
         "response_serializer": response_cls.SerializeToString,
     }
     if method.client_streaming and method.server_streaming:

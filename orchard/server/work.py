@@ -166,10 +166,18 @@ async def work(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[
 class LinkServer:
     """The server's end of the local link: a Unix socket at ``path`` (``mode``: 0600 unless
     replicas run as other uids) whose connections are ``ProcessRunnerItems`` streams, served by
-    ``adapter`` as gRPC ones are."""
+    ``adapter`` as gRPC ones are. A frame over ``max_frame_bytes`` breaks its link, as a
+    message over the server's limit ends a gRPC stream."""
 
-    def __init__(self, adapter: GrpcAdapter, path: Path, mode: int = 0o600) -> None:
+    def __init__(
+        self,
+        adapter: GrpcAdapter,
+        path: Path,
+        mode: int = 0o600,
+        max_frame_bytes: int = link.MAX_FRAME_BYTES,
+    ) -> None:
         self.adapter, self.path, self.mode = adapter, path, mode
+        self.max_frame_bytes = max_frame_bytes
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
 
@@ -194,13 +202,13 @@ class LinkServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._links.add(writer)
         try:
-            credentials = await link.read_frame(reader)
+            credentials = await link.read_frame(reader, self.max_frame_bytes)
             if credentials is None:
                 return
             metadata = (("authorization", credentials.decode(errors="replace")),)
             responses = self.adapter.serve_stream(
                 RUNNER_STREAM,
-                _frames(reader),
+                _frames(reader, self.max_frame_bytes),
                 metadata,
                 # Items for the replica go out at once: the dispatcher bounds how many it has in
                 # flight. Once the link is closing they are dropped: its session is ending.
@@ -216,11 +224,11 @@ class LinkServer:
             writer.close()
 
 
-async def _frames(reader: asyncio.StreamReader) -> AsyncIterator[protocol.Outgoing]:
+async def _frames(reader: asyncio.StreamReader, max_bytes: int) -> AsyncIterator[protocol.Outgoing]:
     """The runner's messages on a link, until it closes its end (or breaks it, which ends
     them too: the replica's items are then lost, as when a gRPC stream breaks)."""
     try:
-        while (data := await link.read_frame(reader)) is not None:
+        while (data := await link.read_frame(reader, max_bytes)) is not None:
             yield protocol.Outgoing.FromString(data)
     except (link.LinkError, DecodeError) as exc:
         log.warning("a runner's link broke: %s", exc)

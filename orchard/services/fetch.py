@@ -17,8 +17,13 @@ steps on every hop:
    all hops included, is bounded by ``timeout_s``; a Content-Type that contradicts the input's
    kind (an image field answered with text/html) is refused.
 
+The fetches of one request share its budget (:class:`RequestBudget`): the request with its URL
+inputs fetched stays within ``max_request_bytes``, so a request of many URLs cannot grow the
+server past the size it would refuse on the wire; the fetch that passes it stops at once.
+
 Every failure is an :class:`~orchard.errors.InputFetchError` whose message names the URL, the
-reason and the next step.
+reason and the next step, or, past the request's budget, a
+:class:`~orchard.errors.RequestTooLarge` naming the limit.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import aiohttp
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from yarl import URL
 
-from orchard.errors import InputFetchError
+from orchard.errors import InputFetchError, RequestTooLarge
 
 InputKind = Literal["image", "text", "audio", "video"]
 INPUT_KINDS: tuple[InputKind, ...] = ("image", "text", "audio", "video")
@@ -43,6 +48,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MiB = 1024 * 1024
 ALLOW_PRIVATE_HINT = "orchard serve --allow-private-urls to allow"
+RAISE_LIMIT_HINT = "orchard serve --max-request-bytes"
 _SCHEMES = frozenset({"http", "https"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK_BYTES = 64 * 1024
@@ -57,10 +63,12 @@ class FetchPolicy:
     ``allowed_hosts`` are explicit exceptions to the address check, each ``host`` (any port) or
     ``host:port`` (IPv6 in brackets: ``[::1]:8080``), matched case-insensitively against the host
     as the URL writes it; every other limit still applies to them. ``concurrency`` bounds the
-    fetches one :func:`resolve_url_inputs` call runs at once.
+    fetches one :func:`resolve_url_inputs` call runs at once. ``max_bytes`` bounds one URL's
+    body, ``max_request_bytes`` the request with all its URL inputs fetched.
     """
 
     max_bytes: int = 64 * MiB
+    max_request_bytes: int = 64 * MiB
     timeout_s: float = 20.0
     allow_private: bool = False
     allowed_hosts: Collection[str] = frozenset()
@@ -68,8 +76,11 @@ class FetchPolicy:
     concurrency: int = 8
 
     def __post_init__(self) -> None:
-        if self.max_bytes < 1 or self.timeout_s <= 0 or self.concurrency < 1:
-            raise ValueError("max_bytes, timeout_s and concurrency must be positive")
+        positive = (self.max_bytes, self.max_request_bytes, self.timeout_s, self.concurrency)
+        if min(positive) <= 0:
+            raise ValueError(
+                "max_bytes, max_request_bytes, timeout_s and concurrency must be positive"
+            )
         if self.max_redirects < 0:
             raise ValueError("max_redirects must be zero or more")
         hosts = frozenset(host.strip().lower() for host in self.allowed_hosts)
@@ -79,6 +90,29 @@ class FetchPolicy:
         """Whether ``url``'s host (with or without its port) is one of ``allowed_hosts``."""
         host = _host_subcomponent(url)
         return host in self.allowed_hosts or f"{host}:{url.port}" in self.allowed_hosts
+
+
+class RequestBudget:
+    """The bytes that one request's URL inputs may still add, shared by its fetches, so that
+    the request with its inputs fetched stays within ``limit`` (it is ``used`` bytes as sent)."""
+
+    def __init__(self, limit: int, used: int = 0) -> None:
+        self.limit = limit
+        self.left = limit - used
+
+    def check(self, size: int) -> None:
+        """Raise RequestTooLarge when ``size`` more bytes would not fit."""
+        if size > self.left:
+            raise RequestTooLarge(
+                f"the request with its URL inputs fetched is larger than {_size(self.limit)}, "
+                "the server's limit for one request; send fewer or smaller inputs, or ask the "
+                f"operator to raise the limit ({RAISE_LIMIT_HINT})"
+            )
+
+    def take(self, size: int) -> None:
+        """Count ``size`` more bytes; raise RequestTooLarge when they do not fit."""
+        self.check(size)
+        self.left -= size
 
 
 # -- the DNS seam ------------------------------------------------------------------------------
@@ -187,18 +221,21 @@ async def fetch(
     *,
     kind: InputKind | None = None,
     resolver: Resolver = SYSTEM_RESOLVER,
+    budget: RequestBudget | None = None,
 ) -> bytes:
     """The body ``url`` points at, fetched within ``policy`` (see the module docstring).
 
     ``kind`` is the input kind the URL is for; a response whose Content-Type contradicts it is
     refused (None skips that check). ``session`` may be shared: each request names the checked
     IP address itself, so the session's own resolver is never used; :func:`open_fetch_session`
-    makes a suitable one. Raises InputFetchError, and only that, naming the URL, the reason
-    and the next step.
+    makes a suitable one. The body's bytes are taken from ``budget`` as they arrive (None: a
+    budget of ``max_request_bytes`` for this body alone). Raises InputFetchError naming the
+    URL, the reason and the next step, or RequestTooLarge when the budget runs out.
     """
+    budget = budget or RequestBudget(policy.max_request_bytes)
     try:
         async with asyncio.timeout(policy.timeout_s):
-            return await _follow(_parse(url), policy, session, kind, resolver)
+            return await _follow(_parse(url), policy, session, kind, resolver, budget)
     except _Failure as exc:
         raise InputFetchError(_message(url, kind, str(exc))) from exc
     except TimeoutError as exc:
@@ -238,11 +275,12 @@ async def _follow(
     session: aiohttp.ClientSession,
     kind: InputKind | None,
     resolver: Resolver,
+    budget: RequestBudget,
 ) -> bytes:
     """The body at the end of at most ``policy.max_redirects`` redirects from ``url``."""
     for hop in range(policy.max_redirects + 1):
         try:
-            result = await _hop(url, policy, session, kind, resolver)
+            result = await _hop(url, policy, session, kind, resolver, budget)
         except _Failure as exc:
             if hop == 0:
                 raise
@@ -259,6 +297,7 @@ async def _hop(
     session: aiohttp.ClientSession,
     kind: InputKind | None,
     resolver: Resolver,
+    budget: RequestBudget,
 ) -> bytes | URL:
     """One request to a checked address: the body, or the URL a redirect points at."""
     _check_scheme_and_host(url)
@@ -269,7 +308,9 @@ async def _hop(
         if target is not None:
             return target
         _check_response(response, kind, policy)
-        return await _read_capped(response, policy.max_bytes)
+        if response.content_length is not None:
+            budget.check(response.content_length)
+        return await _read_capped(response, policy.max_bytes, budget)
 
 
 async def _checked_addresses(url: URL, policy: FetchPolicy, resolver: Resolver) -> list[IPAddress]:
@@ -358,14 +399,18 @@ def _check_response(
         )
 
 
-async def _read_capped(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
-    """The body, streamed; stops reading (and drops the connection) once it passes max_bytes."""
+async def _read_capped(
+    response: aiohttp.ClientResponse, max_bytes: int, budget: RequestBudget
+) -> bytes:
+    """The body, streamed; stops reading (and drops the connection) once it passes max_bytes
+    or the request's budget."""
     body = bytearray()
     try:
         async for chunk in response.content.iter_chunked(_CHUNK_BYTES):
             body += chunk
             if len(body) > max_bytes:
                 raise _Failure(_too_large(max_bytes))
+            budget.take(len(chunk))
     except aiohttp.ClientError as exc:
         raise _Failure(f"the download broke off ({exc}); try again") from exc
     return bytes(body)
@@ -445,7 +490,8 @@ async def resolve_url_inputs(
     the URL is cleared. Fetches run in parallel, at most ``policy.concurrency`` at once, and
     the same URL for the same kind is fetched once. The number of inputs is the caller's to
     bound. ``request`` is never modified. Raises InputFetchError for the first fetch that
-    fails; the other fetches are then cancelled.
+    fails, or RequestTooLarge once the request with what was fetched passes
+    ``policy.max_request_bytes``; the other fetches are then cancelled.
     """
     if not any(True for _ in _url_targets(request)):
         return request  # nothing to fetch: no copy (the common case, on the hot path)
@@ -453,9 +499,12 @@ async def resolve_url_inputs(
     resolved.CopyFrom(request)
     targets = list(_url_targets(resolved))
     keys = {(kind, media.url) for kind, media in targets}
-    bodies = await _fetch_all(keys, policy, session, resolver)
+    budget = RequestBudget(policy.max_request_bytes, request.ByteSize())
+    bodies = await _fetch_all(keys, policy, session, resolver, budget)
     for kind, media in targets:
         _fill(media, kind, bodies[(kind, media.url)])
+    # A body that several inputs use was fetched (and counted) once: the whole request decides.
+    RequestBudget(policy.max_request_bytes).check(resolved.ByteSize())
     return resolved
 
 
@@ -478,12 +527,13 @@ async def _fetch_all(
     policy: FetchPolicy,
     session: aiohttp.ClientSession,
     resolver: Resolver,
+    budget: RequestBudget,
 ) -> dict[_Key, bytes]:
     limit = asyncio.Semaphore(policy.concurrency)
 
     async def fetch_one(kind: InputKind, url: str) -> bytes:
         async with limit:
-            return await fetch(url, policy, session, kind=kind, resolver=resolver)
+            return await fetch(url, policy, session, kind=kind, resolver=resolver, budget=budget)
 
     tasks = {key: asyncio.create_task(fetch_one(*key)) for key in keys}
     try:
