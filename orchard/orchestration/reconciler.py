@@ -281,8 +281,11 @@ class Orchestrator:
                 raise
             except Exception:
                 log.exception("orchestration round failed; trying again next round")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # arrives as the wait ends, and close() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.tick)
+                async with asyncio.timeout(self.settings.tick):
+                    await self._wake.wait()
 
     # -- one round -------------------------------------------------------------------------
 
