@@ -169,6 +169,12 @@ class RunnerInvalid(OrchardError):
     code = SC.RUNNER_INVALID_ARGUMENT
 
 
+class RunnerConflict(OrchardError):
+    """A runner the request may not change: one Orchard runs for a deployment."""
+
+    code = SC.RUNNER_INVALID_REQUEST
+
+
 class DeploymentDisabled(OrchardError):
     code = SC.DEPLOYMENT_DISABLED
 
@@ -246,6 +252,7 @@ _BY_CODE: dict[int, type[OrchardError]] = {
         ProviderUnavailable,
         RunnerNotFound,
         RunnerInvalid,
+        RunnerConflict,
         DeploymentDisabled,
         ModelNotDeployed,
         ModelDeploying,

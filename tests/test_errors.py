@@ -34,6 +34,7 @@ TABLE = [
     (errors.ProviderUnavailable, sc.CLUSTER_INTERNAL_FAILURE),
     (errors.RunnerNotFound, sc.RUNNER_DOES_NOT_EXIST),
     (errors.RunnerInvalid, sc.RUNNER_INVALID_ARGUMENT),
+    (errors.RunnerConflict, sc.RUNNER_INVALID_REQUEST),
     (errors.DeploymentDisabled, sc.DEPLOYMENT_DISABLED),
     (errors.ModelNotDeployed, sc.MODEL_NOT_DEPLOYED),
     (errors.ModelDeploying, sc.MODEL_DEPLOYING),

@@ -45,7 +45,7 @@ from orchard.store.models import (
     UserRow,
 )
 
-MANAGED = "orchard.deployment"  # the runner metadata key naming the deployment it serves
+MANAGED = runners.MANAGED  # the runner metadata key naming the deployment it serves
 
 
 @dataclass(frozen=True)
@@ -163,15 +163,10 @@ def load(
             plans.append(plan)
             wanted.update(p.runner_id for p in plan.pools)
     for runner in session.scalars(select(RunnerRow)).all():
-        managed_by = _managed_by(runner)
+        managed_by = runners.managed_by(runner)
         if managed_by and runner.id not in wanted and (runner.user_id, managed_by) not in kept:
             session.delete(runner)
     return plans
-
-
-def _managed_by(runner: RunnerRow) -> str:
-    metadata = runner.spec.get("metadata") or {}
-    return str(metadata.get(MANAGED, ""))
 
 
 def _plan(
@@ -321,7 +316,7 @@ def _runner_for(
         )
     ).all()
     for runner in candidates:
-        if _managed_by(runner) == deployment.id:
+        if runners.managed_by(runner) == deployment.id:
             return runner
     spec = RunnerSpec.model_validate(
         {
@@ -338,4 +333,6 @@ def _runner_for(
             "num_replicas": 0,
         }
     )
-    return runners.create_runner(session, pool, spec, f"deployment {deployment.id}")
+    return runners.create_runner(
+        session, pool, spec, f"deployment {deployment.id}", orchestrator=True
+    )
