@@ -205,6 +205,13 @@ class KeyNotFound(NotFound):
     code = SC.CONN_KEY_NOT_FOUND
 
 
+class StorageFull(OrchardError):
+    """The server's disk (or its database) has no room left; nothing of the request was kept.
+    Raised where the store or the package files meet the disk, from the OS or database error."""
+
+    code = SC.INTERNAL_RESOURCE_EXHAUSTED
+
+
 class QuotaExceeded(OrchardError):
     """A write that would take a user past a quota the operator set; the message names the
     quota and its use. Not retried by the official SDK: waiting does not free a quota."""
@@ -259,6 +266,7 @@ _BY_CODE: dict[int, type[OrchardError]] = {
         ModelBusy,
         RunnerFailed,
         KeyNotFound,
+        StorageFull,
         QuotaExceeded,
         InputFetchError,
     )

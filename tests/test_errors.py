@@ -41,6 +41,7 @@ TABLE = [
     (errors.ModelBusy, sc.MODEL_BUSY_PLEASE_RETRY),
     (errors.RunnerFailed, sc.RUNNER_PROCESSING_FAILED),
     (errors.KeyNotFound, sc.CONN_KEY_NOT_FOUND),
+    (errors.StorageFull, sc.INTERNAL_RESOURCE_EXHAUSTED),
     (errors.QuotaExceeded, sc.CONN_EXCEEDS_LIMITS),
     (errors.InputFetchError, sc.INPUT_DOWNLOAD_FAILED),
 ]
