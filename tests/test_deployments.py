@@ -111,6 +111,22 @@ def test_one_deployment_per_model_per_nodepool(api):
             "Orchard deploys models only",
         ),
         ({"id": "bad id"}, sc.DEPLOYMENT_INVALID_ARGUMENT, "is not a valid id"),
+        (
+            {"autoscale_config": {"max_replicas": 4_000_000_000}},
+            sc.DEPLOYMENT_INVALID_ARGUMENT,
+            "deployments[0].autoscale_config.max_replicas: Input should be less than or equal "
+            "to 1000 (got 4000000000)",
+        ),
+        (
+            {"description": "x" * (8 << 20)},
+            sc.DEPLOYMENT_INVALID_ARGUMENT,
+            "deployments[0].description: String should have at most 512 characters (got 8388608)",
+        ),
+        (
+            {"model": "m" * 65},
+            sc.DEPLOYMENT_INVALID_ARGUMENT,
+            "deployments[0].worker.model.id: String should have at most 64 characters (got 65)",
+        ),
     ],
 )
 def test_invalid_deployments_are_refused_and_write_nothing(api, fields, code, text):

@@ -8,13 +8,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.configs import ensure_id
+from orchard.configs import ensure_description, ensure_id
 from orchard.services.common import Page
 from orchard.store.models import AppRow
 
 
 def create_app(session: Session, owner: str, app_id: str, spec: dict[str, Any]) -> AppRow:
     ensure_id(app_id, "app id", errors.AppInvalid)
+    ensure_description(str(spec.get("description", "")), "app", errors.AppInvalid)
     if session.get(AppRow, (owner, app_id)) is not None:
         raise errors.AppInvalid(f"app {app_id!r} already exists for user {owner!r}")
     row = AppRow(user_id=owner, id=app_id, spec=spec)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.configs import ensure_id
+from orchard.configs import ensure_description, ensure_id
 from orchard.services.common import Page
 from orchard.store.models import PatRow, UserRow
 
@@ -36,6 +36,7 @@ def create_pat(
     session: Session, user_id: str, *, description: str = "", token: str | None = None
 ) -> tuple[PatRow, str]:
     """A new PAT for ``user_id``: the row and the token (the only time it is known)."""
+    ensure_description(description, "PAT", errors.InvalidRequest)
     token = token or new_token()
     digest = hash_token(token)
     if session.scalar(select(PatRow).where(PatRow.token_hash == digest)) is not None:
