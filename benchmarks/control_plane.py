@@ -6,6 +6,10 @@ stored, then with 1,000. The baseline, measured in the same run, is the cheapest
 authenticated call (GetUser): the wire and auth floor. What matters is the ratio
 1,000 / 10: list latency must not grow with the number of stored rows.
 
+The versions are made without an upload (``create_version``), so the deployments are on a
+``local-dev`` cluster, where such versions belong (their runners are attached by hand; the
+orchestrator refuses them on its clusters). The server's output goes to a file in its home.
+
     .venv/bin/python benchmarks/control_plane.py [--rounds 50] [--stored 1000]
 """
 
@@ -82,7 +86,11 @@ def main() -> None:
             user = User(user_id="bench", base_url=base, pat=pat)
             user.create_compute_cluster(
                 compute_cluster_id="cc",
-                compute_cluster_config={"cloud_provider": {"id": "local"}, "region": "local"},
+                compute_cluster_config={
+                    "cloud_provider": {"id": "local"},
+                    "region": "local",
+                    "cluster_type": "local-dev",
+                },
             )
             user.compute_cluster("cc").create_nodepool(
                 nodepool_id="np",

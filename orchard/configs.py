@@ -4,13 +4,32 @@ The field names are the protobuf field names (api-notes section 2), so one schem
 ends: the SDK and CLI validate a user's YAML before sending it, and the server validates the
 protobuf it received (turned into a dict) before storing it. A failure becomes one error that
 lists every problem with its field path and what to write instead.
+
+Bounds. The wire takes integers up to 2**32 and strings up to the message size; a server
+should store neither 4,000,000,000 replicas nor an 8 MiB description. The bounds below are what
+one self-hosted server can mean (a deployment of more than a thousand replicas, or a nodepool of
+more than a thousand instances, is a typo or an attack, and both would hold the orchestrator's
+rounds), and what the store's columns hold:
+
+===================================  =====================================================
+``MAX_REPLICAS`` = 1,000              a deployment's ``min_replicas``, ``max_replicas`` and
+                                      ``soft_min_replicas``; a runner's ``num_replicas`` and
+                                      ``min_replicas``
+``MAX_INSTANCES`` = 1,000             a nodepool's ``min_instances``, ``max_instances`` and
+                                      ``warm_instances``
+``MAX_ID`` = 64 characters            every id, a resource's own and the ones it names (the
+                                      store's id columns)
+``MAX_REGION`` = 128 characters       a cluster's ``region`` (its column)
+``MAX_DESCRIPTION`` = 512 characters  every description (the store's PAT description column;
+                                      one bound for all)
+===================================  =====================================================
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from google.protobuf import json_format
@@ -21,8 +40,19 @@ from pydantic_core import ErrorDetails
 from orchard import errors
 from orchard.quantities import byte_count, cpu_count, parse_quantity
 
+MAX_REPLICAS = 1000
+MAX_INSTANCES = 1000
+MAX_ID = 64
+MAX_REGION = 128
+MAX_DESCRIPTION = 512
+
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ID_RULE = "1-64 characters of letters, digits, '_' and '-', starting with a letter or digit"
+
+Ref = Annotated[str, Field(max_length=MAX_ID)]  # an id a config names (or its own, unchecked)
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
+Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
+Instances = Annotated[int, Field(ge=0, le=MAX_INSTANCES)]
 
 # Autoscaling defaults published for the seed system (api-notes 2.3); a zero on the wire means
 # "not set", so zeros are replaced by these.
@@ -39,8 +69,16 @@ SCHEDULING_PERFORMANCE = 4
 def check_id(value: str, what: str) -> str:
     """Raise ValueError unless ``value`` is a valid resource id."""
     if not ID_RE.match(value):
-        raise ValueError(f"{what} {value!r} is not a valid id; use {ID_RULE}")
+        raise ValueError(f"{what} {shown(value)} is not a valid id; use {ID_RULE}")
     return value
+
+
+def shown(value: str, limit: int = MAX_ID) -> str:
+    """``value`` quoted for a message, cut when longer than ``limit`` (a message never carries
+    a whole oversized input back)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 def ensure_id(value: str, what: str, error: type[errors.OrchardError], where: str = "") -> str:
@@ -51,6 +89,17 @@ def ensure_id(value: str, what: str, error: type[errors.OrchardError], where: st
         raise error(f"{where}.id: {exc}" if where else str(exc)) from None
 
 
+def ensure_description(
+    value: str, what: str, error: type[errors.OrchardError], where: str = ""
+) -> str:
+    """``value`` when it is a description of at most ``MAX_DESCRIPTION`` characters (for
+    resources without a config schema: PATs, apps, models); else ``error``."""
+    if len(value) <= MAX_DESCRIPTION:
+        return value
+    problem = f"the {what} description has {len(value)} characters; write at most {MAX_DESCRIPTION}"
+    raise error(f"{where}: {problem}" if where else problem)
+
+
 class Spec(BaseModel):
     """Strict: no unknown fields, no silent type coercion."""
 
@@ -59,8 +108,8 @@ class Spec(BaseModel):
 
 
 class CloudProviderSpec(Spec):
-    id: str = Field(min_length=1)
-    name: str = ""
+    id: str = Field(min_length=1, max_length=MAX_ID)
+    name: Ref = ""
     special_handling: list[dict[str, Any]] = []
 
 
@@ -69,18 +118,18 @@ class VisibilitySpec(Spec):
 
 
 class ClusterRefSpec(Spec):
-    id: str = ""
-    user_id: str = ""
+    id: Ref = ""
+    user_id: Ref = ""
 
 
 class ComputeClusterSpec(Spec):
     OUTPUT_FIELDS = frozenset({"created_at", "modified_at"})
 
     id: str = ""
-    description: str = ""
+    description: Description = ""
     cloud_provider: CloudProviderSpec
-    region: str = Field(min_length=1)
-    user_id: str = ""
+    region: str = Field(min_length=1, max_length=MAX_REGION)
+    user_id: Ref = ""
     visibility: VisibilitySpec | None = None
     cluster_type: Literal["dedicated", "local-dev"] = "dedicated"
     managed_by: Literal["user", "clarifai"] = "user"
@@ -134,12 +183,12 @@ class CapacityTypesSpec(Spec):
 
 
 class InstanceTypeSpec(Spec):
-    id: str = Field(min_length=1)
-    description: str = ""
+    id: str = Field(min_length=1, max_length=MAX_ID)
+    description: Description = ""
     compute_info: ComputeInfoSpec | None = None
     price: str = ""
     cloud_provider: CloudProviderSpec | None = None
-    region: str = ""
+    region: str = Field(default="", max_length=MAX_REGION)
     allowed_capacity_types: CapacityTypesSpec | None = None
     feature_flag_group: str = ""
     architecture: str = ""
@@ -164,14 +213,14 @@ class NodepoolSpec(Spec):
     )
 
     id: str = ""
-    description: str = ""
+    description: Description = ""
     compute_cluster: ClusterRefSpec | None = None
     node_capacity_type: CapacityTypesSpec = CapacityTypesSpec()
     instance_types: list[InstanceTypeSpec] = Field(min_length=1)
-    min_instances: int = Field(default=0, ge=0)
+    min_instances: Instances = 0
     # Zero (also what an unset field reads as on the wire) disables the pool, as in the seed.
-    max_instances: int = Field(default=0, ge=0)
-    warm_instances: int = Field(default=0, ge=0)
+    max_instances: Instances = 0
+    warm_instances: Instances = 0
     visibility: VisibilitySpec | None = None
     metadata: dict[str, Any] | None = None
     special_handling: list[dict[str, Any]] = []
@@ -204,12 +253,12 @@ class NodepoolSpec(Spec):
 
 
 class NodepoolRefSpec(Spec):
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=MAX_ID)
     compute_cluster: ClusterRefSpec | None = None
 
 
 class DeploymentNodepoolSpec(Spec):
-    id: str = ""
+    id: Ref = ""
     compute_cluster: ClusterRefSpec | None = None
     priority: int = Field(default=0, ge=0, le=9)
     nodepool: NodepoolRefSpec | None = None
@@ -231,14 +280,14 @@ class DeploymentNodepoolSpec(Spec):
 
 
 class AutoscaleSpec(Spec):
-    min_replicas: int = Field(default=0, ge=0)
-    max_replicas: int = Field(default=0, ge=0)
+    min_replicas: Replicas = 0
+    max_replicas: Replicas = 0
     traffic_history_seconds: int = Field(default=0, ge=0)
     scale_down_delay_seconds: int = Field(default=0, ge=0)
     scale_up_delay_seconds: int = Field(default=0, ge=0)
     disable_packing: bool = False
     scale_to_zero_delay_seconds: int = Field(default=0, ge=0)
-    soft_min_replicas: int = Field(default=0, ge=0)
+    soft_min_replicas: Replicas = 0
 
     @model_validator(mode="before")
     @classmethod
@@ -270,13 +319,13 @@ class AutoscaleSpec(Spec):
 
 
 class ModelVersionRefSpec(Spec):
-    id: str = ""
+    id: Ref = ""
 
 
 class ModelRefSpec(Spec):
-    id: str = Field(min_length=1)
-    user_id: str = ""
-    app_id: str = ""
+    id: str = Field(min_length=1, max_length=MAX_ID)
+    user_id: Ref = ""
+    app_id: Ref = ""
     model_version: ModelVersionRefSpec | None = None
 
 
@@ -301,8 +350,8 @@ class DeploymentSpec(Spec):
     OUTPUT_FIELDS = frozenset({"created_at", "modified_at", "deployment_metrics"})
 
     id: str = ""
-    user_id: str = ""
-    description: str = ""
+    user_id: Ref = ""
+    description: Description = ""
     autoscale_config: AutoscaleSpec = AutoscaleSpec()
     nodepools: list[NodepoolRefSpec] = []
     deployment_nodepools: list[DeploymentNodepoolSpec] = []
@@ -388,6 +437,10 @@ def _describe(spec: type[Spec], err: ErrorDetails) -> str:
     if kind == "value_error":
         return str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
     got = err.get("input")
+    if kind == "less_than_equal":
+        return f"{err['msg']} (got {got!r})"
+    if kind == "string_too_long":
+        return f"{err['msg']} (got {len(got)})"
     return f"{err['msg']} (got {got!r})" if kind.endswith("_type") else err["msg"]
 
 
@@ -447,12 +500,12 @@ class RunnerSpec(Spec):
 
     OUTPUT_FIELDS = frozenset({"id", "created_at", "modified_at", "runner_metrics", "nodepool"})
 
-    description: str = ""
+    description: Description = ""
     labels: list[str] = []
     metadata: dict[str, Any] | None = None
     worker: WorkerSpec
     compute_info: ComputeInfoSpec | None = None
-    num_replicas: int = Field(default=1, ge=0)
-    min_replicas: int = Field(default=0, ge=0)
+    num_replicas: Replicas = 1
+    min_replicas: Replicas = 0
     priority: int = Field(default=0, ge=0, le=9)
     special_handling: list[dict[str, Any]] = []

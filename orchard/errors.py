@@ -169,6 +169,12 @@ class RunnerInvalid(OrchardError):
     code = SC.RUNNER_INVALID_ARGUMENT
 
 
+class RunnerConflict(OrchardError):
+    """A runner the request may not change: one Orchard runs for a deployment."""
+
+    code = SC.RUNNER_INVALID_REQUEST
+
+
 class DeploymentDisabled(OrchardError):
     code = SC.DEPLOYMENT_DISABLED
 
@@ -197,6 +203,13 @@ class RunnerFailed(OrchardError):
 
 class KeyNotFound(NotFound):
     code = SC.CONN_KEY_NOT_FOUND
+
+
+class StorageFull(OrchardError):
+    """The server's disk (or its database) has no room left; nothing of the request was kept.
+    Raised where the store or the package files meet the disk, from the OS or database error."""
+
+    code = SC.INTERNAL_RESOURCE_EXHAUSTED
 
 
 class QuotaExceeded(OrchardError):
@@ -261,12 +274,14 @@ _BY_CODE: dict[int, type[OrchardError]] = {
         ProviderUnavailable,
         RunnerNotFound,
         RunnerInvalid,
+        RunnerConflict,
         DeploymentDisabled,
         ModelNotDeployed,
         ModelDeploying,
         ModelBusy,
         RunnerFailed,
         KeyNotFound,
+        StorageFull,
         QuotaExceeded,
         InputFetchError,
         RequestTooLarge,

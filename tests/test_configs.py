@@ -122,3 +122,144 @@ def test_format_bytes_round_trips(count):
 @given(st.integers(min_value=1, max_value=4096))
 def test_millicpus(milli):
     assert cpu_count(f"{milli}m") == pytest.approx(milli / 1000)
+
+
+# -- upper bounds: what a server stores ------------------------------------------------------
+
+NODEPOOL = {"instance_types": [{"id": "x"}]}
+DEPLOYMENT = {"nodepools": [{"id": "np"}], "worker": {"model": {"id": "m"}}}
+CLUSTER = {"cloud_provider": {"id": "local"}, "region": "local"}
+RUNNER = {"worker": {"model": {"id": "m"}}}
+LONG_ID = "a" * 65
+BOUNDS = {
+    "max_replicas": (
+        configs.DeploymentSpec,
+        DEPLOYMENT | {"autoscale_config": {"max_replicas": 4_000_000_000}},
+        "deployment.autoscale_config.max_replicas: Input should be less than or equal to 1000 "
+        "(got 4000000000)",
+    ),
+    "soft_min_replicas": (
+        configs.DeploymentSpec,
+        DEPLOYMENT | {"autoscale_config": {"soft_min_replicas": 1001}},
+        "deployment.autoscale_config.soft_min_replicas: Input should be less than or equal to 1000",
+    ),
+    "max_instances": (
+        configs.NodepoolSpec,
+        NODEPOOL | {"max_instances": 4_000_000_000},
+        "nodepool.max_instances: Input should be less than or equal to 1000 (got 4000000000)",
+    ),
+    "warm_instances": (
+        configs.NodepoolSpec,
+        NODEPOOL | {"warm_instances": 1001},
+        "nodepool.warm_instances: Input should be less than or equal to 1000",
+    ),
+    "runner num_replicas": (
+        configs.RunnerSpec,
+        RUNNER | {"num_replicas": 1001},
+        "runner.num_replicas: Input should be less than or equal to 1000",
+    ),
+    "deployment description": (
+        configs.DeploymentSpec,
+        DEPLOYMENT | {"description": "x" * (8 << 20)},
+        "deployment.description: String should have at most 512 characters (got 8388608)",
+    ),
+    "cluster description": (
+        configs.ComputeClusterSpec,
+        CLUSTER | {"description": "x" * 513},
+        "compute_cluster.description: String should have at most 512 characters (got 513)",
+    ),
+    "nodepool description": (
+        configs.NodepoolSpec,
+        NODEPOOL | {"description": "x" * 513},
+        "nodepool.description: String should have at most 512 characters",
+    ),
+    "instance type description": (
+        configs.NodepoolSpec,
+        {"instance_types": [{"id": "x", "description": "x" * 513}]},
+        "nodepool.instance_types[0].description: String should have at most 512 characters",
+    ),
+    "runner description": (
+        configs.RunnerSpec,
+        RUNNER | {"description": "x" * 513},
+        "runner.description: String should have at most 512 characters",
+    ),
+    "own id": (
+        configs.DeploymentSpec,
+        DEPLOYMENT | {"id": "a" * 10_000},
+        f"deployment.id: deployment id {'a' * 64!r}... (10000 characters) is not a valid id",
+    ),
+    "model id": (
+        configs.DeploymentSpec,
+        {"nodepools": [{"id": "np"}], "worker": {"model": {"id": LONG_ID}}},
+        "deployment.worker.model.id: String should have at most 64 characters (got 65)",
+    ),
+    "version id": (
+        configs.DeploymentSpec,
+        {
+            "nodepools": [{"id": "np"}],
+            "worker": {"model": {"id": "m", "model_version": {"id": LONG_ID}}},
+        },
+        "deployment.worker.model.model_version.id: String should have at most 64 characters",
+    ),
+    "nodepool id": (
+        configs.DeploymentSpec,
+        DEPLOYMENT | {"nodepools": [{"id": LONG_ID, "compute_cluster": {"id": LONG_ID}}]},
+        "deployment.nodepools[0].id: String should have at most 64 characters",
+    ),
+    "cluster id of a nodepool": (
+        configs.DeploymentSpec,
+        DEPLOYMENT | {"nodepools": [{"id": "np", "compute_cluster": {"id": LONG_ID}}]},
+        "deployment.nodepools[0].compute_cluster.id: String should have at most 64 characters",
+    ),
+    "user id": (
+        configs.DeploymentSpec,
+        DEPLOYMENT | {"user_id": LONG_ID},
+        "deployment.user_id: String should have at most 64 characters",
+    ),
+    "cloud provider id": (
+        configs.ComputeClusterSpec,
+        {"cloud_provider": {"id": LONG_ID}, "region": "local"},
+        "compute_cluster.cloud_provider.id: String should have at most 64 characters",
+    ),
+    "region": (
+        configs.ComputeClusterSpec,
+        CLUSTER | {"region": "r" * 129},
+        "compute_cluster.region: String should have at most 128 characters (got 129)",
+    ),
+}
+
+
+@pytest.mark.parametrize(("spec", "data", "problem"), BOUNDS.values(), ids=BOUNDS.keys())
+def test_upper_bounds_are_refused_by_field_path(spec, data, problem):
+    where = {
+        configs.DeploymentSpec: "deployment",
+        configs.NodepoolSpec: "nodepool",
+        configs.ComputeClusterSpec: "compute_cluster",
+        configs.RunnerSpec: "runner",
+    }[spec]
+    message = _problems(spec, data, where)
+    assert problem in message
+    assert len(message) < 1000  # an oversized input never comes back in the message
+
+
+def test_the_bounds_themselves_are_accepted():
+    top = {"min_replicas": 1000, "max_replicas": 1000, "soft_min_replicas": 1000}
+    spec = configs.DeploymentSpec.model_validate(
+        DEPLOYMENT | {"description": "x" * 512, "autoscale_config": top}
+    )
+    assert spec.autoscale_config.max_replicas == configs.MAX_REPLICAS
+    pool = configs.NodepoolSpec.model_validate(NODEPOOL | {"max_instances": 1000})
+    assert pool.max_instances == configs.MAX_INSTANCES
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("x" * 512, ""), ("x" * 513, "the PAT description has 513 characters; write at most 512")],
+)
+def test_ensure_description(value, problem):
+    if not problem:
+        assert configs.ensure_description(value, "PAT", errors.InvalidRequest) == value
+        return
+    with pytest.raises(errors.InvalidRequest) as caught:
+        configs.ensure_description(value, "PAT", errors.InvalidRequest)
+    assert caught.value.message == problem

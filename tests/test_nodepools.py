@@ -92,6 +92,15 @@ HOST_CPUS_TOO_MANY = {
             "instance type 'no-such-type' is not offered by provider 'local' in region 'local'",
         ),
         ({"instance_types": []}, "nodepools[0].instance_types: required field is missing"),
+        (
+            {"max_instances": 4_000_000_000},
+            "nodepools[0].max_instances: Input should be less than or equal to 1000 "
+            "(got 4000000000)",
+        ),
+        (
+            {"description": "x" * (8 << 20)},
+            "nodepools[0].description: String should have at most 512 characters (got 8388608)",
+        ),
     ],
 )
 def test_invalid_nodepools_are_refused_and_write_nothing(api, fields, text):

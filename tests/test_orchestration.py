@@ -32,6 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from orchard.cli.main import cli
 from orchard.client.uploads import upload_model
+from orchard.configs import DeploymentSpec
+from orchard.services import deployments as deployment_service
+from orchard.services import models as model_service
 from orchard.testing import ServerThread
 from tests.conftest import Api
 from tests.resources import make_cluster, make_nodepool, ok
@@ -430,3 +433,36 @@ def test_a_replica_that_cannot_start_backs_off_and_is_reported(
         assert "failed start 2" in failures[1] and "next try in 2 s" in failures[1]
     finally:
         channel.close()
+
+
+def test_a_deployment_that_cannot_run_stops_no_other(stack: Stack) -> None:
+    """e2e because what broke was every other deployment: no replica of any of them started
+    while one deployment's version had no package. This one is stored as it could be before
+    such deployments were refused (a server that did not orchestrate, an older Orchard)."""
+    assert stack.server.server is not None
+    with stack.server.server.store.session() as session:
+        owner = stack.server.user_id
+        model = model_service.create_model(session, owner, "tests", "ghost", {})
+        version = model_service.create_model_version(session, model, {}).id  # no upload
+        spec = DeploymentSpec.model_validate(
+            {
+                "id": "ghost-dep",
+                "worker": {"model": {"id": "ghost", "app_id": "tests"}},
+                "nodepools": [{"id": "np", "compute_cluster": {"id": "cc"}}],
+                "autoscale_config": {"min_replicas": 1, "max_replicas": 1},
+            }
+        )
+        deployment_service.create_deployment(session, owner, spec)
+    stack.deploy(min_replicas=1)
+    wait_for(lambda: stack.live() == 1, timeout=60, what="a replica of the other deployment")
+    assert ok(stack.predict()).outputs[0].data.text.raw == "open"
+    ghost_events = stack.api.call(
+        "ListLogEntries",
+        user_app_id=r.UserAppIDSet(user_id=stack.server.user_id, app_id="tests"),
+        model_id="ghost",
+        model_version_id=version,
+        log_type="runner.events",
+    ).log_entries
+    (event,) = [e.message for e in ghost_events if "upload" in e.message]  # said once
+    assert f"version '{version}' of model 'ghost' was made without an upload" in event
+    assert "`orchard model upload`" in event

@@ -4,6 +4,7 @@ backoff and grace periods are checked without waiting."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -501,3 +502,85 @@ async def test_a_launch_carries_whether_its_deployment_lets_it_share_gpus(
     [launch] = provider.launched
     assert launch.gpus == GpuNeed(1, 40 * GIB, shared=not disable_packing)
     assert provider.devices(launch.instance_id) == (device,)
+
+
+# -- failures stay with their deployment ----------------------------------------------------
+
+PACKAGELESS = "version v1 of model m was made without an upload (it has no package)"
+
+
+class FailingProvider(ScriptedProvider):
+    """Raises an unexpected error when asked for a replica of deployment ``bad``."""
+
+    def start_replica(self, launch: ReplicaLaunch) -> None:
+        if launch.id.startswith("bad-"):
+            raise RuntimeError("the provider broke")
+        super().start_replica(launch)
+
+
+async def test_a_deployment_whose_round_raises_leaves_the_others_running(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider, _, store, _, _, orchestrator = make_rig(tmp_path, FailingProvider())
+    good = with_autoscale(store.plans[0], min_replicas=1)
+    bad = replace(good, id="bad", pools=(replace(good.pools[0], key=PoolKey("u", "cc", "np2")),))
+    store.plans = [bad, good]
+    for _ in range(5):
+        await orchestrator.round()
+    assert [launch.id.split("-")[0] for launch in provider.launched] == ["dep"]
+    problem = orchestrator.view.deployments[("u", "bad")].problem
+    assert "Orchard failed to run this deployment (RuntimeError: the provider broke)" in problem
+    assert sum("the provider broke" in e for e in store.events()) == 1
+    logged = [r for r in caplog.records if "the provider broke" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None  # once, with its traceback
+
+
+async def test_a_blocked_deployment_says_why_before_it_wants_a_replica(rig: Any) -> None:
+    provider, _, store, _, _, orchestrator = rig
+    store.plans = [replace(store.plans[0], blocked=PACKAGELESS)]  # min_replicas 0, no traffic
+    await orchestrator.round()
+    await orchestrator.round()
+    assert orchestrator.view.deployments[("u", "dep")].problem == PACKAGELESS
+    assert [e for e in store.events() if PACKAGELESS in e] != []
+    assert sum(PACKAGELESS in e for e in store.events()) == 1
+    store.plans = [replace(store.plans[0], blocked="")]  # fixed: the problem goes
+    await orchestrator.round()
+    assert orchestrator.view.deployments[("u", "dep")].problem == ""
+    assert provider.launched == []
+
+
+async def test_a_deployment_that_cannot_be_planned_keeps_its_replicas_and_starts_none(
+    rig: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orchard.orchestration.reconciler")
+    provider, dispatcher, store, _, _, orchestrator = rig
+    planned = with_autoscale(store.plans[0], min_replicas=1)
+    store.plans = [planned]
+    await orchestrator.round()
+    (launch,) = provider.launched
+    dispatcher.connected = [launch.id]
+    reason = "Orchard cannot plan deployment 'dep' (ValidationError: 1 validation error)"
+    unplanned = replace(planned, pools=(), blocked=reason, planned=False, package=None)
+    store.plans = [unplanned]
+    for _ in range(3):
+        await orchestrator.round()
+    dispatcher.waiting = 5  # it would want more, but starts none
+    await orchestrator.round()
+    assert provider.stopped == [] and len(provider.launched) == 1
+    assert orchestrator.view.deployments[("u", "dep")].problem == reason
+    assert sum(reason in e for e in store.events()) == 1
+    assert sum(reason in r.getMessage() for r in caplog.records if r.levelname == "WARNING") == 1
+    store.plans = [planned]
+    await orchestrator.round()
+    assert any("works again, after failing 4 time(s)" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_deployment_never_planned_says_why_in_its_nodepools_events(rig: Any) -> None:
+    _, _, store, _, _, orchestrator = rig
+    reason = "Orchard cannot plan deployment 'dep' (KeyError: 'instance_types')"
+    pool = replace(store.plans[0].pools[0], provider="", runner_id="")
+    store.plans = [replace(store.plans[0], pools=(pool,), blocked=reason, planned=False)]
+    await orchestrator.round()
+    assert orchestrator.view.deployments[("u", "dep")].problem == reason
+    ((ref, lines),) = [(r, ls) for r, ls in store.logs if r.log_type == "runner.events"]
+    assert (ref.compute_cluster_id, ref.nodepool_id) == ("cc", "np") and reason in lines[0]

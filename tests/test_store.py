@@ -4,11 +4,14 @@ and a failed request writing nothing."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import inspect, select
+from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+from sqlalchemy import event, inspect, select, text
 
+from orchard import errors
 from orchard.store import Store
 from orchard.store.models import ComputeClusterRow, UserRow
 from orchard.testing import ServerThread
@@ -93,3 +96,48 @@ def test_rejected_request_leaves_no_row(database_url, tmp_path):
             assert session.scalars(select(ComputeClusterRow)).all() == []
     finally:
         server.stop()
+
+
+def fill_up(store: Store) -> None:
+    """Hold the SQLite database at the pages it has: the next one it needs is refused as
+    "database or disk is full", as on a full disk."""
+    with store.session() as session:
+        pages = session.execute(text("PRAGMA page_count")).scalar()
+
+    def cap(connection: Any, _record: Any) -> None:
+        connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    event.listen(store.engine, "connect", cap)
+    store.engine.dispose()  # the pooled connections go; new ones get the cap
+
+
+def test_a_full_database_is_storage_full_and_keeps_nothing(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'orchard.db'}")
+    try:
+        fill_up(store)
+        with pytest.raises(errors.StorageFull) as caught, store.session() as session:
+            session.add_all(UserRow(id=f"user-{i:04d}-{'x' * 50}") for i in range(500))
+        assert "the server's storage is full" in caught.value.message
+        assert "database or disk is full" in str(caught.value.__cause__)
+        with store.session() as session:
+            assert session.scalars(select(UserRow)).all() == []
+    finally:
+        store.close()
+
+
+def test_a_full_database_answers_storage_full_not_internal_error(tmp_path):
+    with (
+        ServerThread(tmp_path / "home") as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        assert server.server is not None
+        fill_up(server.server.store)
+        api = Api(channel, server.pat, server.user_id)
+        big = [cluster(f"c{i}", description="x" * 500) for i in range(100)]
+        response = api.call("PostComputeClusters", compute_clusters=big)
+        assert response.status.code == sc.INTERNAL_RESOURCE_EXHAUSTED, response.status
+        assert response.status.description.startswith(
+            "the server's storage is full: its database has no room left, and nothing of this "
+            "request was saved; ask the server's operator to free disk space"
+        )
+        assert ok(api.call("ListComputeClusters")).compute_clusters == []

@@ -426,3 +426,27 @@ def test_cli_upload_shows_the_build_and_fails_with_one_line(server, tmp_path):
     failed = CliRunner().invoke(cli, ["model", "upload", str(bad)], env=env)
     assert failed.exit_code == 1
     assert failed.stderr.startswith("Error: version ") and "build failed" in failed.stderr
+
+
+def test_a_full_disk_fails_the_upload_with_a_status_that_says_so(server, api, echo_model):
+    packages = server.server.runtime.packages
+    receive = packages.receive
+
+    def onto_a_full_disk(upload_id: str):
+        # /dev/full answers every write with ENOSPC: the kernel's own full disk. The part
+        # file is a link to it, which abort removes (the link, never the device).
+        (packages.incoming / f"{upload_id}.part").symlink_to("/dev/full")
+        return receive(upload_id)
+
+    packages.receive = onto_a_full_disk
+    responses = _stream(api, [_config_message(api.user_id, 100), _part(b"x" * 100)])
+    last = responses[-1].status
+    assert last.code == sc.INTERNAL_RESOURCE_EXHAUSTED
+    assert last.description.startswith("the server's disk is full: the package could not be")
+    assert "free disk space" in last.description
+    version = ok(
+        api.call("ListModelVersions", user_app_id=echo_model, model_id="echo")
+    ).model_versions[0]
+    assert version.status.code == sc.MODEL_UPLOADING_FAILED
+    assert version.status.description.startswith("the server's disk is full")
+    assert list(packages.incoming.iterdir()) == [] and list(packages.blobs.iterdir()) == []

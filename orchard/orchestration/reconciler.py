@@ -42,6 +42,13 @@ what all that user's replicas hold, draining ones too, across its deployments, a
 quota in ``settings.quotas``); a deployment held back says so, with the quota and its use, as
 its problem and in its events. Deployments of other users scale as before.
 
+Failures stay with their deployment. A deployment that cannot run (its version was made
+without an upload, its package is unreadable, its stored spec no longer validates) says why, with
+the fix, as its problem and in its events, whether or not it wants a replica, and starts none;
+one whose round raises gets the reason as its problem; every other deployment carries on. A
+deployment that cannot be planned keeps its last plan (and its replicas), blocked. A failure
+that repeats every round is logged once, then counted (:mod:`~orchard.orchestration.repeats`).
+
 Replicas authenticate with a token the orchestrator makes for each one (never a user's PAT);
 it is valid for ``ProcessRunnerItems`` only, and only while this server process lives.
 """
@@ -59,7 +66,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -82,6 +89,7 @@ from orchard.orchestration.placement import (
     choose_removals,
     place,
 )
+from orchard.orchestration.repeats import Repeats, reason_of
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import (
@@ -156,6 +164,7 @@ class DeploymentState:
     failures: int = 0
     retry_at: float = 0.0
     last_problem: str = ""
+    blocked: str = ""  # why its plan let no replica start, as of the last round
     in_flight: int = 0
     queued: int = 0
     events: deque[str] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
@@ -250,6 +259,7 @@ class Orchestrator:
         self._rng = random.Random()
         self._pending_logs: list[tuple[logs.LogRef, list[str]]] = []
         self._no_room: dict[PoolKey, float] = {}  # nodepool: until when it gets no new instance
+        self._repeats = Repeats(log)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -283,15 +293,20 @@ class Orchestrator:
                 await self.round()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("orchestration round failed; trying again next round")
+            except Exception as exc:
+                self._repeats.failed("round", "orchestration round", reason_of(exc), exc)
+            else:
+                self._repeats.succeeded("round", "orchestration round")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # arrives as the wait ends, and close() would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.tick)
+                async with asyncio.timeout(self.settings.tick):
+                    await self._wake.wait()
 
     # -- one round -------------------------------------------------------------------------
 
     async def round(self) -> None:
-        self._plans = await self.store.load()
+        self._plans = self._planned(await self.store.load())
         self._tell_nodepools()
         now = self.clock()
         self._observe(now)
@@ -304,10 +319,28 @@ class Orchestrator:
             if plan is None or not _still_wanted(replica, plan):
                 self._stop(replica, "its deployment no longer runs it here")
         for plan in self._plans:
-            self._reconcile(plan, now)
+            self._reconcile_apart(plan, now)
+        self._repeats.forget({k for p in self._plans for k in (("plan", p.key), ("run", p.key))})
         self._release_idle_instances()
         await self._write_logs()
         self._publish()
+
+    def _planned(self, loaded: list[DeploymentPlan]) -> list[DeploymentPlan]:
+        """This round's plans: a deployment that could not be planned keeps its last plan (when
+        it had one), blocked by why, so that its replicas stay and none start; its failure is
+        logged once."""
+        last = {plan.key: plan for plan in self._plans}
+        plans = []
+        for plan in loaded:
+            what = f"planning deployment {plan.id} of user {plan.user_id}"
+            if plan.planned:
+                self._repeats.succeeded(("plan", plan.key), what)
+                plans.append(plan)
+                continue
+            self._repeats.failed(("plan", plan.key), what, plan.blocked, plan.error)
+            known = last.get(plan.key)
+            plans.append(plan if known is None else replace(known, blocked=plan.blocked))
+        return plans
 
     def _tell_nodepools(self) -> None:
         pools: dict[str, dict[str, NodepoolInfo]] = {}
@@ -377,8 +410,26 @@ class Orchestrator:
         self._event(replica, message)
         log.warning("deployment %s: %s", replica.deployment[1], state.last_problem)
 
+    def _reconcile_apart(self, plan: DeploymentPlan, now: float) -> None:
+        """Reconcile ``plan``; what it raises becomes its problem, and the others carry on."""
+        what = f"reconciling deployment {plan.id} of user {plan.user_id}"
+        try:
+            self._reconcile(plan, now)
+        except Exception as exc:
+            reason = reason_of(exc)
+            self._repeats.failed(("run", plan.key), what, reason, exc)
+            self._problem(
+                plan,
+                self._state(plan.key),
+                f"Orchard failed to run this deployment ({reason}); it tries again every "
+                "round; the server log has the details",
+            )
+        else:
+            self._repeats.succeeded(("run", plan.key), what)
+
     def _reconcile(self, plan: DeploymentPlan, now: float) -> None:
         state = self._state(plan.key)
+        self._say_blocked(plan, state)
         mine = [r for r in self._replicas.values() if r.deployment == plan.key and not r.stopping]
         ready = [r for r in mine if r.connected]
         in_flight, queued = self.dispatcher.load([p.key for p in plan.pools], plan.version)
@@ -402,11 +453,17 @@ class Orchestrator:
         desired = decision.desired
         if len(mine) > desired:
             self._scale_down(plan, mine, len(mine) - desired)
-        elif len(mine) < desired:
-            if plan.blocked:
-                self._problem(plan, state, plan.blocked)
-            elif now >= state.retry_at:
-                self._scale_up(plan, state, desired - len(mine))
+        elif len(mine) < desired and not plan.blocked and now >= state.retry_at:
+            self._scale_up(plan, state, desired - len(mine))
+
+    def _say_blocked(self, plan: DeploymentPlan, state: DeploymentState) -> None:
+        """A deployment that can start no replica says why at once, whether or not it wants
+        one, and stops saying it once it can."""
+        if plan.blocked:
+            self._problem(plan, state, plan.blocked)
+        elif state.blocked and state.last_problem == state.blocked:
+            state.last_problem = ""
+        state.blocked = plan.blocked
 
     def _scale_up(self, plan: DeploymentPlan, state: DeploymentState, count: int) -> None:
         count = self._within_quota(plan, state, count)

@@ -5,31 +5,39 @@ runs replicas; nodepools of ``local-dev`` clusters are served by runners attache
 local-runner flow) and are left alone. Each (deployment, nodepool) pair has one runner row,
 made here when missing, whose replicas the orchestrator starts; runner rows it made for pairs
 that no longer exist (deployment deleted, nodepool dropped, version changed) are deleted.
+
+One deployment never stops the others: a deployment whose version cannot run (made without an
+upload, its package unreadable) is planned as blocked, with the reason and the fix; one that
+cannot be planned at all (a stored spec that no longer validates, a bug) comes back as
+:meth:`DeploymentPlan.unplanned`, its runner rows kept as they are. Only a failure of the store
+itself fails the whole load.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from orchard.configs import SCHEDULING_PERFORMANCE, AutoscaleSpec, ComputeInfoSpec, RunnerSpec
 from orchard.dispatch.sessions import PoolKey
 from orchard.orchestration.placement import Resources
+from orchard.orchestration.repeats import reason_of
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import ComputeShape
 from orchard.services import nodepools as nodepool_service
 from orchard.services import runners
 from orchard.services.builds import READY
+from orchard.services.deployments import version_problem
 from orchard.services.models import VersionRef
 from orchard.services.packages import PackageStore
 from orchard.store.models import (
-    ComputeClusterRow,
     DeploymentRow,
     ModelVersionRow,
     NodepoolRow,
@@ -37,7 +45,7 @@ from orchard.store.models import (
     UserRow,
 )
 
-MANAGED = "orchard.deployment"  # the runner metadata key naming the deployment it serves
+MANAGED = runners.MANAGED  # the runner metadata key naming the deployment it serves
 
 
 @dataclass(frozen=True)
@@ -83,36 +91,82 @@ class DeploymentPlan:
     request: Resources  # what one replica takes from an instance (with its GPUs' count and memory)
     source: VersionSource | None = None  # None until the version is built
     declared: tuple[tuple[str, str], ...] = ()  # environment variables the model's config sets
+    planned: bool = True  # False: it could not be planned this round (see ``unplanned``)
+    error: Exception | None = field(default=None, compare=False)  # why not, for the log
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.user_id, self.id)
 
+    @classmethod
+    def unplanned(cls, row: DeploymentRow, error: Exception) -> DeploymentPlan:
+        """A deployment that could not be planned this round for ``error``, ``blocked`` by
+        why. Its pools name its nodepools (where its events go) and nothing more: no
+        provider, no room."""
+        pools = tuple(
+            PoolPlan(
+                key=PoolKey(p.user_id, p.compute_cluster_id, p.nodepool_id),
+                priority=p.priority,
+                provider="",
+                shape=ComputeShape(0.0, 0),
+                price=0.0,
+                capacity_type=1,
+                min_instances=0,
+                max_instances=0,
+                runner_id="",
+            )
+            for p in row.placements
+        )
+        return cls(
+            user_id=row.user_id,
+            id=row.id,
+            version=VersionRef(row.model_user_id, row.app_id, row.model_id, row.model_version_id),
+            disabled=row.disabled,
+            autoscale=AutoscaleSpec(),
+            scheduling_choice=SCHEDULING_PERFORMANCE,
+            pools=pools,
+            blocked=(
+                f"Orchard cannot plan deployment {row.id!r} ({reason_of(error)}); change it "
+                "with PatchDeployments or delete it"
+            ),
+            package=None,
+            python=None,
+            capacity=1,
+            request=Resources(0.0, 0),
+            planned=False,
+            error=error,
+        )
+
 
 def load(
     session: Session, providers: ProviderRegistry, packages: PackageStore, envs: Path
 ) -> list[DeploymentPlan]:
-    """Every orchestrated deployment, with runner rows made or removed to match."""
+    """Every orchestrated deployment, with runner rows made or removed to match; one that
+    cannot be planned comes back :meth:`~DeploymentPlan.unplanned`. Raises only what the
+    store raises."""
     rows = session.scalars(
         select(DeploymentRow).options(selectinload(DeploymentRow.placements))
     ).all()
     wanted: set[str] = set()
+    kept: set[tuple[str, str]] = set()  # deployments whose runner rows stay as they are
     plans = []
     users = session.scalar(select(func.count()).select_from(UserRow)) or 0
     for row in rows:
-        plan = _plan(session, row, providers, packages, envs, users)
-        if plan is not None:
+        try:
+            plan = _plan(session, row, providers, packages, envs, users)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:
+            plan = DeploymentPlan.unplanned(row, exc)
+            kept.add(plan.key)
+        if plan is not None and plan.pools:
             plans.append(plan)
             wanted.update(p.runner_id for p in plan.pools)
     for runner in session.scalars(select(RunnerRow)).all():
-        if _managed_by(runner) and runner.id not in wanted:
+        managed_by = runners.managed_by(runner)
+        if managed_by and runner.id not in wanted and (runner.user_id, managed_by) not in kept:
             session.delete(runner)
     return plans
-
-
-def _managed_by(runner: RunnerRow) -> str:
-    metadata = runner.spec.get("metadata") or {}
-    return str(metadata.get(MANAGED, ""))
 
 
 def _plan(
@@ -123,7 +177,6 @@ def _plan(
     envs: Path,
     users: int,
 ) -> DeploymentPlan | None:
-    autoscale = AutoscaleSpec.model_validate(row.spec.get("autoscale_config") or {})
     version_row = session.get(
         ModelVersionRow, (row.model_user_id, row.app_id, row.model_id, row.model_version_id)
     )
@@ -135,9 +188,8 @@ def _plan(
         )
         if pool is None or version_row is None:
             continue
-        cluster: ComputeClusterRow = pool.compute_cluster
-        provider = providers.get(cluster.cloud_provider)
-        if cluster.cluster_type != "dedicated" or provider is None or not provider.orchestrated:
+        provider = nodepool_service.orchestrated(pool, providers)
+        if provider is None:
             continue
         item = pool.spec["instance_types"][0]
         refusals.append(provider.replica_problem(users))
@@ -152,14 +204,15 @@ def _plan(
                 min_instances=pool.min_instances,
                 max_instances=pool.max_instances,
                 runner_id=_runner_for(session, row, pool, version_row).id,
-                region=cluster.region,
+                region=pool.compute_cluster.region,
                 instance_type=str(item.get("id", "")),
                 egress=str((pool.spec.get("metadata") or {}).get("egress", "")) != "none",
             )
         )
     if not pools or version_row is None:
         return None
-    blocked, package, python, capacity, config = _version_files(version_row, packages, envs)
+    autoscale = AutoscaleSpec.model_validate(row.spec.get("autoscale_config") or {})
+    blocked, files = _version_files(version_row, packages, envs)
     blocked = next((r for r in refusals if r), blocked)
     return DeploymentPlan(
         user_id=row.user_id,
@@ -170,19 +223,13 @@ def _plan(
         scheduling_choice=int(row.spec.get("scheduling_choice") or SCHEDULING_PERFORMANCE),
         pools=tuple(pools),
         blocked=blocked,
-        package=package,
-        python=python,
-        capacity=capacity,
-        request=Resources.from_compute_info(config),
-        source=_source(version_row, packages, envs) if not blocked else None,
-        declared=_declared(packages, version_row) if not blocked else (),
+        package=files.package,
+        python=files.python,
+        capacity=files.capacity,
+        request=Resources.from_compute_info(files.config),
+        source=files.source if not blocked else None,
+        declared=files.declared if not blocked else (),
     )
-
-
-def _declared(packages: PackageStore, version: ModelVersionRow) -> tuple[tuple[str, str], ...]:
-    """The environment variables the model's config.yaml sets (``secrets`` of type ``env``)."""
-    config = packages.unpacked_package(version.package_digest).config
-    return tuple((s.env_var, s.value) for s in config.secrets if s.type == "env" and s.env_var)
 
 
 def _source(version: ModelVersionRow, packages: PackageStore, envs: Path) -> VersionSource:
@@ -199,19 +246,49 @@ def _source(version: ModelVersionRow, packages: PackageStore, envs: Path) -> Ver
     )
 
 
+UNKNOWN_NEED = ComputeInfoSpec(cpu_limit="1", cpu_memory="1Gi")  # of a version not built
+
+
+@dataclass(frozen=True)
+class _Files:
+    """What a version's replicas are made of (the defaults: of a version that cannot run)."""
+
+    package: Path | None = None  # its package folder
+    python: Path | None = None  # its environment's interpreter
+    capacity: int = 1  # items one replica runs at once (num_threads)
+    config: ComputeInfoSpec = field(default_factory=lambda: UNKNOWN_NEED)  # one replica's need
+    source: VersionSource | None = None
+    declared: tuple[tuple[str, str], ...] = ()  # environment variables its config.yaml sets
+
+
 def _version_files(
     version: ModelVersionRow, packages: PackageStore, envs: Path
-) -> tuple[str, Path | None, Path | None, int, ComputeInfoSpec]:
-    """(why it cannot run yet, package folder, environment python, num_threads, what one
-    replica needs)."""
+) -> tuple[str, _Files]:
+    """(why replicas of ``version`` cannot start, "" when they can; what they are made of)."""
     if version.status_code != sc.MODEL_TRAINED:
         reason = version.status_description or f"status {version.status_code}"
-        default = ComputeInfoSpec(cpu_limit="1", cpu_memory="1Gi")
-        return f"version {version.id} is not built yet ({reason})", None, None, 1, default
-    package = packages.unpacked_package(version.package_digest)
-    python = envs / version.env_key / "bin" / "python"
+        return f"version {version.id} is not built yet ({reason})", _Files()
+    problem = version_problem(version, orchestrated=True)
+    if problem:
+        return problem, _Files()
+    try:
+        package = packages.unpacked_package(version.package_digest)
+    except Exception as exc:  # a package gone or damaged on disk stops this deployment only
+        return (
+            f"the package of version {version.id} is missing or damaged on the server "
+            f"({type(exc).__name__}); upload the model again and point the deployment at the "
+            "new version"
+        ), _Files()
     config = package.config
-    return "", package.root, python, config.num_threads, config.inference_compute_info
+    secrets = tuple((s.env_var, s.value) for s in config.secrets if s.type == "env" and s.env_var)
+    return "", _Files(
+        package=package.root,
+        python=envs / version.env_key / "bin" / "python",
+        capacity=config.num_threads,
+        config=config.inference_compute_info,
+        source=_source(version, packages, envs),
+        declared=secrets,
+    )
 
 
 def _price(value: Any) -> float:
@@ -239,7 +316,7 @@ def _runner_for(
         )
     ).all()
     for runner in candidates:
-        if _managed_by(runner) == deployment.id:
+        if runners.managed_by(runner) == deployment.id:
             return runner
     spec = RunnerSpec.model_validate(
         {
@@ -256,4 +333,6 @@ def _runner_for(
             "num_replicas": 0,
         }
     )
-    return runners.create_runner(session, pool, spec, f"deployment {deployment.id}")
+    return runners.create_runner(
+        session, pool, spec, f"deployment {deployment.id}", orchestrator=True
+    )

@@ -168,11 +168,21 @@ def build_router() -> Router:
 
 def bootstrap(store: Store, settings: Settings) -> str | None:
     """Create the first user and PAT; a generated PAT is written to a 0600 file under home.
-    Returns the path of that file when one was written."""
+    A bootstrap PAT its owner revoked is not made again (the log says so). Returns the path of
+    the file when one was written."""
     with store.session() as session:
-        token = user_service.ensure_bootstrap(
+        done = user_service.ensure_bootstrap(
             session, settings.bootstrap_user, settings.bootstrap_pat
         )
+    if done.revoked is not None:
+        log.warning(
+            "the bootstrap PAT (ORCHARD_BOOTSTRAP_PAT) was revoked by user %s on %s UTC and "
+            "stays revoked; use another PAT of theirs, or set ORCHARD_BOOTSTRAP_PAT to a new "
+            "token and restart to make a new one",
+            done.revoked.user_id,
+            done.revoked.revoked_at.isoformat(timespec="seconds"),
+        )
+    token = done.token
     if token is None:
         return None
     fd = os.open(settings.pat_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -9,6 +9,7 @@ from clarifai_grpc.grpc.api.status import status_pb2
 
 from orchard import errors
 from orchard.configs import DeploymentSpec, spec_from_proto
+from orchard.providers import ProviderRegistry
 from orchard.server.convert import done, fill, page, patched, stamp
 from orchard.server.rpc import Call, Router
 from orchard.services import deployments as service
@@ -85,6 +86,11 @@ def _limits(call: Call) -> Limits:
     return Limits(call.runtime.quotas, call.runtime.packages)
 
 
+def _orchestrating(call: Call) -> ProviderRegistry | None:
+    """The providers whose nodepools this server runs replicas in (None: it runs none)."""
+    return call.providers if call.runtime.orchestrator is not None else None
+
+
 @router.rpc("PostDeployments")
 def post(
     request: service_pb2.PostDeploymentsRequest, call: Call
@@ -97,7 +103,11 @@ def post(
         where = f"deployments[{i}]"
         spec = spec_from_proto(dep, DeploymentSpec, where=where, error=errors.DeploymentInvalid)
         call.owner(spec.user_id or owner)
-        rows.append(service.create_deployment(call.session, owner, spec, where, _limits(call)))
+        rows.append(
+            service.create_deployment(
+                call.session, owner, spec, where, _limits(call), _orchestrating(call)
+            )
+        )
     return service_pb2.MultiDeploymentResponse(deployments=[to_proto(r) for r in rows])
 
 
@@ -142,7 +152,11 @@ def patch(
             where=where,
             error=errors.DeploymentInvalid,
         )
-        rows.append(service.update_deployment(call.session, owner, spec, where, _limits(call)))
+        rows.append(
+            service.update_deployment(
+                call.session, owner, spec, where, _limits(call), _orchestrating(call)
+            )
+        )
     return service_pb2.MultiDeploymentResponse(deployments=[to_proto(r) for r in rows])
 
 

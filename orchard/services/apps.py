@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.configs import ensure_id
+from orchard.configs import ensure_description, ensure_id
 from orchard.services.common import Page, cli_hint, patch_fields
 from orchard.store.models import AppRow, DeploymentRow
 
@@ -24,6 +24,7 @@ APP_FIELDS = ("name", "description", "default_language", "metadata", "visibility
 
 def create_app(session: Session, owner: str, app_id: str, spec: dict[str, Any]) -> AppRow:
     ensure_id(app_id, "app id", errors.AppInvalid)
+    ensure_description(str(spec.get("description", "")), "app", errors.AppInvalid)
     if session.get(AppRow, (owner, app_id)) is not None:
         raise errors.AppInvalid(f"app {app_id!r} already exists for user {owner!r}")
     row = AppRow(user_id=owner, id=app_id, spec=spec)

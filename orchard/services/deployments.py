@@ -3,23 +3,39 @@
 Rules: the model, its version and every nodepool must exist and belong to the deployment's
 owner; one deployment per model per nodepool (also a unique constraint in the store); the
 floors of the owner's deployments fit the owner's quota (:mod:`orchard.services.quotas`).
+
+A deployment with a nodepool the orchestrator runs replicas in (a ``dedicated`` cluster on a
+server that orchestrates) needs a version the orchestrator can start: one made by an upload
+whose upload and build did not fail (:func:`version_problem`). A version made without an
+upload (``PostModelVersions``, the official local runner's way) is refused there, and a
+deployment that names no version gets the newest one that can run where it is deployed. A
+deployment only on ``local-dev`` clusters takes any version: its runners are attached by hand.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orchard import errors
 from orchard.configs import DeploymentSpec, ensure_id
+from orchard.providers import ProviderRegistry
 from orchard.services import models as model_service
+from orchard.services import nodepools as nodepool_service
 from orchard.services.common import Page, cli_hint
 from orchard.services.nodepools import find_nodepool
 from orchard.services.quotas import UNLIMITED, Limits, check_deployment_floor
-from orchard.store.models import DeploymentNodepoolRow, DeploymentRow, ModelVersionRow, NodepoolRow
+from orchard.store.models import (
+    DeploymentNodepoolRow,
+    DeploymentRow,
+    ModelRow,
+    ModelVersionRow,
+    NodepoolRow,
+)
 
 # Kept in their own columns and rows; the rest of the spec is stored as sent.
 _NOT_IN_SPEC = {
@@ -31,6 +47,11 @@ _NOT_IN_SPEC = {
     "desired_worker",
     "status",
 }
+# A version in one of these states will never run: its upload or its build failed.
+FAILED = frozenset(
+    {sc.MODEL_UPLOADING_FAILED, sc.MODEL_BUILDING_FAILED, sc.MODEL_BUILD_UNEXPECTED_ERROR}
+)
+VERSIONS_PER_READ = 50
 
 
 @dataclass(frozen=True)
@@ -47,9 +68,48 @@ def not_found(owner: str, deployment_id: str) -> errors.DeploymentNotFound:
     )
 
 
+def version_problem(version: ModelVersionRow, orchestrated: bool) -> str:
+    """Why ``version`` cannot be deployed to nodepools whose replicas the orchestrator starts
+    (``orchestrated``), with the fix; "" when it can. On other nodepools every version can be
+    deployed: their runners are attached by hand, and the local runner serves versions made
+    without an upload."""
+    if not orchestrated:
+        return ""
+    what = f"version {version.id!r} of model {version.model_id!r}"
+    if version.status_code in FAILED:
+        return (
+            f"{what} failed to upload or build ({version.status_description or 'no details'}); "
+            "upload the model again with `orchard model upload` and deploy the new version"
+        )
+    if not version.package_digest and version.status_code != sc.MODEL_UPLOADING:
+        return (
+            f"{what} was made without an upload (it has no package), so Orchard cannot start "
+            "replicas of it; upload the model with `orchard model upload` and deploy that "
+            "version, or deploy this one to a local-dev cluster and serve it with "
+            "`orchard model serve`"
+        )
+    return ""
+
+
+def _latest_deployable(
+    session: Session, model: ModelRow, orchestrated: bool
+) -> ModelVersionRow | None:
+    """The newest version of ``model`` that can be deployed there (see version_problem)."""
+    number = 1
+    while batch := model_service.list_model_versions(
+        session, model, Page(number, VERSIONS_PER_READ)
+    ):
+        for version in batch:
+            if not version_problem(version, orchestrated):
+                return version
+        number += 1
+    return None
+
+
 def _resolve_version(
-    session: Session, owner: str, spec: DeploymentSpec, where: str
+    session: Session, owner: str, spec: DeploymentSpec, where: str, orchestrated: bool
 ) -> ModelVersionRow:
+    """The version the spec names, or the newest one that can be deployed there."""
     ref = spec.target_model()
     if ref.user_id and ref.user_id != owner:
         raise errors.ModelNotFound(
@@ -60,13 +120,27 @@ def _resolve_version(
     version_id = ref.model_version.id if ref.model_version else ""
     if version_id:
         return model_service.get_model_version(session, model, version_id)
-    latest = model_service.latest_model_version(session, model)
-    if latest is None:
+    latest = _latest_deployable(session, model, orchestrated)
+    if latest is not None:
+        return latest
+    if model_service.latest_model_version(session, model) is None:
         raise errors.DeploymentInvalid(
             f"{where}.worker.model: model {model.id!r} has no version yet; upload one with "
             f"{cli_hint('model upload PATH')}"
         )
-    return latest
+    raise errors.DeploymentInvalid(
+        f"{where}.worker.model: model {model.id!r} has no version Orchard can start replicas "
+        "of (each was made without an upload, or failed to upload or build); upload the model "
+        "with `orchard model upload`, or deploy to a local-dev cluster and serve it with "
+        "`orchard model serve`"
+    )
+
+
+def _moved(row: DeploymentRow, version: ModelVersionRow, nodepools: list[NodepoolRow]) -> bool:
+    """Whether a write changes the deployment's version or its nodepools (a new one: yes)."""
+    before = {(p.compute_cluster_id, p.nodepool_id) for p in row.placements}
+    after = {(n.compute_cluster_id, n.id) for n in nodepools}
+    return row.model_version_id != version.id or before != after
 
 
 def _placements(
@@ -116,13 +190,23 @@ def _check_one_per_nodepool(
 
 
 def _write(
-    session: Session, row: DeploymentRow, spec: DeploymentSpec, where: str, limits: Limits
+    session: Session,
+    row: DeploymentRow,
+    spec: DeploymentSpec,
+    where: str,
+    limits: Limits,
+    providers: ProviderRegistry | None,
 ) -> None:
     """Check the spec against the store, then write it into ``row`` (new or existing)."""
     with session.no_autoflush:
-        version = _resolve_version(session, row.user_id, spec, where)
         placements = _placements(session, row.user_id, spec, where)
         nodepools = [np for np, _ in placements]
+        runs = any(nodepool_service.orchestrated(np, providers) for np in nodepools)
+        version = _resolve_version(session, row.user_id, spec, where, runs)
+        # Checked on a move only, so that a deployment stored before the rule can be edited.
+        problem = version_problem(version, runs) if _moved(row, version, nodepools) else ""
+        if problem:
+            raise errors.DeploymentInvalid(f"{where}.worker.model.model_version.id: {problem}")
         _check_one_per_nodepool(session, row.id, version, nodepools)
         check_deployment_floor(session, row, spec, version, nodepools, limits, where)
     if row.placements:
@@ -162,7 +246,10 @@ def create_deployment(
     spec: DeploymentSpec,
     where: str = "deployment",
     limits: Limits = UNLIMITED,
+    providers: ProviderRegistry | None = None,
 ) -> DeploymentRow:
+    """A new deployment. ``providers``: the server's, when it orchestrates (None: no nodepool
+    is orchestrated, so any version may be deployed)."""
     ensure_id(spec.id, "deployment id", errors.DeploymentInvalid, where)
     if spec.user_id and spec.user_id != owner:
         raise errors.UserNotFound(f"{where}.user_id: user {spec.user_id!r} not found")
@@ -172,15 +259,21 @@ def create_deployment(
             f"delete it with {cli_hint(f'deployment delete {spec.id}')}"
         )
     row = DeploymentRow(user_id=owner, id=spec.id)
-    _write(session, row, spec, where, limits)
+    _write(session, row, spec, where, limits, providers)
     return row
 
 
 def update_deployment(
-    session: Session, owner: str, spec: DeploymentSpec, where: str, limits: Limits = UNLIMITED
+    session: Session,
+    owner: str,
+    spec: DeploymentSpec,
+    where: str,
+    limits: Limits = UNLIMITED,
+    providers: ProviderRegistry | None = None,
 ) -> DeploymentRow:
+    """Overwrite a deployment with ``spec`` (``providers`` as in :func:`create_deployment`)."""
     row = get_deployment(session, owner, spec.id)
-    _write(session, row, spec, where, limits)
+    _write(session, row, spec, where, limits, providers)
     return row
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.configs import ensure_id
+from orchard.configs import ensure_description, ensure_id
 from orchard.services.apps import deployments_using, get_app, refuse_if_deployed
 from orchard.services.common import Page, cli_hint, only_one, patch_fields
 from orchard.store.models import ModelRow, ModelVersionRow
@@ -70,6 +70,7 @@ def create_model(
     session: Session, owner: str, app_id: str, model_id: str, spec: dict[str, Any]
 ) -> ModelRow:
     ensure_id(model_id, "model id", errors.ModelInvalid)
+    ensure_description(str(spec.get("description", "")), "model", errors.ModelInvalid)
     get_app(session, owner, app_id)
     if session.get(ModelRow, (owner, app_id, model_id)) is not None:
         raise errors.ModelConflict(f"model {model_id!r} already exists in app {app_id!r}")

@@ -70,6 +70,17 @@ def shape_of(info: ComputeInfoSpec) -> ComputeShape:
     )
 
 
+def orchestrated(row: NodepoolRow, providers: ProviderRegistry | None) -> Provider | None:
+    """The provider that runs replicas in ``row`` for the orchestrator, or None when its
+    replicas are attached by hand: a nodepool of a ``local-dev`` cluster, of a provider that
+    runs no replicas, or any nodepool of a server that does not orchestrate (``providers``
+    None)."""
+    if providers is None or row.compute_cluster.cluster_type != "dedicated":
+        return None
+    provider = providers.get(row.compute_cluster.cloud_provider)
+    return provider if provider is not None and provider.orchestrated else None
+
+
 def info_of(row: NodepoolRow) -> NodepoolInfo:
     """The nodepool as its provider knows nodepools."""
     item = row.spec["instance_types"][0]

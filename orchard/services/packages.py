@@ -3,18 +3,33 @@
 HOME/packages/blobs/<sha256>.tar.gz     the uploaded archive
 HOME/packages/unpacked/<sha256>/        its files, extracted once for builds and runners
 HOME/packages/incoming/<version>.part   an upload in progress
+
+A disk without room left while an upload is stored is raised as
+:class:`~orchard.errors.StorageFull` (the part file is removed by ``abort``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from orchard import errors
 from orchard.packaging.package import Package, load_package, unpack
+
+log = logging.getLogger(__name__)
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+UPLOAD_FULL = (
+    "the server's disk is full: the package could not be stored, and nothing of it was kept; "
+    "ask the server's operator to free disk space under the server's home, then upload again"
+)
 
 
 class PackageStore:
@@ -61,19 +76,35 @@ class Upload:
         self.store, self.path = store, path
         self.size = 0
         self._hash = hashlib.sha256()
-        self._file: BinaryIO = path.open("wb")
+        with _room_for(path):
+            self._file: BinaryIO = path.open("wb")
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        with _room_for(self.path):
+            self._file.write(data)
         self._hash.update(data)
         self.size += len(data)
 
     def finish(self) -> str:
-        self._file.close()
+        with _room_for(self.path):
+            self._file.close()
         digest = self._hash.hexdigest()
         os.replace(self.path, self.store.blob(digest))
         return digest
 
     def abort(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # what is left to flush goes with the file
+            self._file.close()
         self.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _room_for(path: Path) -> Iterator[None]:
+    """Raise StorageFull, from the OS error, when the disk has no room for ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in NO_ROOM:
+            raise
+        log.error("no room on disk for an upload at %s: %s", path, exc)
+        raise errors.StorageFull(UPLOAD_FULL) from exc

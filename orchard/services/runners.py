@@ -2,7 +2,9 @@
 
 A runner row is what a replica names in its hello; its version and nodepool decide which
 deployments the replica serves. Runners are created by hand (the local-runner flow,
-``orchard runner``) or, later, by the orchestrator.
+``orchard runner``) or by the orchestrator, one per (deployment, nodepool), marked with the
+metadata key :data:`MANAGED`. Those follow their deployment: a user may neither delete one
+(the deployment's replicas would lose their row) nor mark a runner of their own with the key.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from orchard.services.common import Page
 from orchard.services.models import VersionRef
 from orchard.store.models import NodepoolRow, RunnerRow
 
+MANAGED = "orchard.deployment"  # the metadata key naming the deployment a runner serves
+
 
 def not_found(owner: str, runner_id: str) -> errors.RunnerNotFound:
     return errors.RunnerNotFound(
@@ -27,9 +31,28 @@ def not_found(owner: str, runner_id: str) -> errors.RunnerNotFound:
     )
 
 
+def managed_by(row: RunnerRow) -> str:
+    """The deployment the orchestrator made ``row`` for ("" for a runner made by hand)."""
+    metadata = row.spec.get("metadata") or {}
+    return str(metadata.get(MANAGED, ""))
+
+
 def create_runner(
-    session: Session, nodepool: NodepoolRow, spec: RunnerSpec, where: str
+    session: Session,
+    nodepool: NodepoolRow,
+    spec: RunnerSpec,
+    where: str,
+    *,
+    orchestrator: bool = False,
 ) -> RunnerRow:
+    """A runner of ``spec`` in ``nodepool``; only the orchestrator (``orchestrator``) may
+    mark one with :data:`MANAGED`."""
+    if not orchestrator and MANAGED in (spec.metadata or {}):
+        raise errors.RunnerInvalid(
+            f"{where}.metadata: the key {MANAGED!r} is reserved for the runners Orchard makes "
+            "for deployments; remove it (deploy the model with PostDeployments to have Orchard "
+            "run its replicas)"
+        )
     ref = spec.worker.model
     assert ref is not None  # WorkerSpec requires a model
     if ref.user_id and ref.user_id != nodepool.user_id:
@@ -95,6 +118,13 @@ def delete_runners(session: Session, owner: str, runner_ids: list[str]) -> list[
     if not runner_ids:
         raise errors.InvalidRequest("no runner ids given; pass at least one id")
     rows = [get_runner(session, owner, r) for r in dict.fromkeys(runner_ids)]
+    for row in rows:
+        if deployment := managed_by(row):
+            raise errors.RunnerConflict(
+                f"runner {row.id!r} is run by Orchard for deployment {deployment!r}, and goes "
+                f"with it: scale the deployment (PatchDeployments, autoscale_config) or delete "
+                f"it (`orchard deployment delete {deployment}`); nothing was deleted"
+            )
     for row in rows:
         session.delete(row)
     return [row.id for row in rows]

@@ -2,11 +2,15 @@
 
 ``Store(url)`` opens SQLite (the embedded default) or PostgreSQL by URL and brings the schema
 to the newest Alembic revision. Services get a session per request from :meth:`Store.session`,
-which commits on success and rolls back on any error, so a failed request writes nothing.
+which commits on success and rolls back on any error, so a failed request writes nothing. A
+database without room left (SQLite's "database or disk is full", PostgreSQL's disk_full) is
+raised as :class:`~orchard.errors.StorageFull`, which says so and what to do.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,9 +20,19 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from orchard import errors
+
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
+PG_DISK_FULL = "53100"
+STORE_FULL = (
+    "the server's storage is full: its database has no room left, and nothing of this request "
+    "was saved; ask the server's operator to free disk space where the database lives (the "
+    "server's home for SQLite), then retry"
+)
 
 
 def sqlite_url(path: Path) -> str:
@@ -51,6 +65,15 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+def is_full(exc: DBAPIError) -> bool:
+    """Whether the database refused a write for want of room."""
+    orig = exc.orig
+    return (
+        getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or getattr(orig, "sqlstate", None) == PG_DISK_FULL
+    )
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
     config = Config()
@@ -70,8 +93,15 @@ class Store:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except DBAPIError as exc:
+            if not is_full(exc):
+                raise
+            log.error("the database is full: %s", exc.orig)
+            raise errors.StorageFull(STORE_FULL) from exc
 
     def close(self) -> None:
         self.engine.dispose()

@@ -65,6 +65,17 @@ class PatRow(Timestamps, Base):
     last4: Mapped[str] = mapped_column(String(4), default="")
 
 
+class RevokedPatRow(Base):
+    """A PAT its owner deleted: its SHA-256 stays here, so that nothing makes it valid again
+    (the bootstrap PAT of the server's environment included). Not tied to the user row: a
+    revocation outlives its user."""
+
+    __tablename__ = "revoked_pats"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ID)
+    revoked_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class AppRow(Timestamps, Base):
     __tablename__ = "apps"
     user_id: Mapped[str] = mapped_column(

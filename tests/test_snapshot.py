@@ -1,0 +1,106 @@
+"""What the orchestrator reads each round, over a real store: a deployment it cannot run is
+planned as blocked (or unplanned) with the reason and the fix, and never stops the others."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
+from sqlalchemy import select
+
+from orchard.orchestration import snapshot
+from orchard.orchestration.snapshot import DeploymentPlan
+from orchard.services import models as model_service
+from orchard.store.models import DeploymentRow, RunnerRow
+from orchard.testing import ServerThread
+from tests.resources import make_cluster, make_deployment, make_model, make_nodepool, make_stack
+
+
+@pytest.fixture
+def stored(server: ServerThread, api: Any) -> Iterator[ServerThread]:
+    """Deployments of a server that does not orchestrate, as they could be stored before it
+    refused versions it cannot run: ``ghost`` (a version made without an upload), ``building``
+    (a version still building), ``broken`` (a spec that no longer validates) and ``dev`` (on a
+    local-dev cluster, which the orchestrator leaves alone)."""
+    make_stack(api)
+    make_deployment(api, "ghost")
+    make_model(api, "m2")
+    with store_session(server) as session:
+        model = model_service.get_model(session, api.user_id, "app", "m2")
+        version = model_service.create_model_version(
+            session, model, {}, status_code=sc.MODEL_BUILDING
+        )
+        building = version.id
+    make_deployment(api, "building", model="m2", version=building)
+    make_model(api, "m3")
+    make_deployment(api, "broken", model="m3")
+    with store_session(server) as session:
+        row = session.get(DeploymentRow, (api.user_id, "broken"))
+        assert row is not None
+        row.spec = row.spec | {"autoscale_config": {"max_replicas": -1}}
+    make_cluster(api, "dev", cluster_type="local-dev")
+    make_nodepool(api, "dev", "devnp")
+    make_model(api, "m4")
+    make_deployment(
+        api, "dev", model="m4", nodepools=[{"id": "devnp", "compute_cluster": {"id": "dev"}}]
+    )
+    yield server
+
+
+def store_session(server: ServerThread) -> Any:
+    assert server.server is not None
+    return server.server.store.session()
+
+
+def load(server: ServerThread) -> dict[str, DeploymentPlan]:
+    assert server.server is not None
+    runtime = server.server.runtime
+    with store_session(server) as session:
+        plans = snapshot.load(
+            session, runtime.providers, runtime.packages, server.settings.home / "envs"
+        )
+    return {plan.id: plan for plan in plans}
+
+
+def test_a_deployment_that_cannot_run_is_blocked_and_the_others_are_planned(
+    stored: ServerThread,
+) -> None:
+    plans = load(stored)
+    assert set(plans) == {"ghost", "building", "broken"}  # dev is not orchestrated
+    ghost = plans["ghost"]
+    assert ghost.planned and ghost.package is None
+    assert "was made without an upload (it has no package)" in ghost.blocked
+    assert "`orchard model upload`" in ghost.blocked and "local-dev" in ghost.blocked
+    assert "is not built yet" in plans["building"].blocked
+    broken = plans["broken"]
+    assert not broken.planned
+    assert broken.blocked.startswith("Orchard cannot plan deployment 'broken' (ValidationError")
+    assert broken.blocked.endswith("); change it with PatchDeployments or delete it")
+    assert broken.error is not None  # logged once, with its traceback
+    assert [p.key.nodepool_id for p in broken.pools] == ["np"]  # where its events go
+
+
+def test_the_runner_rows_of_a_deployment_that_cannot_be_planned_stay(
+    stored: ServerThread,
+) -> None:
+    with store_session(stored) as session:
+        row = session.get(DeploymentRow, (stored.user_id, "broken"))
+        assert row is not None
+        spec, row.spec = row.spec, row.spec | {"autoscale_config": {}}  # plannable for a round
+    load(stored)
+    with store_session(stored) as session:
+        made = {
+            r.spec["metadata"][snapshot.MANAGED]: r.id for r in session.scalars(select(RunnerRow))
+        }
+        row = session.get(DeploymentRow, (stored.user_id, "broken"))
+        assert row is not None
+        row.spec = spec  # broken again
+    assert set(made) == {"ghost", "building", "broken"}
+    load(stored)
+    with store_session(stored) as session:
+        kept = {
+            r.spec["metadata"][snapshot.MANAGED]: r.id for r in session.scalars(select(RunnerRow))
+        }
+    assert kept == made
