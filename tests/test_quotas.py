@@ -33,7 +33,7 @@ from orchard.quotas import (
 )
 from orchard.server.app import Settings
 from orchard.services.quotas import replica_usage
-from orchard.store.models import ModelVersionRow
+from orchard.store.models import DeploymentRow, ModelVersionRow
 from orchard.testing import ServerThread
 from tests.conftest import Api
 from tests.resources import deployment, make_cluster, make_model, make_nodepool, make_stack, ok
@@ -395,6 +395,23 @@ def test_a_patch_may_not_raise_a_floor_past_the_quota_but_may_lower_it(
     ok(patch(other, "d1", autoscale_config={"min_replicas": 2}))
     raised = patch(other, "d1", autoscale_config={"min_replicas": 3})
     assert "user 'bob' has a quota of 1 replica" in raised.status.description
+
+
+def test_a_deployment_stored_before_the_bounds_still_counts_and_blocks_nothing_else(
+    server: ServerThread, other: Api
+) -> None:
+    make_stack(other)
+    make_model(other, "m2")
+    make_model(other, "m3")
+    ok(floor(other, "d1", "m", 1))
+    assert server.server is not None
+    with server.server.store.session() as session:  # as an older server stored it
+        row = session.get(DeploymentRow, ("bob", "d1"))
+        assert row is not None
+        row.spec = {**row.spec, "autoscale_config": {"min_replicas": 1, "max_replicas": 10**9}}
+    ok(floor(other, "d2", "m2", 2))  # 1 + 2 fits in 3
+    refused = floor(other, "d3", "m3", 1)
+    assert refused.status.code == sc.CONN_EXCEEDS_LIMITS, refused.status
 
 
 def test_disabled_deployments_and_the_operator_hold_no_quota(api: Api, other: Api) -> None:

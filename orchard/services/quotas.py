@@ -73,7 +73,11 @@ def _stored_floor(session: Session, row: DeploymentRow, limits: Limits) -> Usage
     clusters = [session.get(ComputeClusterRow, key) for key in keys]
     if not any(c is not None and c.cluster_type == "dedicated" for c in clusters):
         return Usage()
-    autoscale = AutoscaleSpec.model_validate(row.spec.get("autoscale_config") or {})
+    stored = row.spec.get("autoscale_config") or {}
+    try:
+        autoscale = AutoscaleSpec.model_validate(stored)
+    except ValidationError:  # stored before today's bounds: it holds what it says
+        autoscale = AutoscaleSpec.model_construct(**stored)
     version = session.get(
         ModelVersionRow, (row.model_user_id, row.app_id, row.model_id, row.model_version_id)
     )
