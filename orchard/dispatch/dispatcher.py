@@ -241,8 +241,8 @@ class Dispatcher:
             )
         return errors.ModelDeploying(
             f"no replica of {target.label} is ready (model {target.version.model_id!r} "
-            f"version {target.version.version_id}); start one with `orchard runner` or "
-            "wait for the deployment to scale up"
+            f"version {target.version.version_id}); start one with `orchard runner` (or "
+            "`clarifai model serve`) or wait for the deployment to scale up"
         )
 
     # -- calls -----------------------------------------------------------------------------

@@ -143,6 +143,7 @@ def _from_model(
     if not rows:
         raise errors.ModelNotDeployed(
             f"model {model.id!r} has no enabled deployment; create one with "
-            "`orchard deployment create NODEPOOL_ID ID --config FILE` or pass deployment_id"
+            "`orchard deployment create NODEPOOL_ID ID --config FILE` (or `clarifai "
+            "deployment create NODEPOOL_ID ID --config FILE`), or pass deployment_id"
         )
     return _from_deployment(rows[0])
