@@ -37,10 +37,17 @@ from typing import Any
 
 import grpc
 
-from orchard import wire
-from orchard.runners import link, protocol
+from orchard import wire, work_protocol
+from orchard.runners import link
 from orchard.runners.adapters import ModelAdapter
-from orchard.runners.session import FATAL_CODES, Refused, Session, SessionSettings, Slots
+from orchard.runners.session import (
+    FATAL_CODES,
+    Refused,
+    Session,
+    SessionSettings,
+    Slots,
+    WorkCall,
+)
 
 log = logging.getLogger("orchard.runners")
 
@@ -76,9 +83,9 @@ class RunnerSettings:
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
 
-    def hello(self) -> protocol.Outgoing:
-        return protocol.hello(
-            protocol.Hello(
+    def hello(self) -> work_protocol.Outgoing:
+        return work_protocol.hello(
+            work_protocol.Hello(
                 runner_id=self.runner_id,
                 nodepool_id=self.nodepool_id,
                 compute_cluster_id=self.compute_cluster_id,
@@ -235,7 +242,7 @@ class Runner:
         finally:
             await channel.close()
 
-    async def _say_hello(self, call: Any) -> bool:
+    async def _say_hello(self, call: WorkCall) -> bool:
         """Write the hello; False when the server cannot be reached; raises Refused."""
         try:
             await call.write(self.settings.hello())
@@ -246,13 +253,14 @@ class Runner:
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details()
         except asyncio.InvalidStateError:  # the call ended before the hello went out
-            code, details = await call.code(), await call.details()
+            ended: Any = call  # a grpc.aio call: only those end before their hello
+            code, details = await ended.code(), await ended.details()
         if code in FATAL_CODES:
             raise Refused(f"{code.name}: {details}")
         log.info("cannot reach the server at %s: %s", self.settings.server, code.name)
         return False
 
-    async def _serve(self, call: Any) -> None:
+    async def _serve(self, call: WorkCall) -> None:
         settings = SessionSettings(self.settings.max_output_bytes, self.settings.drain_timeout)
         self.session = Session(call, self.model, self._slots, settings, self._spawn)
         opened = self._clock()
