@@ -18,7 +18,7 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard import work_protocol
 from orchard.dispatch.dispatcher import Dispatcher, DispatchSettings
-from orchard.dispatch.sessions import PoolKey, RunnerSession
+from orchard.dispatch.sessions import ConnectedReplica, PoolKey
 from orchard.dispatch.targets import Target
 from orchard.ids import VersionRef
 
@@ -49,7 +49,7 @@ class Replica:
         self.dispatcher = dispatcher
         self.sent: list[service_pb2.RunnerItem] = []
         hello = work_protocol.Hello("runner", pool.nodepool_id, "cc", f"replica-{pool}", capacity)
-        self.session = RunnerSession(
+        self.session = ConnectedReplica(
             hello, pool, VERSION, deliver=lambda m: self.sent.extend(m.runner_items)
         )
 

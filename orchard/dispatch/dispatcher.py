@@ -57,7 +57,7 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard import errors, work_protocol
 from orchard.dispatch.choose import ReplicaLoad, choose_replica
-from orchard.dispatch.sessions import Lost, PoolKey, Refused, RunnerSession, SentItem
+from orchard.dispatch.sessions import ConnectedReplica, Lost, PoolKey, Refused, SentItem
 from orchard.dispatch.targets import Target
 from orchard.ids import VersionRef
 from orchard.quantities import human_bytes
@@ -91,7 +91,7 @@ class _Waiter:
 class Dispatcher:
     def __init__(self, settings: DispatchSettings | None = None) -> None:
         self.settings = settings or DispatchSettings()
-        self._sessions: dict[tuple[PoolKey, VersionRef], list[RunnerSession]] = defaultdict(list)
+        self._sessions: dict[tuple[PoolKey, VersionRef], list[ConnectedReplica]] = defaultdict(list)
         self._queues: dict[str, deque[_Waiter]] = {}  # by target.queue; no empty ones
         # calls waiting, by each (nodepool, version) that could serve them
         self._waiting_for: dict[tuple[PoolKey, VersionRef], int] = defaultdict(int)
@@ -99,12 +99,12 @@ class Dispatcher:
 
     # -- replicas --------------------------------------------------------------------------
 
-    async def connect(self, session: RunnerSession) -> None:
+    async def connect(self, session: ConnectedReplica) -> None:
         self._sessions[(session.pool, session.version)].append(session)
         log.info("replica %s connected (capacity %d)", session.key, session.capacity)
         self._grant()
 
-    async def disconnect(self, session: RunnerSession) -> None:
+    async def disconnect(self, session: ConnectedReplica) -> None:
         replicas = self._sessions.get((session.pool, session.version), [])
         if session in replicas:
             replicas.remove(session)
@@ -120,11 +120,11 @@ class Dispatcher:
             if session.hello.replica_id == replica_id:
                 session.out_of_memory = (used, limit, len(session.items))
 
-    async def received(self, session: RunnerSession, message: work_protocol.Outgoing) -> None:
+    async def received(self, session: ConnectedReplica, message: work_protocol.Outgoing) -> None:
         if session.receive(message) and self._queues:
             self._grant()  # a slot freed and someone is waiting for one
 
-    def replicas(self, target: Target) -> list[RunnerSession]:
+    def replicas(self, target: Target) -> list[ConnectedReplica]:
         found = []
         for pool, _ in target.pools:
             for session in self._sessions.get((pool, target.version), []):
@@ -132,7 +132,7 @@ class Dispatcher:
                     found.append(session)
         return found
 
-    def sessions(self) -> list[RunnerSession]:
+    def sessions(self) -> list[ConnectedReplica]:
         """Every connected replica."""
         return [s for group in self._sessions.values() for s in group]
 
@@ -146,7 +146,7 @@ class Dispatcher:
 
     # -- choosing a replica ----------------------------------------------------------------
 
-    def _pick(self, target: Target) -> RunnerSession | None:
+    def _pick(self, target: Target) -> ConnectedReplica | None:
         priority = dict(target.pools)
         candidates = {s.key: s for s in self.replicas(target)}
         views = [

@@ -8,7 +8,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
@@ -46,10 +45,10 @@ _items = itertools.count(1)
 class SentItem:
     """One call in flight on a replica: its outputs arrive in ``events``."""
 
-    def __init__(self, session: RunnerSession) -> None:
+    def __init__(self, session: ConnectedReplica) -> None:
         self.id = f"{_ITEM_PREFIX}{next(_items):x}"
         self.session = session
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.events: asyncio.Queue[service_pb2.MultiOutputResponse | Ended | Lost] = asyncio.Queue()
         self.finished = False
 
     async def outputs(self) -> AsyncIterator[service_pb2.MultiOutputResponse | Lost]:
@@ -63,15 +62,18 @@ class SentItem:
 
 
 @dataclass(eq=False)
-class RunnerSession:
+class ConnectedReplica:
+    """One replica with an open work stream, as the dispatcher sees it: its hello, where it
+    runs, what it serves, and the items sent to it that have not ended."""
+
     hello: work_protocol.Hello
     pool: PoolKey
     version: VersionRef
     priority_of: dict[PoolKey, int] = field(default_factory=dict)
     # The replica's messages go to ``deliver`` when its transport writes without waiting,
     # else through ``outbox`` (which also carries the end: None).
-    deliver: Callable[[Any], object] | None = None
-    outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    deliver: Callable[[work_protocol.Incoming], object] | None = None
+    outbox: asyncio.Queue[work_protocol.Incoming | None] = field(default_factory=asyncio.Queue)
     items: dict[str, SentItem] = field(default_factory=dict)
     draining: bool = False
     # (bytes used, limit, items it held) when its provider killed it for its memory

@@ -8,12 +8,13 @@
 
 The runner opens ``ProcessRunnerItems`` (metadata ``authorization: Key <PAT>``; on this host,
 through the server's local link, :mod:`orchard.runners.link`, when given ``link:PATH``), writes the
-hello with its capacity, and serves the server's items in a :class:`~orchard.runners.session.
-Session` (the per-stream rules are there). When a stream breaks, or cannot be opened, it tries
-again after a delay from :class:`Backoff` (0.1 s doubling to 5 s, jittered, reset by a stream
-that stayed open for the maximum delay); items held by the broken stream are cancelled. It
-gives up with :attr:`Exit.SERVER_GONE` once the server has been unreachable for longer than
-``server_gone_grace``, and with :attr:`Exit.REFUSED` at once when the server refuses it.
+hello with its capacity, and serves the server's items in a
+:class:`~orchard.runners.session.WorkStreamServer` (the per-stream rules are there). When a stream
+breaks, or cannot be opened, it tries again after a delay from :class:`Backoff` (0.1 s doubling to
+5 s, jittered, reset by a stream that stayed open for the maximum delay); items held by the broken
+stream are cancelled. It gives up with :attr:`Exit.SERVER_GONE` once the server has been
+unreachable for longer than ``server_gone_grace``, and with :attr:`Exit.REFUSED` at once when the
+server refuses it.
 
 :meth:`Runner.stop` (SIGTERM, SIGINT) drains: the draining message goes out, nothing new is
 started, held items finish (up to ``drain_timeout``; a second ``stop`` cuts that short), and the
@@ -43,10 +44,10 @@ from orchard.runners.adapters import ModelAdapter
 from orchard.runners.session import (
     FATAL_CODES,
     Refused,
-    Session,
     SessionSettings,
     Slots,
     WorkCall,
+    WorkStreamServer,
 )
 
 log = logging.getLogger("orchard.runners")
@@ -150,14 +151,14 @@ class Runner:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.session: Session | None = None
+        self.stream_server: WorkStreamServer | None = None
 
     # -- state, for probes and tests ------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
         """A stream is open (its hello went out and it has not ended)."""
-        return self.session is not None
+        return self.stream_server is not None
 
     @property
     def ready(self) -> bool:
@@ -262,13 +263,13 @@ class Runner:
 
     async def _serve(self, call: WorkCall) -> None:
         settings = SessionSettings(self.settings.max_output_bytes, self.settings.drain_timeout)
-        self.session = Session(call, self.model, self._slots, settings, self._spawn)
+        self.stream_server = WorkStreamServer(call, self.model, self._slots, settings, self._spawn)
         opened = self._clock()
         log.info("connected to %s (capacity %d)", self.settings.server, self.settings.capacity)
         try:
-            await self.session.serve(self._stop, self._force)
+            await self.stream_server.serve(self._stop, self._force)
         finally:
-            self.session = None
+            self.stream_server = None
         if self._clock() - opened >= self._backoff.maximum:
             self._backoff.reset()
 

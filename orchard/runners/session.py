@@ -1,6 +1,6 @@
 """One ``ProcessRunnerItems`` stream of a runner, from the hello to its end.
 
-The runner writes the hello before it builds a :class:`Session`; the session then reads the
+The runner writes the hello before it builds a :class:`WorkStreamServer`; the session then reads the
 server's items (see :mod:`orchard.work_protocol`) and runs each start as its own task:
 
 - a start waits for one of the replica's slots (:class:`Slots`), calls the model through its
@@ -194,7 +194,7 @@ def _coalesced(batch: list[work_protocol.Outgoing], max_bytes: int) -> list[work
     return merged
 
 
-class Session:
+class WorkStreamServer:
     """Serves the items of one open stream (``call``, its hello already written)."""
 
     def __init__(

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from orchard import errors, work_protocol
 from orchard.dispatch.dispatcher import Dispatcher
-from orchard.dispatch.sessions import PoolKey, RunnerSession
+from orchard.dispatch.sessions import ConnectedReplica, PoolKey
 from orchard.ids import VersionRef
 from orchard.runners import link
 from orchard.server.rpc import RUNNER_STREAM, GrpcAdapter, Router, Runtime, StreamCall
@@ -54,7 +54,7 @@ class _ItemPerCall:
     message, and ends its call once the item is done. Its cancels also go to the replica's
     control call, where that runner listens for them."""
 
-    def __init__(self, session: RunnerSession, runtime: Runtime) -> None:
+    def __init__(self, session: ConnectedReplica, runtime: Runtime) -> None:
         self.session, self.runtime = session, runtime
         self.unary: set[str] = set()
 
@@ -92,7 +92,7 @@ class _ItemPerCall:
 
 async def _read(
     requests: AsyncIterator[Any],
-    session: RunnerSession,
+    session: ConnectedReplica,
     dispatcher: Dispatcher,
     official: _ItemPerCall | None,
 ) -> None:
@@ -147,7 +147,7 @@ async def work(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[
             yield message
         return
     pool, version = await call.db(_serving(call.user_id, hello.runner_id))
-    session = RunnerSession(hello, pool, version, deliver=call.deliver)
+    session = ConnectedReplica(hello, pool, version, deliver=call.deliver)
     official = _ItemPerCall(session, call.runtime) if hello.item_per_call else None
     dispatcher = call.runtime.dispatcher
     await dispatcher.connect(session)
