@@ -18,9 +18,8 @@ import grpc
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2
 
-from orchard import wire
+from orchard import wire, work_protocol
 from orchard.authoring import signatures
-from orchard.runners import protocol
 from orchard.runners.utils.serializers import encode_args
 
 SC = status_code_pb2.StatusCode
@@ -38,21 +37,21 @@ class FakeStream:
 
     def __init__(self, metadata: dict[str, str]) -> None:
         self.metadata = metadata
-        self.received: asyncio.Queue[protocol.Outgoing | None] = asyncio.Queue()
-        self._outgoing: asyncio.Queue[protocol.Incoming | None] = asyncio.Queue()
+        self.received: asyncio.Queue[work_protocol.Outgoing | None] = asyncio.Queue()
+        self._outgoing: asyncio.Queue[work_protocol.Incoming | None] = asyncio.Queue()
         self.closed = asyncio.Event()  # the runner half-closed or the call ended
 
     async def send(self, *runner_items: service_pb2.RunnerItem) -> None:
-        await self._outgoing.put(protocol.items(*runner_items))
+        await self._outgoing.put(work_protocol.items(*runner_items))
 
-    async def send_message(self, message: protocol.Incoming) -> None:
+    async def send_message(self, message: work_protocol.Incoming) -> None:
         await self._outgoing.put(message)
 
     def end(self) -> None:
         """End the call from the server's side."""
         self._outgoing.put_nowait(None)
 
-    async def next(self, timeout: float = TIMEOUT) -> protocol.Outgoing:
+    async def next(self, timeout: float = TIMEOUT) -> work_protocol.Outgoing:
         """The next message from the runner."""
         message = await asyncio.wait_for(self.received.get(), timeout)
         if message is None:
@@ -75,7 +74,7 @@ class FakeStream:
     async def wait_closed(self, timeout: float = TIMEOUT) -> None:
         await asyncio.wait_for(self.closed.wait(), timeout)
 
-    async def _outgoing_messages(self) -> AsyncIterator[protocol.Incoming]:
+    async def _outgoing_messages(self) -> AsyncIterator[work_protocol.Incoming]:
         while (message := await self._outgoing.get()) is not None:
             yield message
 
@@ -120,8 +119,8 @@ class FakeOrchard:
         return await asyncio.wait_for(self.streams.get(), timeout)
 
     async def _process(
-        self, requests: AsyncIterator[protocol.Outgoing], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[protocol.Incoming]:
+        self, requests: AsyncIterator[work_protocol.Outgoing], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[work_protocol.Incoming]:
         metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
         if metadata.get("authorization") != f"Key {self.pat}":
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "wrong PAT")
@@ -137,7 +136,7 @@ class FakeOrchard:
             stream.received.put_nowait(None)
 
 
-async def _pump(requests: AsyncIterator[protocol.Outgoing], stream: FakeStream) -> None:
+async def _pump(requests: AsyncIterator[work_protocol.Outgoing], stream: FakeStream) -> None:
     """What the runner writes goes to ``stream.received``; when it half-closes, the call ends
     (as the real server ends it)."""
     try:

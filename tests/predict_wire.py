@@ -14,7 +14,7 @@ from google.protobuf.message import Message
 from orchard import wire
 from orchard.authoring import ModelClass
 from orchard.client.base import BaseClient
-from orchard.runners.models import dispatch
+from orchard.runners.models import request_adapter
 
 SC = status_code_pb2.StatusCode
 OK = status_pb2.Status(code=SC.SUCCESS, description="Ok")
@@ -57,7 +57,7 @@ class Wire:
         self.calls.append((rpc, request))
         answer = self._scripted(rpc)
         if answer is None and rpc == "PostModelOutputs" and self.model is not None:
-            return dispatch.predict(self.model, request)
+            return request_adapter.predict(self.model, request)
         return answer if answer is not None else wire.response_class(rpc)(status=OK)
 
     def stream(self, rpc: str, requests: Any, timeout: float | None = None) -> Iterator[Any]:
@@ -66,8 +66,8 @@ class Wire:
         answer = self._scripted(rpc)
         if answer is None and self.model is not None:
             if rpc == "GenerateModelOutputs":
-                return dispatch.generate(self.model, sent)
-            return dispatch.stream(self.model, iter(sent))
+                return request_adapter.generate(self.model, sent)
+            return request_adapter.stream(self.model, iter(sent))
         return iter(answer or [])
 
     def _scripted(self, rpc: str) -> Any:

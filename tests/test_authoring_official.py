@@ -26,7 +26,7 @@ from google.protobuf import json_format
 
 from orchard import authoring
 from orchard.authoring import Concept, Image, ModelClass, NamedFields, Text, signatures_json
-from orchard.runners.models import calls, dispatch
+from orchard.runners.models import calls, request_adapter
 from orchard.runners.models.model_class import method_infos
 
 pytestmark = pytest.mark.e2e
@@ -318,9 +318,9 @@ class Conformance(ModelClass):
 
 
 _HANDLERS = {
-    "PostModelOutputs": lambda model, reqs: [dispatch.predict(model, reqs[0])],
-    "GenerateModelOutputs": lambda model, reqs: list(dispatch.generate(model, reqs[0])),
-    "StreamModelOutputs": lambda model, reqs: list(dispatch.stream(model, iter(reqs))),
+    "PostModelOutputs": lambda model, reqs: [request_adapter.predict(model, reqs[0])],
+    "GenerateModelOutputs": lambda model, reqs: list(request_adapter.generate(model, reqs[0])),
+    "StreamModelOutputs": lambda model, reqs: list(request_adapter.stream(model, iter(reqs))),
 }
 
 

@@ -173,14 +173,14 @@ def test_authoring_imports_and_serves_without_numpy_or_pillow():
         "import sys\n"
         "sys.modules['numpy'] = None; sys.modules['PIL'] = None\n"
         "from orchard.authoring import ModelClass, Image, signatures\n"
-        "from orchard.runners.models import dispatch\n"
+        "from orchard.runners.models import request_adapter\n"
         "from clarifai_grpc.grpc.api import resources_pb2 as r, service_pb2 as s\n"
         "class M(ModelClass):\n"
         "    @ModelClass.method\n"
         "    def predict(self, x: str, image: Image = None) -> str:\n"
         "        return x.upper()\n"
         "req = s.PostModelOutputsRequest(inputs=[r.Input(data=r.Data(text=r.Text(raw='ok')))])\n"
-        "print(dispatch.predict(M(), req).outputs[0].data.text.raw, len(signatures(M)))\n"
+        "print(request_adapter.predict(M(), req).outputs[0].data.text.raw, len(signatures(M)))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT

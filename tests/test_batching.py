@@ -14,12 +14,11 @@ import pytest
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2
 
-from orchard import errors
+from orchard import errors, work_protocol
 from orchard.authoring import Concept, Image, ModelClass, Param, signatures
-from orchard.runners import protocol
 from orchard.runners.adapters import OrchardAdapter, adapter_for
 from orchard.runners.batching import Batcher, BatchResultError, ModelBatchers, split_results
-from orchard.runners.models import dispatch
+from orchard.runners.models import request_adapter
 from orchard.runners.models.model_class import Batching, method_infos
 from orchard.runners.runner import Runner, RunnerSettings
 from orchard.runners.utils.method_signatures import build_field
@@ -620,12 +619,12 @@ async def test_generate_serves_a_batched_method_as_a_stream_of_one():
 
 def test_without_a_runner_a_request_is_batched_on_its_own_inputs():
     model = Batched()
-    response = dispatch.predict(model, _request("shout", *"abcdef"))
+    response = request_adapter.predict(model, _request("shout", *"abcdef"))
     assert _texts(response) == list("ABCDEF")
     assert model.calls == [list("abcd"), list("ef")]
-    (generated,) = dispatch.generate(model, _request("shout", "g"))
+    (generated,) = request_adapter.generate(model, _request("shout", "g"))
     assert _texts(generated) == ["G"]
-    asynced = dispatch.predict(model, _request("whisper", *"PQRS"))
+    asynced = request_adapter.predict(model, _request("whisper", *"PQRS"))
     assert _texts(asynced) == list("pqrs")
     assert model.calls[-2:] == [list("PQR"), ["S"]]
 
@@ -655,18 +654,22 @@ async def test_a_runner_batches_concurrent_items_and_a_cancelled_one_leaves_the_
     running = asyncio.create_task(Runner(OrchardAdapter(model, batchers), settings).run())
     try:
         stream = await fake.next_stream()
-        protocol.read_hello(await stream.next())
+        work_protocol.read_hello(await stream.next())
         start = [
-            protocol.start(w, protocol.UNARY, request(Batched, "shout", text=w)) for w in "abc"
+            work_protocol.start(w, work_protocol.UNARY, request(Batched, "shout", text=w))
+            for w in "abc"
         ]
         await stream.send(*start)
         await timers.armed.wait()  # the first input is queued (batch_size 4: it waits)
         queue = batchers.batcher(method_infos(Batched)["shout"])
         assert (queue.queued, model.calls) == (3, [])
-        await stream.send(protocol.control("b", SC.RUNNER_ITEM_CANCELLED))
+        await stream.send(work_protocol.control("b", SC.RUNNER_ITEM_CANCELLED))
         assert (await _ends(stream, "b"))["b"] == []
         assert queue.queued == 2
-        more = [protocol.start(w, protocol.UNARY, request(Batched, "shout", text=w)) for w in "de"]
+        more = [
+            work_protocol.start(w, work_protocol.UNARY, request(Batched, "shout", text=w))
+            for w in "de"
+        ]
         await stream.send(*more)
         outputs = await _ends(stream, "a", "c", "d", "e")
         assert {i: [_texts(r) for r in rs] for i, rs in outputs.items()} == {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchard.dispatch.choose import ReplicaView, choose_replica
+from orchard.dispatch.choose import ReplicaLoad, choose_replica
 
 
 def view(
@@ -12,8 +12,8 @@ def view(
     priority: int = 0,
     last_used: float = 0.0,
     draining: bool = False,
-) -> ReplicaView:
-    return ReplicaView(key, priority, in_flight, capacity, last_used, draining)
+) -> ReplicaLoad:
+    return ReplicaLoad(key, priority, in_flight, capacity, last_used, draining)
 
 
 def test_least_loaded_wins():

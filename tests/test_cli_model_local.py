@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from orchard.authoring import ModelClass, signatures
+from orchard.cli import model_local_test
 from orchard.cli.main import cli
 from orchard.packaging import localtest
 from orchard.packaging.inspect import collect_signatures, load_model_class
@@ -275,7 +276,7 @@ def test_run_in_env_runs_the_example_in_a_given_environment():
     """This test process's own virtual environment stands in for a built one."""
     lines: list[str] = []
     env = Path(sys.executable).parent.parent
-    assert localtest.run_in_env(env, EXAMPLES / "echo", lines.append) == 0
+    assert model_local_test.run_in_env(env, EXAMPLES / "echo", lines.append) == 0
     assert "== stream (STREAMING_STREAMING)" in lines and lines[-1] == "3 passed"
 
 

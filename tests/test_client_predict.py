@@ -2,7 +2,7 @@
 helpers in both routing forms, model URLs, routing checks, the 128-input limit, the input type,
 waiting for a deploying model (on a fake clock), the first-response check of streams, and the
 typed client. The wire is replaced by a recorder; where a model answers, it is a real
-``ModelClass`` behind the runner's request adapter (``orchard.runners.models.dispatch``)."""
+``ModelClass`` behind the runner's request adapter (``orchard.runners.models.request_adapter``)."""
 
 from __future__ import annotations
 

@@ -16,8 +16,7 @@ from clarifai_grpc.grpc.api import resources_pb2 as r
 from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
-from orchard import wire
-from orchard.runners import protocol
+from orchard import wire, work_protocol
 from tests.resources import make_deployment, make_stack, ok
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -40,8 +39,8 @@ class FakeReplica:
         self.task: asyncio.Task | None = None
 
     async def _requests(self) -> AsyncIterator:
-        hello = protocol.Hello(self.runner_id, "np", "cc", self.replica_id, self.capacity)
-        yield protocol.hello(hello)
+        hello = work_protocol.Hello(self.runner_id, "np", "cc", self.replica_id, self.capacity)
+        yield work_protocol.hello(hello)
         while (message := await self.outbox.get()) is not None:
             yield message
 
@@ -107,10 +106,10 @@ async def test_unary_call_reaches_a_replica_and_comes_back(server, deployed):
     try:
         call = asyncio.create_task(client_call(server, "PostModelOutputs", predict_request()))
         item = await replica.next_item()
-        assert item.processing_info.runner_method_type == protocol.UNARY
+        assert item.processing_info.runner_method_type == work_protocol.UNARY
         assert item.post_model_outputs_request.inputs[0].data.text.raw == "hi"
-        replica.send(protocol.output(item.id, text_response("HI")))
-        replica.send(protocol.item_end(item.id))
+        replica.send(work_protocol.output(item.id, text_response("HI")))
+        replica.send(work_protocol.item_end(item.id))
         response = await call
         assert response.outputs[0].data.text.raw == "HI"
         assert response.runner_selector.deployment.id == "dep"
@@ -125,10 +124,10 @@ async def test_generate_streams_every_output(server, deployed):
             client_call(server, "GenerateModelOutputs", predict_request("a b c"))
         )
         item = await replica.next_item()
-        assert item.processing_info.runner_method_type == protocol.SERVER_STREAM
+        assert item.processing_info.runner_method_type == work_protocol.SERVER_STREAM
         for word in "abc":
-            replica.send(protocol.output(item.id, text_response(word)))
-        replica.send(protocol.item_end(item.id))
+            replica.send(work_protocol.output(item.id, text_response(word)))
+        replica.send(work_protocol.item_end(item.id))
         assert [resp.outputs[0].data.text.raw for resp in await call] == ["a", "b", "c"]
     finally:
         await replica.close()
@@ -149,7 +148,7 @@ async def test_stream_call_forwards_later_requests_and_the_input_end(server, dep
             )
             requests.put_nowait(predict_request("one"))
             item = await replica.next_item()
-            assert item.processing_info.runner_method_type == protocol.BIDI
+            assert item.processing_info.runner_method_type == work_protocol.BIDI
             requests.put_nowait(predict_request("two"))
             follow_up = await replica.next_item()
             assert (follow_up.id, follow_up.post_model_outputs_request.inputs[0].data.text.raw) == (
@@ -159,8 +158,8 @@ async def test_stream_call_forwards_later_requests_and_the_input_end(server, dep
             requests.put_nowait(None)
             end = await replica.next_item()
             assert end.processing_info.status.code == sc.RUNNER_STREAM_END
-            replica.send(protocol.output(item.id, text_response("ONE")))
-            replica.send(protocol.item_end(item.id))
+            replica.send(work_protocol.output(item.id, text_response("ONE")))
+            replica.send(work_protocol.item_end(item.id))
             assert [resp.outputs[0].data.text.raw async for resp in call] == ["ONE"]
     finally:
         await replica.close()
@@ -189,8 +188,8 @@ async def test_a_unary_call_is_retried_once_when_its_replica_dies(server, deploy
     try:
         await doomed.close()  # goes away without answering
         item = await healthy.next_item()
-        healthy.send(protocol.output(item.id, text_response("saved")))
-        healthy.send(protocol.item_end(item.id))
+        healthy.send(work_protocol.output(item.id, text_response("saved")))
+        healthy.send(work_protocol.item_end(item.id))
         assert (await call).outputs[0].data.text.raw == "saved"
     finally:
         await healthy.close()
@@ -222,7 +221,7 @@ async def test_a_stream_whose_replica_dies_ends_with_a_clear_status(server, depl
     doomed = await FakeReplica(server, deployed).start()
     call = asyncio.create_task(client_call(server, "GenerateModelOutputs", predict_request()))
     item = await doomed.next_item()
-    doomed.send(protocol.output(item.id, text_response("partial")))
+    doomed.send(work_protocol.output(item.id, text_response("partial")))
     await doomed.close()
     responses = await call
     assert responses[-1].status.code == sc.RUNNER_PROCESSING_FAILED
@@ -241,8 +240,8 @@ async def test_a_call_held_for_a_starting_replica_is_served(server, deployed):
     replica = await FakeReplica(server, deployed).start()  # arrives after the call
     try:
         item = await replica.next_item()
-        replica.send(protocol.output(item.id, text_response("late")))
-        replica.send(protocol.item_end(item.id))
+        replica.send(work_protocol.output(item.id, text_response("late")))
+        replica.send(work_protocol.item_end(item.id))
         assert (await call).outputs[0].data.text.raw == "late"
     finally:
         await replica.close()
@@ -314,8 +313,8 @@ async def test_url_inputs_are_fetched_by_the_server_when_allowed(server, deploye
         item = await replica.next_item()
         text = item.post_model_outputs_request.inputs[0].data.text
         assert (text.raw, text.url) == ("fetched text", "")
-        replica.send(protocol.output(item.id, text_response("ok")))
-        replica.send(protocol.item_end(item.id))
+        replica.send(work_protocol.output(item.id, text_response("ok")))
+        replica.send(work_protocol.item_end(item.id))
         assert (await call).status.code == sc.SUCCESS
     finally:
         await replica.close()
@@ -343,7 +342,7 @@ async def test_another_user_can_neither_predict_nor_serve_the_owners_deployment(
         assert response.status.code == sc.DEPLOYMENT_DOES_NOT_EXIST
 
         async def hello():
-            yield protocol.hello(protocol.Hello(deployed, "np", "cc", "r", 1))
+            yield work_protocol.hello(work_protocol.Hello(deployed, "np", "cc", "r", 1))
 
         work = wire.callable_for(channel, "ProcessRunnerItems")(
             hello(), metadata=metadata, timeout=30
@@ -358,12 +357,12 @@ async def test_an_item_refused_by_a_draining_replica_goes_to_another(server, dep
     item = await draining.next_item()
     other = await FakeReplica(server, deployed).start()
     try:
-        draining.send(protocol.draining())
-        draining.send(protocol.refused(item.id, "draining"))
+        draining.send(work_protocol.draining())
+        draining.send(work_protocol.refused(item.id, "draining"))
         moved = await other.next_item()
         assert moved.post_model_outputs_request.inputs[0].data.text.raw == "hi"
-        other.send(protocol.output(moved.id, text_response("moved")))
-        other.send(protocol.item_end(moved.id))
+        other.send(work_protocol.output(moved.id, text_response("moved")))
+        other.send(work_protocol.item_end(moved.id))
         assert [resp.outputs[0].data.text.raw for resp in await call] == ["moved"]
     finally:
         await draining.close()

@@ -16,11 +16,11 @@ from clarifai_grpc.grpc.api import resources_pb2 as r
 from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
+from orchard import work_protocol
 from orchard.dispatch.dispatcher import Dispatcher, DispatchSettings
-from orchard.dispatch.sessions import PoolKey, RunnerSession
+from orchard.dispatch.sessions import ConnectedReplica, PoolKey
 from orchard.dispatch.targets import Target
-from orchard.runners import protocol
-from orchard.services.models import VersionRef
+from orchard.ids import VersionRef
 
 VERSION = VersionRef("u", "app", "m", "v1")
 P1, P2 = PoolKey("u", "cc", "np1"), PoolKey("u", "cc", "np2")
@@ -48,8 +48,8 @@ class Replica:
     def __init__(self, dispatcher: Dispatcher, pool: PoolKey, capacity: int = 1) -> None:
         self.dispatcher = dispatcher
         self.sent: list[service_pb2.RunnerItem] = []
-        hello = protocol.Hello("runner", pool.nodepool_id, "cc", f"replica-{pool}", capacity)
-        self.session = RunnerSession(
+        hello = work_protocol.Hello("runner", pool.nodepool_id, "cc", f"replica-{pool}", capacity)
+        self.session = ConnectedReplica(
             hello, pool, VERSION, deliver=lambda m: self.sent.extend(m.runner_items)
         )
 
@@ -58,7 +58,7 @@ class Replica:
         return {
             item.post_model_outputs_request.inputs[0].data.text.raw: item.id
             for item in self.sent
-            if protocol.kind_of(item) == protocol.ItemKind.START
+            if work_protocol.kind_of(item) == work_protocol.ItemKind.START
         }
 
     def started(self) -> list[str]:
@@ -68,7 +68,7 @@ class Replica:
         """Answer call ``text`` (its slot frees)."""
         item_id = self._starts()[text]
         answer = service_pb2.MultiOutputResponse(status={"code": sc.SUCCESS})
-        await self.dispatcher.received(self.session, protocol.item_end(item_id, answer))
+        await self.dispatcher.received(self.session, work_protocol.item_end(item_id, answer))
 
 
 class Calls:
@@ -82,7 +82,9 @@ class Calls:
         request = service_pb2.PostModelOutputsRequest(
             inputs=[r.Input(data=r.Data(text=r.Text(raw=text)))]
         )
-        responses = self.dispatcher.call(to, protocol.UNARY, request, None, time.monotonic() + 60)
+        responses = self.dispatcher.call(
+            to, work_protocol.UNARY, request, None, time.monotonic() + 60
+        )
         self.tasks[text] = asyncio.create_task(_collect(responses))
 
     def waiting(self) -> int:

@@ -18,7 +18,7 @@ from clarifai_grpc.grpc.api.status import status_code_pb2
 from orchard.authoring import Concept, Image, ModelClass, signatures
 from orchard.packaging.inspect import load_model_class
 from orchard.packaging.package import load_package
-from orchard.runners.models import dispatch
+from orchard.runners.models import request_adapter
 from orchard.runners.models.model_class import MethodType
 from orchard.runners.utils.method_signatures import build_field
 from orchard.runners.utils.serializers import decode, encode_args
@@ -97,13 +97,13 @@ def test_echo_has_all_three_shapes():
 
 def test_echo_predict_returns_the_text():
     echo = load("echo")
-    response = dispatch.predict(echo, request(echo, "predict", text="hi  there"))
+    response = request_adapter.predict(echo, request(echo, "predict", text="hi  there"))
     assert value(response.outputs[0]) == "hi  there"
 
 
 def test_echo_generate_yields_one_item_per_word():
     echo = load("echo")
-    generated = dispatch.generate(echo, request(echo, "generate", text="one two  three"))
+    generated = request_adapter.generate(echo, request(echo, "generate", text="one two  three"))
     assert values(generated) == ["one ", "two  ", "three"]  # joined: the text
 
 
@@ -116,15 +116,15 @@ def test_echo_stream_echoes_each_item():
         inp = resources_pb2.Input()
         encode_args([stream_field], {"input_iterator": item}, inp.data)
         later.append(service_pb2.PostModelOutputsRequest(inputs=[inp]))
-    assert values(dispatch.stream(echo, iter([first, *later]))) == ["a", "b", "c"]
+    assert values(request_adapter.stream(echo, iter([first, *later]))) == ["a", "b", "c"]
 
 
 def test_echo_answers_an_old_format_text_input_in_text_raw():
     echo = load("echo")
-    response = dispatch.predict(echo, legacy(text=resources_pb2.Text(raw="plain old")))
+    response = request_adapter.predict(echo, legacy(text=resources_pb2.Text(raw="plain old")))
     assert response.status.code == SC.SUCCESS
     assert response.outputs[0].data.text.raw == "plain old"
-    streamed = dispatch.generate(echo, legacy(text=resources_pb2.Text(raw="x y")))
+    streamed = request_adapter.generate(echo, legacy(text=resources_pb2.Text(raw="x y")))
     assert [r.outputs[0].data.text.raw for r in streamed] == ["x ", "y"]
 
 
@@ -138,10 +138,10 @@ def concepts(response: service_pb2.MultiOutputResponse) -> list[tuple[str, float
 def test_classifier_scores_the_share_of_each_dominant_colour():
     model = load("image-classifier")
     red = request(model, "predict", image=Image(bytes=png((230, 20, 20))))
-    assert concepts(dispatch.predict(model, red)) == [("red", 1.0)]
+    assert concepts(request_adapter.predict(model, red)) == [("red", 1.0)]
     striped = png((230, 20, 20), (20, 50, 230), (20, 50, 230), (250, 250, 250))
     striped_request = request(model, "predict", image=Image(bytes=striped))
-    answer = concepts(dispatch.predict(model, striped_request))
+    answer = concepts(request_adapter.predict(model, striped_request))
     assert answer[0] == ("blue", 0.5)
     assert dict(answer) == {"blue": 0.5, "red": 0.25, "white": 0.25}
 
@@ -149,24 +149,28 @@ def test_classifier_scores_the_share_of_each_dominant_colour():
 def test_classifier_top_k_and_scores_that_sum_to_one():
     model = load("image-classifier")
     image = Image(bytes=png((0, 0, 0), (128, 128, 128), (240, 220, 40), (40, 170, 60)))
-    everything = dispatch.predict(model, request(model, "predict", image=image, top_k=10))
+    everything = request_adapter.predict(model, request(model, "predict", image=image, top_k=10))
     assert sum(score for _, score in concepts(everything)) == pytest.approx(1.0)
-    one = dispatch.predict(model, request(model, "predict", {"top_k": 1}, image=image))
+    one = request_adapter.predict(model, request(model, "predict", {"top_k": 1}, image=image))
     assert len(concepts(one)) == 1
-    again = dispatch.predict(model, request(model, "predict", image=image, top_k=10))
+    again = request_adapter.predict(model, request(model, "predict", image=image, top_k=10))
     assert concepts(again) == concepts(everything)  # deterministic
 
 
 def test_classifier_takes_an_old_format_image_and_answers_in_concepts():
     model = load("image-classifier")
-    response = dispatch.predict(model, legacy(image=resources_pb2.Image(base64=png((20, 50, 230)))))
+    response = request_adapter.predict(
+        model, legacy(image=resources_pb2.Image(base64=png((20, 50, 230))))
+    )
     assert response.status.code == SC.SUCCESS, response.status.description
     assert [(c.id, c.value) for c in response.outputs[0].data.concepts] == [("blue", 1.0)]
 
 
 def test_classifier_fails_an_input_that_is_not_an_image():
     model = load("image-classifier")
-    response = dispatch.predict(model, request(model, "predict", image=Image(bytes=b"not a png")))
+    response = request_adapter.predict(
+        model, request(model, "predict", image=Image(bytes=b"not a png"))
+    )
     assert response.status.code == SC.FAILURE
     assert "ImageClassifier.predict raised" in response.outputs[0].status.description
 
@@ -177,7 +181,7 @@ def test_classifier_fails_an_input_that_is_not_an_image():
 def test_token_streamer_generates_the_completion_predict_returns():
     model = load("token-streamer")
     generated = list(
-        dispatch.generate(
+        request_adapter.generate(
             model, request(model, "generate", prompt="tell me", max_tokens=5, delay_ms=0.0)
         )
     )
@@ -185,7 +189,9 @@ def test_token_streamer_generates_the_completion_predict_returns():
     assert len(tokens) == 5 and all(t.startswith(" ") for t in tokens)
     counts = [(r.outputs[0].prompt_tokens, r.outputs[0].completion_tokens) for r in generated]
     assert counts == [(2, 1), (2, 2), (2, 3), (2, 4), (2, 5)]
-    whole = dispatch.predict(model, request(model, "predict", prompt="tell me", max_tokens=5))
+    whole = request_adapter.predict(
+        model, request(model, "predict", prompt="tell me", max_tokens=5)
+    )
     assert value(whole.outputs[0]) == "".join(tokens)
     assert whole.outputs[0].completion_tokens == 5
 
@@ -194,7 +200,9 @@ def test_token_streamer_is_deterministic_per_prompt():
     model = load("token-streamer")
 
     def complete(prompt: str) -> str:
-        return value(dispatch.predict(model, request(model, "predict", prompt=prompt)).outputs[0])
+        return value(
+            request_adapter.predict(model, request(model, "predict", prompt=prompt)).outputs[0]
+        )
 
     assert complete("a prompt") == complete("a prompt")
     assert complete("a prompt") != complete("another prompt")
@@ -214,7 +222,7 @@ def test_token_streamer_delay_default_comes_from_the_environment(monkeypatch):
 def test_token_streamer_rejects_a_negative_delay():
     model = load("token-streamer")
     responses = list(
-        dispatch.generate(model, request(model, "generate", prompt="x", delay_ms=-1.0))
+        request_adapter.generate(model, request(model, "generate", prompt="x", delay_ms=-1.0))
     )
     assert responses[-1].status.code == SC.FAILURE
     assert "below min_value" in responses[-1].outputs[0].status.description
@@ -226,6 +234,6 @@ def test_token_streamer_rejects_a_negative_delay():
 def test_gpu_probe_without_a_gpu_loads_and_says_why_it_has_none(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no device, whether or not a driver is here
     probe = load("gpu_probe")
-    report = json.loads(value(dispatch.predict(probe, request(probe, "predict")).outputs[0]))
+    report = json.loads(value(request_adapter.predict(probe, request(probe, "predict")).outputs[0]))
     assert report["gpu"] is None and report["error"].startswith("no GPU")
     assert report["cuda_visible_devices"] == ""

@@ -12,7 +12,8 @@ import grpc
 import pytest
 from clarifai_grpc.grpc.api import service_pb2
 
-from orchard.runners import link, protocol
+from orchard import work_protocol
+from orchard.runners import link
 from orchard.testing import ServerThread
 
 
@@ -25,9 +26,9 @@ def reader_of(data: bytes, *, eof: bool = True) -> asyncio.StreamReader:
 
 
 async def test_frames_round_trip_and_end_cleanly_between_frames():
-    message = protocol.draining()
+    message = work_protocol.draining()
     reader = reader_of(link.frame(message) + link.frame(b"raw"))
-    assert protocol.Outgoing.FromString(await link.read_frame(reader)) == message
+    assert work_protocol.Outgoing.FromString(await link.read_frame(reader)) == message
     assert await link.read_frame(reader) == b"raw"
     assert await link.read_frame(reader) is None
 
@@ -64,7 +65,9 @@ async def hello_over_link(server: ServerThread, pat: str) -> list[object]:
         # A refused PAT may close the link before the hello is written: the refusal is still
         # there to read.
         with contextlib.suppress(ConnectionError):
-            await call.write(protocol.hello(protocol.Hello("no-such-runner", "np", "cc", "r", 1)))
+            await call.write(
+                work_protocol.hello(work_protocol.Hello("no-such-runner", "np", "cc", "r", 1))
+            )
         answers = []
         while (message := await call.read()) is not grpc.aio.EOF:
             answers.append(message)
@@ -89,13 +92,13 @@ async def test_the_server_listens_on_a_private_socket_under_its_home(server):
 async def test_a_bad_pat_is_refused_in_band_and_the_link_closed(server):
     answers = await hello_over_link(server, "not-a-pat")
     assert len(answers) == 1
-    assert "PAT" in protocol.refusal(answers[0])
+    assert "PAT" in work_protocol.refusal(answers[0])
 
 
 async def test_an_unknown_runner_is_refused_with_its_id(server):
     answers = await hello_over_link(server, server.pat)
     assert len(answers) == 1
-    assert "no-such-runner" in protocol.refusal(answers[0])
+    assert "no-such-runner" in work_protocol.refusal(answers[0])
 
 
 async def test_garbage_on_a_link_ends_that_link_only(server):

@@ -8,12 +8,11 @@ from clarifai_grpc.grpc.api import resources_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from clarifai_grpc.grpc.api.status import status_pb2
 
-from orchard import wire
-from orchard.runners import protocol
+from orchard import wire, work_protocol
 
 
-def hello(details: str = '{"capacity": 4}', **fields: str) -> protocol.Outgoing:
-    message = protocol.Outgoing(
+def hello(details: str = '{"capacity": 4}', **fields: str) -> work_protocol.Outgoing:
+    message = work_protocol.Outgoing(
         runner_id=fields.pop("runner_id", "r1"),
         status=status_pb2.Status(code=sc.RUNNER_STREAM_START, details=details),
     )
@@ -53,13 +52,13 @@ REFUSED = [
 
 @pytest.mark.parametrize(("details", "capacity"), ACCEPTED)
 def test_accepted_capacities(details, capacity):
-    assert protocol.read_hello(hello(details)).capacity == capacity
+    assert work_protocol.read_hello(hello(details)).capacity == capacity
 
 
 @pytest.mark.parametrize(("details", "reason"), REFUSED)
 def test_refused_capacities_say_why(details, reason):
     with pytest.raises(ValueError) as raised:
-        protocol.read_hello(hello(details))
+        work_protocol.read_hello(hello(details))
     assert str(raised.value).startswith(reason)
 
 
@@ -75,7 +74,7 @@ def test_refused_capacities_say_why(details, reason):
 )
 def test_refused_ids_say_why(fields, reason):
     with pytest.raises(ValueError) as raised:
-        protocol.read_hello(hello(**fields))
+        work_protocol.read_hello(hello(**fields))
     assert str(raised.value).startswith(reason)
 
 
@@ -90,4 +89,4 @@ def test_a_hello_with_an_absurd_capacity_is_refused_in_band(server):
         )
     assert answers[-1].status.code == sc.RUNNER_INVALID_ARGUMENT
     assert answers[-1].status.description.startswith("capacity Infinity is not a whole number")
-    assert protocol.refusal(answers[-1])  # the runner exits instead of reconnecting
+    assert work_protocol.refusal(answers[-1])  # the runner exits instead of reconnecting

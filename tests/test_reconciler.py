@@ -13,6 +13,7 @@ import pytest
 
 from orchard.configs import AutoscaleSpec
 from orchard.dispatch.sessions import PoolKey
+from orchard.ids import VersionRef
 from orchard.orchestration.placement import Resources
 from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan, VersionSource
@@ -35,7 +36,6 @@ from orchard.providers.gpus import (
     take_devices,
 )
 from orchard.quotas import Quota, Quotas
-from orchard.services.models import VersionRef
 
 GIB = 2**30
 POOL = PoolKey("u", "cc", "np")

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from clarifai_grpc.grpc.api import service_pb2
 
+from orchard import work_protocol
 from orchard.packaging.inspect import load_model_class
-from orchard.runners import protocol
 from orchard.runners.adapters import (
     OfficialAdapter,
     OrchardAdapter,
@@ -104,9 +104,9 @@ async def launch(fake: FakeOrchard) -> AsyncIterator[Launch]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _connected(fake: FakeOrchard) -> tuple[FakeStream, protocol.Hello]:
+async def _connected(fake: FakeOrchard) -> tuple[FakeStream, work_protocol.Hello]:
     stream = await fake.next_stream()
-    return stream, protocol.read_hello(await stream.next())
+    return stream, work_protocol.read_hello(await stream.next())
 
 
 # -- the hello and the three call shapes ------------------------------------------------------
@@ -115,14 +115,16 @@ async def _connected(fake: FakeOrchard) -> tuple[FakeStream, protocol.Hello]:
 async def test_hello_says_who_the_runner_is_and_its_capacity(fake, launch, echo_cls):
     launch(echo_cls(), capacity=3)
     stream, hello = await _connected(fake)
-    assert hello == protocol.Hello("runner-1", "np-1", "cc-1", "replica-1", 3, "alice")
+    assert hello == work_protocol.Hello("runner-1", "np-1", "cc-1", "replica-1", 3, "alice")
     assert stream.metadata["authorization"] == f"Key {PAT}"
 
 
 async def test_unary_item_gets_one_output_then_its_end(fake, launch, echo_cls):
     launch(echo_cls())
     stream, _ = await _connected(fake)
-    await stream.send(protocol.start("i1", protocol.UNARY, request(echo_cls, "predict", text="hi")))
+    await stream.send(
+        work_protocol.start("i1", work_protocol.UNARY, request(echo_cls, "predict", text="hi"))
+    )
     responses = await stream.until_end_of("i1")
     assert [text_of(r) for r in responses] == ["hi"]
 
@@ -131,7 +133,7 @@ async def test_generate_item_streams_outputs_then_its_end(fake, launch, echo_cls
     launch(echo_cls())
     stream, _ = await _connected(fake)
     generate = request(echo_cls, "generate", text="one two three")
-    await stream.send(protocol.start("g1", protocol.SERVER_STREAM, generate))
+    await stream.send(work_protocol.start("g1", work_protocol.SERVER_STREAM, generate))
     responses = await stream.until_end_of("g1")
     assert [text_of(r) for r in responses] == ["one ", "two ", "three"]
 
@@ -140,13 +142,13 @@ async def test_stream_item_takes_next_requests_until_input_end(fake, launch, ech
     launch(echo_cls())
     stream, _ = await _connected(fake)
     first = request(echo_cls, "stream", input_iterator="a")
-    await stream.send(protocol.start("s1", protocol.BIDI, first))
+    await stream.send(work_protocol.start("s1", work_protocol.BIDI, first))
     (output,) = (await stream.next()).runner_item_outputs
     assert text_of(output.multi_output_response) == "a"  # sent before the input ended
     for word in ("b", "c"):
         later = stream_item(echo_cls, "stream", input_iterator=word)
-        await stream.send(protocol.next_request("s1", later))
-    await stream.send(protocol.control("s1", SC.RUNNER_STREAM_END))
+        await stream.send(work_protocol.next_request("s1", later))
+    await stream.send(work_protocol.control("s1", SC.RUNNER_STREAM_END))
     responses = await stream.until_end_of("s1")
     assert [text_of(r) for r in responses] == ["b", "c"]
 
@@ -155,8 +157,10 @@ async def test_items_of_every_shape_interleave_on_one_stream(fake, launch, echo_
     launch(echo_cls(), capacity=4)
     stream, _ = await _connected(fake)
     await stream.send(
-        protocol.start("u", protocol.UNARY, request(echo_cls, "predict", text="x")),
-        protocol.start("g", protocol.SERVER_STREAM, request(echo_cls, "generate", text="y z")),
+        work_protocol.start("u", work_protocol.UNARY, request(echo_cls, "predict", text="x")),
+        work_protocol.start(
+            "g", work_protocol.SERVER_STREAM, request(echo_cls, "generate", text="y z")
+        ),
     )
     ends: set[str] = set()
     while ends != {"u", "g"}:
@@ -188,7 +192,9 @@ async def test_at_most_capacity_items_run_at_once(fake, launch, probe, hooks):
     stream, _ = await _connected(fake)
     cls = type(probe)
     for key in ("k1", "k2", "k3"):
-        await stream.send(protocol.start(key, protocol.UNARY, request(cls, "slow", key=key)))
+        await stream.send(
+            work_protocol.start(key, work_protocol.UNARY, request(cls, "slow", key=key))
+        )
     await eventually(lambda: hooks.count() == 2 and runner.waiting == 1, "2 running, 1 waiting")
     assert hooks.count() == 2 and runner.running == 2
     hooks.release.set()
@@ -207,9 +213,9 @@ async def test_cancel_ends_the_item_and_closes_a_sync_generator_after_its_step(
     runner, _ = launch(probe)
     stream, _ = await _connected(fake)
     ticks = request(type(probe), "ticks", text="tick")
-    await stream.send(protocol.start("t1", protocol.SERVER_STREAM, ticks))
+    await stream.send(work_protocol.start("t1", work_protocol.SERVER_STREAM, ticks))
     await stream.next()  # the first tick; the next step now waits in a worker thread
-    await stream.send(protocol.control("t1", SC.RUNNER_ITEM_CANCELLED))
+    await stream.send(work_protocol.control("t1", SC.RUNNER_ITEM_CANCELLED))
     assert await stream.until_end_of("t1") == []  # the end comes without waiting for the step
     assert not hooks.closed.is_set()
     hooks.release.set()  # the step returns; then the generator is closed
@@ -221,9 +227,9 @@ async def test_cancel_reaches_an_async_generator(fake, launch, probe, hooks):
     launch(probe)
     stream, _ = await _connected(fake)
     aticks = request(type(probe), "aticks", text="tick")
-    await stream.send(protocol.start("a1", protocol.SERVER_STREAM, aticks))
+    await stream.send(work_protocol.start("a1", work_protocol.SERVER_STREAM, aticks))
     await stream.next()
-    await stream.send(protocol.control("a1", SC.RUNNER_ITEM_CANCELLED))
+    await stream.send(work_protocol.control("a1", SC.RUNNER_ITEM_CANCELLED))
     assert await stream.until_end_of("a1") == []
     assert hooks.closed.is_set()  # its finally ran before the end was sent
 
@@ -232,9 +238,9 @@ async def test_cancel_of_a_stream_item_waiting_for_its_next_input(fake, launch, 
     runner, _ = launch(probe)
     stream, _ = await _connected(fake)
     upper = request(type(probe), "upper", chunks="a")
-    await stream.send(protocol.start("u1", protocol.BIDI, upper))
+    await stream.send(work_protocol.start("u1", work_protocol.BIDI, upper))
     await stream.next()  # "A"; the sync method now waits in a thread for the next input
-    await stream.send(protocol.control("u1", SC.RUNNER_ITEM_CANCELLED))
+    await stream.send(work_protocol.control("u1", SC.RUNNER_ITEM_CANCELLED))
     assert await stream.until_end_of("u1") == []
     assert await asyncio.to_thread(hooks.closed.wait, WAIT)
     await eventually(lambda: runner.running == 0, "the slot to be free")
@@ -244,11 +250,15 @@ async def test_a_failing_method_fails_its_output_and_the_runner_keeps_serving(fa
     launch(probe)
     stream, _ = await _connected(fake)
     cls = type(probe)
-    await stream.send(protocol.start("f1", protocol.UNARY, request(cls, "fail", text="boom")))
+    await stream.send(
+        work_protocol.start("f1", work_protocol.UNARY, request(cls, "fail", text="boom"))
+    )
     (failed,) = await stream.until_end_of("f1")
     assert failed.status.code == SC.FAILURE
     assert "failed on purpose: boom" in failed.outputs[0].status.description
-    await stream.send(protocol.start("e1", protocol.UNARY, request(cls, "echo", text="still")))
+    await stream.send(
+        work_protocol.start("e1", work_protocol.UNARY, request(cls, "echo", text="still"))
+    )
     assert [text_of(r) for r in await stream.until_end_of("e1")] == ["still"]
 
 
@@ -256,11 +266,13 @@ async def test_an_output_over_the_size_limit_is_replaced_by_a_failure(fake, laun
     launch(probe, max_output_bytes=1000)
     stream, _ = await _connected(fake)
     cls = type(probe)
-    await stream.send(protocol.start("b1", protocol.UNARY, request(cls, "big", size=5000)))
+    await stream.send(
+        work_protocol.start("b1", work_protocol.UNARY, request(cls, "big", size=5000))
+    )
     (response,) = await stream.until_end_of("b1")
     assert response.status.code == SC.FAILURE
     assert "over the runner's limit of 1000 bytes" in response.status.description
-    await stream.send(protocol.start("b2", protocol.UNARY, request(cls, "big", size=10)))
+    await stream.send(work_protocol.start("b2", work_protocol.UNARY, request(cls, "big", size=10)))
     (small,) = await stream.until_end_of("b2")
     assert small.status.code == SC.SUCCESS
 
@@ -275,7 +287,7 @@ async def test_reconnects_after_the_server_restarts_and_cancels_what_it_held(
     stream, _ = await _connected(fake)
     cls = type(probe)
     await stream.send(
-        protocol.start("a1", protocol.SERVER_STREAM, request(cls, "aticks", text="t"))
+        work_protocol.start("a1", work_protocol.SERVER_STREAM, request(cls, "aticks", text="t"))
     )
     await stream.next()
     port = fake.port
@@ -286,7 +298,9 @@ async def test_reconnects_after_the_server_restarts_and_cancels_what_it_held(
     stream, hello = await _connected(fake)
     assert hello.runner_id == "runner-1"
     await eventually(lambda: runner.connected, "the runner to reconnect")
-    await stream.send(protocol.start("e1", protocol.UNARY, request(cls, "echo", text="back")))
+    await stream.send(
+        work_protocol.start("e1", work_protocol.UNARY, request(cls, "echo", text="back"))
+    )
     assert [text_of(r) for r in await stream.until_end_of("e1")] == ["back"]
 
 
@@ -304,7 +318,7 @@ async def test_a_refused_pat_ends_the_run(fake, launch, echo_cls):
 async def test_an_in_band_refusal_ends_the_run(fake, launch, echo_cls):
     _, task = launch(echo_cls())
     stream, _ = await _connected(fake)
-    refusal = protocol.Incoming()
+    refusal = work_protocol.Incoming()
     refusal.status.code = SC.RUNNER_DOES_NOT_EXIST
     refusal.status.description = "runner 'runner-1' not found"
     await stream.send_message(refusal)
@@ -320,13 +334,17 @@ async def test_drain_finishes_held_items_refuses_new_ones_and_closes_the_stream(
     runner, task = launch(probe)
     stream, _ = await _connected(fake)
     cls = type(probe)
-    await stream.send(protocol.start("k1", protocol.UNARY, request(cls, "slow", key="k1")))
+    await stream.send(
+        work_protocol.start("k1", work_protocol.UNARY, request(cls, "slow", key="k1"))
+    )
     await eventually(lambda: hooks.count() == 1, "the item to start")
     runner.stop()
     draining = await stream.next()
-    assert draining == protocol.draining()
+    assert draining == work_protocol.draining()
     assert not runner.ready
-    await stream.send(protocol.start("k2", protocol.UNARY, request(cls, "slow", key="k2")))
+    await stream.send(
+        work_protocol.start("k2", work_protocol.UNARY, request(cls, "slow", key="k2"))
+    )
     refused = await stream.next()
     assert refused.runner_item_id == "k2" and refused.status.code == SC.RUNNER_NEEDS_RETRY
     hooks.release.set()
@@ -340,10 +358,12 @@ async def test_the_drain_timeout_cancels_what_is_left(fake, launch, probe, hooks
     runner, task = launch(probe, drain_timeout=0.2)
     stream, _ = await _connected(fake)
     cls = type(probe)
-    await stream.send(protocol.start("k1", protocol.UNARY, request(cls, "slow", key="k1")))
+    await stream.send(
+        work_protocol.start("k1", work_protocol.UNARY, request(cls, "slow", key="k1"))
+    )
     await eventually(lambda: hooks.count() == 1, "the item to start")
     runner.stop()
-    assert await stream.next() == protocol.draining()
+    assert await stream.next() == work_protocol.draining()
     assert await stream.until_end_of("k1") == []  # cancelled: an end without outputs
     assert await asyncio.wait_for(task, WAIT) is Exit.DRAINED
 
@@ -402,16 +422,16 @@ async def test_an_official_model_is_served_through_its_wrappers_in_threads(fake,
     assert isinstance(adapter_for(model), OfficialAdapter)
     launch(model)
     stream, _ = await _connected(fake)
-    await stream.send(protocol.start("p", protocol.UNARY, _text_request("hi")))
+    await stream.send(work_protocol.start("p", work_protocol.UNARY, _text_request("hi")))
     assert [text_of(r) for r in await stream.until_end_of("p")] == ["HI"]
-    await stream.send(protocol.start("g", protocol.SERVER_STREAM, _text_request("a b")))
+    await stream.send(work_protocol.start("g", work_protocol.SERVER_STREAM, _text_request("a b")))
     assert [text_of(r) for r in await stream.until_end_of("g")] == ["a", "b"]
-    await stream.send(protocol.start("s", protocol.BIDI, _text_request("x")))
-    await stream.send(protocol.next_request("s", _text_request("y")))
+    await stream.send(work_protocol.start("s", work_protocol.BIDI, _text_request("x")))
+    await stream.send(work_protocol.next_request("s", _text_request("y")))
     for expected in ("x", "y"):
         (output,) = (await stream.next()).runner_item_outputs
         assert text_of(output.multi_output_response) == expected
-    await stream.send(protocol.control("s", SC.RUNNER_ITEM_CANCELLED))
+    await stream.send(work_protocol.control("s", SC.RUNNER_ITEM_CANCELLED))
     assert await stream.until_end_of("s") == []
     assert await asyncio.to_thread(model.closed.wait, WAIT)
 
@@ -432,22 +452,22 @@ def test_backoff_doubles_to_the_maximum_with_jitter():
 def test_item_kinds_follow_the_protocol():
     req = service_pb2.PostModelOutputsRequest()
     kinds = [
-        protocol.kind_of(protocol.start("i", protocol.UNARY, req)),
-        protocol.kind_of(protocol.next_request("i", req)),
-        protocol.kind_of(protocol.control("i", SC.RUNNER_STREAM_END)),
-        protocol.kind_of(protocol.control("i", SC.RUNNER_ITEM_CANCELLED)),
-        protocol.kind_of(service_pb2.RunnerItem(id="i")),
+        work_protocol.kind_of(work_protocol.start("i", work_protocol.UNARY, req)),
+        work_protocol.kind_of(work_protocol.next_request("i", req)),
+        work_protocol.kind_of(work_protocol.control("i", SC.RUNNER_STREAM_END)),
+        work_protocol.kind_of(work_protocol.control("i", SC.RUNNER_ITEM_CANCELLED)),
+        work_protocol.kind_of(service_pb2.RunnerItem(id="i")),
     ]
     assert [k.value for k in kinds] == ["start", "next", "input end", "cancel", "other"]
 
 
 def test_only_a_failure_status_without_items_is_a_refusal():
-    assert protocol.refusal(protocol.Incoming()) is None
-    assert protocol.refusal(protocol.items(service_pb2.RunnerItem(id="i"))) is None
-    refusal = protocol.Incoming()
+    assert work_protocol.refusal(work_protocol.Incoming()) is None
+    assert work_protocol.refusal(work_protocol.items(service_pb2.RunnerItem(id="i"))) is None
+    refusal = work_protocol.Incoming()
     refusal.status.code = SC.CONN_KEY_INVALID
     refusal.status.description = "bad key"
-    assert protocol.refusal(refusal) == "bad key"
+    assert work_protocol.refusal(refusal) == "bad key"
 
 
 def test_fit_replaces_only_outputs_over_the_limit():
@@ -461,12 +481,14 @@ def test_fit_leaves_room_for_the_message_around_the_output():
     limit = response.ByteSize() + ENVELOPE_BYTES
     assert fit(response, limit) is response
     assert fit(response, limit - 1).status.code == SC.FAILURE
-    assert protocol.item_end("i" * 64, response).ByteSize() <= limit
+    assert work_protocol.item_end("i" * 64, response).ByteSize() <= limit
 
 
 def test_coalescing_never_makes_a_message_over_the_limit():
     chunk = calls.unary_response([calls.failure_output("x" * 1000)])
-    batch = [protocol.output("item", chunk) for _ in range(10)] + [protocol.item_end("item")]
+    batch = [work_protocol.output("item", chunk) for _ in range(10)] + [
+        work_protocol.item_end("item")
+    ]
     one = batch[0].ByteSize()
     assert len(_coalesced([m.__deepcopy__() for m in batch], 100 * one)) == 1
     merged = _coalesced(batch, 3 * one)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from orchard import work_protocol
 from orchard.packaging.inspect import load_model_class
-from orchard.runners import protocol
 from orchard.runners.health import LIVENESS, READINESS, STARTUP
 from tests.fake_orchard import (
     EXAMPLES,
@@ -164,27 +164,31 @@ async def test_serves_with_health_probes_and_sigterm_drains_then_exits_0(fake, p
     args = _serve_args(EXAMPLES / "echo", fake.target, "--health-port", str(health))
     runner = await _start(processes, *args)
     stream = await fake.next_stream(WAIT)
-    hello = protocol.read_hello(await stream.next(WAIT))
+    hello = work_protocol.read_hello(await stream.next(WAIT))
     assert (hello.runner_id, hello.capacity) == ("r1", 4)  # num_threads of echo's config.yaml
     await _until_status(health, READINESS, 200)
     assert await _get(health, LIVENESS) == 200 and await _get(health, STARTUP) == 200
     assert await _get(health, "/metrics") == 404
 
-    await stream.send(protocol.start("p1", protocol.UNARY, request(echo, "predict", text="hi")))
+    await stream.send(
+        work_protocol.start("p1", work_protocol.UNARY, request(echo, "predict", text="hi"))
+    )
     assert [text_of(r) for r in await stream.until_end_of("p1", WAIT)] == ["hi"]
     await runner.line(r"predict predict ok [\d.]+ms item=p1")
     assert "serving Echo (Orchard ModelClass) as runner r1" in runner.output
 
     # a stream item stays open until its input ends: SIGTERM must wait for it
     first = request(echo, "stream", input_iterator="a")
-    await stream.send(protocol.start("s1", protocol.BIDI, first))
+    await stream.send(work_protocol.start("s1", work_protocol.BIDI, first))
     assert text_of((await stream.next(WAIT)).runner_item_outputs[0].multi_output_response) == "a"
     assert runner.proc is not None
     runner.proc.send_signal(signal.SIGTERM)
-    assert await stream.next(WAIT) == protocol.draining()
+    assert await stream.next(WAIT) == work_protocol.draining()
     await _until_status(health, READINESS, 503)
-    await stream.send(protocol.next_request("s1", stream_item(echo, "stream", input_iterator="b")))
-    await stream.send(protocol.control("s1", SC.RUNNER_STREAM_END))
+    await stream.send(
+        work_protocol.next_request("s1", stream_item(echo, "stream", input_iterator="b"))
+    )
+    await stream.send(work_protocol.control("s1", SC.RUNNER_STREAM_END))
     assert [text_of(r) for r in await stream.until_end_of("s1", WAIT)] == ["b"]
     await stream.wait_closed(WAIT)
     assert await runner.exit_code() == 0, runner.output
@@ -246,14 +250,18 @@ async def test_a_model_on_the_official_sdk_is_served_through_its_wrappers(
 
 
 async def _official_calls(stream: FakeStream, echo: type) -> None:
-    await stream.send(protocol.start("p1", protocol.UNARY, request(echo, "predict", text="hi")))
+    await stream.send(
+        work_protocol.start("p1", work_protocol.UNARY, request(echo, "predict", text="hi"))
+    )
     assert [text_of(r) for r in await stream.until_end_of("p1", WAIT)] == ["hi"]
     generate = request(echo, "generate", text="x y")
-    await stream.send(protocol.start("g1", protocol.SERVER_STREAM, generate))
+    await stream.send(work_protocol.start("g1", work_protocol.SERVER_STREAM, generate))
     assert [text_of(r) for r in await stream.until_end_of("g1", WAIT)] == ["x ", "y"]
     await stream.send(
-        protocol.start("s1", protocol.BIDI, request(echo, "stream", input_iterator="a"))
+        work_protocol.start("s1", work_protocol.BIDI, request(echo, "stream", input_iterator="a"))
     )
-    await stream.send(protocol.next_request("s1", stream_item(echo, "stream", input_iterator="b")))
-    await stream.send(protocol.control("s1", SC.RUNNER_STREAM_END))
+    await stream.send(
+        work_protocol.next_request("s1", stream_item(echo, "stream", input_iterator="b"))
+    )
+    await stream.send(work_protocol.control("s1", SC.RUNNER_STREAM_END))
     assert [text_of(r) for r in await stream.until_end_of("s1", WAIT)] == ["a", "b"]

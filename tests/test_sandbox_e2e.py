@@ -83,13 +83,15 @@ def own_token():
 
 async def attach(address, token, runner_id):
     """Open the work stream for another tenant's runner with this replica's own token."""
-    from orchard.runners import link, protocol
+    from orchard import work_protocol
+    from orchard.runners import link
 
     call = await link.LinkCall.open(address, token)
     try:
-        await call.write(protocol.hello(protocol.Hello(runner_id, "np", "cc", "thief", 1)))
+        hello = work_protocol.Hello(runner_id, "np", "cc", "thief", 1)
+        await call.write(work_protocol.hello(hello))
         message = await asyncio.wait_for(call.read(), 10)
-        return protocol.refusal(message) or "not refused"
+        return work_protocol.refusal(message) or "not refused"
     finally:
         await call.close()
 

@@ -16,8 +16,7 @@ from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from clarifai_grpc.grpc.api.status import status_pb2
 
-from orchard import wire
-from orchard.runners import protocol
+from orchard import wire, work_protocol
 from tests.resources import make_deployment, make_stack, ok
 from tests.test_dispatch import client_call, predict_request, text_response
 from tests.waiting import wait_for
@@ -121,7 +120,7 @@ async def test_a_unary_item_ends_with_its_one_output(server, deployed, channel):
         message = await runner.next()
         assert message.status.code == sc.SUCCESS  # the official runner rejects anything else
         item = message.runner_items[0]
-        assert item.processing_info.runner_method_type == protocol.UNARY
+        assert item.processing_info.runner_method_type == work_protocol.UNARY
         runner.send(official_output(item.id, "HI"))
         assert (await call).outputs[0].data.text.raw == "HI"
     finally:
@@ -163,7 +162,7 @@ async def test_a_stream_items_input_end_comes_as_a_stream_end_status(server, dep
     )
     requests.put_nowait(predict_request("one"))
     item = (await runner.next()).runner_items[0]
-    assert item.processing_info.runner_method_type == protocol.BIDI
+    assert item.processing_info.runner_method_type == work_protocol.BIDI
     requests.put_nowait(predict_request("two"))
     follow_up = await runner.next()
     assert follow_up.status.code == sc.SUCCESS
@@ -184,7 +183,7 @@ async def test_a_call_takes_one_item_the_next_waits_for_the_next_call(server, de
     two = asyncio.create_task(client_call(server, "PostModelOutputs", predict_request("2")))
     first.send(official_output(item.id, "ONE"))
     assert (await one).outputs[0].data.text.raw == "ONE"
-    assert await first.finish() == [protocol.call_end()]  # the second item never came here
+    assert await first.finish() == [work_protocol.call_end()]  # the second item never came here
     second = OfficialCall(channel, server.pat, deployed)
     try:
         later = (await second.next()).runner_items[0]
@@ -196,7 +195,7 @@ async def test_a_call_takes_one_item_the_next_waits_for_the_next_call(server, de
 
 
 async def test_a_cancel_reaches_the_control_call(server, deployed, channel):
-    control = OfficialCall(channel, server.pat, protocol.CONTROL_PREFIX + deployed)
+    control = OfficialCall(channel, server.pat, work_protocol.CONTROL_PREFIX + deployed)
     runner = OfficialCall(channel, server.pat, deployed)
     try:
         await _control_connected(server, deployed)
@@ -214,7 +213,7 @@ async def test_a_cancel_reaches_the_control_call(server, deployed, channel):
 
 
 async def test_a_control_call_for_an_unknown_runner_is_refused(server, deployed, channel):
-    control = OfficialCall(channel, server.pat, protocol.CONTROL_PREFIX + "no-such-runner")
+    control = OfficialCall(channel, server.pat, work_protocol.CONTROL_PREFIX + "no-such-runner")
     refusal = await control.next()
     assert refusal.status.code == sc.RUNNER_DOES_NOT_EXIST
     assert await control.finish() == []

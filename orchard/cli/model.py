@@ -18,13 +18,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from orchard import errors
-from orchard.cli import output
+from orchard.cli import model_local_test, output
 from orchard.cli.common import CliState, build_options, pass_state
 from orchard.cli.groups import AliasedGroup
 from orchard.client import predictions
 from orchard.client.model import Model
 from orchard.client.uploads import upload_model
-from orchard.packaging import localtest
 from orchard.packaging.inspect import run_inspection
 from orchard.packaging.package import load_package
 from orchard.runners.utils.serializers import type_name
@@ -137,8 +136,8 @@ def local_test(
     runner's request adapter, then the class's test() if it has one. Exits 1 if any fails."""
     package = load_package(model_path)
     settings = _local_build_settings(home, find_links, offline, python_fallback)
-    env = localtest.build_env(package, settings, say=lambda line: click.echo(line, err=True))
-    code = localtest.run_in_env(env, package.root, click.echo)
+    env = model_local_test.build_env(package, settings, say=lambda line: click.echo(line, err=True))
+    code = model_local_test.run_in_env(env, package.root, click.echo)
     if code != 0:
         raise errors.ModelInvalid(
             f"local test of {package.root} failed (exit code {code}); the output above says "

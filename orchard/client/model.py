@@ -39,7 +39,7 @@ from orchard.client import predictions as pr
 from orchard.client.lister import paginate
 from orchard.client.methods import GET_SIGNATURES, ModelMethod, signature_text, signatures_from_json
 from orchard.client.resource import Resource
-from orchard.client.routing import Route, Router, RoutingArgs, route_from
+from orchard.client.routing import Route, RoutingArgs, SelectorCache, route_from
 
 Params = Mapping[str, Any] | None
 
@@ -106,7 +106,7 @@ class Model(Resource):
             self.proto.model_version.id = ref.version_id
         self.retry = pr.Retry(timeout_s=retry_timeout)
         self._caller: str | None = None
-        self._router = Router(self, self._caller_id)
+        self._selectors = SelectorCache(self, self._caller_id)
         self._route = route_from(
             {
                 "deployment_id": deployment_id,
@@ -116,7 +116,7 @@ class Model(Resource):
             }
         )
         self._typed: dict[str, ModelMethod] | None = None
-        self.runner_selector = self._router.selector(self._route)
+        self.runner_selector = self._selectors.selector(self._route)
 
     def _get(self) -> Any:
         request = service_pb2.GetModelRequest(
@@ -346,7 +346,7 @@ class Model(Resource):
         """Where a call with these routing keywords runs (None: wherever the server routes
         the model). A call's ids replace the constructor's; an owner alone (``user_id`` or
         ``deployment_user_id``) changes only the owner of the constructor's route."""
-        return self._router.selector(self._call_route({k: v for k, v in routing.items() if v}))
+        return self._selectors.selector(self._call_route({k: v for k, v in routing.items() if v}))
 
     def _call_route(self, given: Mapping[str, Any]) -> Route | None:
         route = route_from(given)

@@ -8,7 +8,7 @@ routing replaces the constructor's. The owner of the deployment or cluster defau
 caller (the owner of the PAT), not to the model's owner.
 
 :func:`route_from` is pure: it checks the arguments and says which route they name.
-:class:`Router` confirms a route once with the server (GetDeployment or GetNodepool, as the
+:class:`SelectorCache` confirms a route once with the server (GetDeployment or GetNodepool, as the
 official SDK does at construction) and keeps the selector.
 """
 
@@ -77,7 +77,7 @@ def route_from(args: Mapping[str, Any]) -> Route | None:
     return Route(deployment, cluster, nodepool, owner)
 
 
-class Router:
+class SelectorCache:
     """Turns routes into selectors, confirming each with the server once."""
 
     def __init__(self, client: BaseClient, caller_id: Callable[[], str]) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class ReplicaView:
+class ReplicaLoad:
     key: str
     priority: int
     in_flight: int
@@ -32,7 +32,7 @@ class ReplicaView:
         return not self.draining and self.in_flight < self.capacity
 
 
-def choose_replica(replicas: Sequence[ReplicaView]) -> str | None:
+def choose_replica(replicas: Sequence[ReplicaLoad]) -> str | None:
     """The key of the replica to send the next item to, or None when all are full."""
     free = [r for r in replicas if r.free]
     if not free:

@@ -55,13 +55,12 @@ from typing import TypeAlias
 from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
-from orchard import errors
-from orchard.dispatch.choose import ReplicaView, choose_replica
-from orchard.dispatch.sessions import Item, Lost, PoolKey, Refused, RunnerSession
+from orchard import errors, work_protocol
+from orchard.dispatch.choose import ReplicaLoad, choose_replica
+from orchard.dispatch.sessions import ConnectedReplica, Lost, PoolKey, Refused, SentItem
 from orchard.dispatch.targets import Target
+from orchard.ids import VersionRef
 from orchard.quantities import human_bytes
-from orchard.runners import protocol
-from orchard.services.models import VersionRef
 
 log = logging.getLogger(__name__)
 Request: TypeAlias = service_pb2.PostModelOutputsRequest
@@ -85,14 +84,14 @@ class _Waiter:
     """A call waiting for a slot: ``granted`` gets the item opened for it."""
 
     target: Target
-    granted: asyncio.Future[Item]
+    granted: asyncio.Future[SentItem]
     order: int = field(default_factory=lambda: next(_arrivals))
 
 
 class Dispatcher:
     def __init__(self, settings: DispatchSettings | None = None) -> None:
         self.settings = settings or DispatchSettings()
-        self._sessions: dict[tuple[PoolKey, VersionRef], list[RunnerSession]] = defaultdict(list)
+        self._sessions: dict[tuple[PoolKey, VersionRef], list[ConnectedReplica]] = defaultdict(list)
         self._queues: dict[str, deque[_Waiter]] = {}  # by target.queue; no empty ones
         # calls waiting, by each (nodepool, version) that could serve them
         self._waiting_for: dict[tuple[PoolKey, VersionRef], int] = defaultdict(int)
@@ -100,12 +99,12 @@ class Dispatcher:
 
     # -- replicas --------------------------------------------------------------------------
 
-    async def connect(self, session: RunnerSession) -> None:
+    async def connect(self, session: ConnectedReplica) -> None:
         self._sessions[(session.pool, session.version)].append(session)
         log.info("replica %s connected (capacity %d)", session.key, session.capacity)
         self._grant()
 
-    async def disconnect(self, session: RunnerSession) -> None:
+    async def disconnect(self, session: ConnectedReplica) -> None:
         replicas = self._sessions.get((session.pool, session.version), [])
         if session in replicas:
             replicas.remove(session)
@@ -121,11 +120,11 @@ class Dispatcher:
             if session.hello.replica_id == replica_id:
                 session.out_of_memory = (used, limit, len(session.items))
 
-    async def received(self, session: RunnerSession, message: protocol.Outgoing) -> None:
+    async def received(self, session: ConnectedReplica, message: work_protocol.Outgoing) -> None:
         if session.receive(message) and self._queues:
             self._grant()  # a slot freed and someone is waiting for one
 
-    def replicas(self, target: Target) -> list[RunnerSession]:
+    def replicas(self, target: Target) -> list[ConnectedReplica]:
         found = []
         for pool, _ in target.pools:
             for session in self._sessions.get((pool, target.version), []):
@@ -133,7 +132,7 @@ class Dispatcher:
                     found.append(session)
         return found
 
-    def sessions(self) -> list[RunnerSession]:
+    def sessions(self) -> list[ConnectedReplica]:
         """Every connected replica."""
         return [s for group in self._sessions.values() for s in group]
 
@@ -147,17 +146,17 @@ class Dispatcher:
 
     # -- choosing a replica ----------------------------------------------------------------
 
-    def _pick(self, target: Target) -> RunnerSession | None:
+    def _pick(self, target: Target) -> ConnectedReplica | None:
         priority = dict(target.pools)
         candidates = {s.key: s for s in self.replicas(target)}
         views = [
-            ReplicaView(s.key, priority[s.pool], len(s.items), s.capacity, s.last_used, s.draining)
+            ReplicaLoad(s.key, priority[s.pool], len(s.items), s.capacity, s.last_used, s.draining)
             for s in candidates.values()
         ]
         chosen = choose_replica(views)
         return candidates[chosen] if chosen else None
 
-    async def _acquire(self, target: Target, deadline: float) -> Item:
+    async def _acquire(self, target: Target, deadline: float) -> SentItem:
         """An item on a replica of ``target``: at once when nothing waits and a replica is
         free, else once this call's turn comes (see the module docstring)."""
         if not self._queues:
@@ -256,7 +255,7 @@ class Dispatcher:
         deadline: float,
     ) -> AsyncIterator[Response]:
         """The call's responses, in order. Errors end the stream with a final status."""
-        retry_allowed = shape == protocol.UNARY
+        retry_allowed = shape == work_protocol.UNARY
         for _attempt in range(MAX_ATTEMPTS):
             item = await self._acquire(target, deadline)
             lost: Lost | None = None
@@ -285,17 +284,17 @@ class Dispatcher:
 
     async def _run(
         self,
-        item: Item,
+        item: SentItem,
         shape: int,
         first: Request,
         rest: AsyncIterator[Request] | None,
         deadline: float,
     ) -> AsyncIterator[Response | object]:
         session = item.session
-        session.send(protocol.start(item.id, shape, first))
+        session.send(work_protocol.start(item.id, shape, first))
         feeder = (
             asyncio.create_task(self._feed(item, rest))
-            if shape == protocol.BIDI and rest is not None
+            if shape == work_protocol.BIDI and rest is not None
             else None
         )
         try:
@@ -315,16 +314,16 @@ class Dispatcher:
                 self._grant()
 
     @staticmethod
-    async def _feed(item: Item, rest: AsyncIterator[Request]) -> None:
+    async def _feed(item: SentItem, rest: AsyncIterator[Request]) -> None:
         """Forward a stream call's later requests to its item, then the input end."""
         try:
             async for request in rest:
                 if item.finished:
                     return
-                item.session.send(protocol.next_request(item.id, request))
+                item.session.send(work_protocol.next_request(item.id, request))
         finally:
             if not item.finished:
-                item.session.send(protocol.control(item.id, sc.RUNNER_STREAM_END))
+                item.session.send(work_protocol.control(item.id, sc.RUNNER_STREAM_END))
 
 
 def _too_large_for_memory(

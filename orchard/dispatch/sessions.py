@@ -8,13 +8,12 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
-from orchard.runners import protocol
-from orchard.services.models import VersionRef
+from orchard import work_protocol
+from orchard.ids import VersionRef
 
 
 @dataclass(frozen=True)
@@ -43,13 +42,13 @@ _ITEM_PREFIX = secrets.token_hex(4)
 _items = itertools.count(1)
 
 
-class Item:
+class SentItem:
     """One call in flight on a replica: its outputs arrive in ``events``."""
 
-    def __init__(self, session: RunnerSession) -> None:
+    def __init__(self, session: ConnectedReplica) -> None:
         self.id = f"{_ITEM_PREFIX}{next(_items):x}"
         self.session = session
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.events: asyncio.Queue[service_pb2.MultiOutputResponse | Ended | Lost] = asyncio.Queue()
         self.finished = False
 
     async def outputs(self) -> AsyncIterator[service_pb2.MultiOutputResponse | Lost]:
@@ -63,16 +62,19 @@ class Item:
 
 
 @dataclass(eq=False)
-class RunnerSession:
-    hello: protocol.Hello
+class ConnectedReplica:
+    """One replica with an open work stream, as the dispatcher sees it: its hello, where it
+    runs, what it serves, and the items sent to it that have not ended."""
+
+    hello: work_protocol.Hello
     pool: PoolKey
     version: VersionRef
     priority_of: dict[PoolKey, int] = field(default_factory=dict)
     # The replica's messages go to ``deliver`` when its transport writes without waiting,
     # else through ``outbox`` (which also carries the end: None).
-    deliver: Callable[[Any], object] | None = None
-    outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    items: dict[str, Item] = field(default_factory=dict)
+    deliver: Callable[[work_protocol.Incoming], object] | None = None
+    outbox: asyncio.Queue[work_protocol.Incoming | None] = field(default_factory=asyncio.Queue)
+    items: dict[str, SentItem] = field(default_factory=dict)
     draining: bool = False
     # (bytes used, limit, items it held) when its provider killed it for its memory
     out_of_memory: tuple[int, int, int] | None = None
@@ -87,24 +89,24 @@ class RunnerSession:
     def capacity(self) -> int:
         return self.hello.capacity
 
-    def open(self) -> Item:
-        item = Item(self)
+    def open(self) -> SentItem:
+        item = SentItem(self)
         self.items[item.id] = item
         self.last_used = time.monotonic()
         return item
 
     def send(self, *runner_items: service_pb2.RunnerItem) -> None:
-        message = protocol.items(*runner_items)
+        message = work_protocol.items(*runner_items)
         if self.deliver is not None:
             self.deliver(message)
         else:
             self.outbox.put_nowait(message)
 
-    def cancel(self, item: Item) -> None:
+    def cancel(self, item: SentItem) -> None:
         if not item.finished:
-            self.send(protocol.control(item.id, sc.RUNNER_ITEM_CANCELLED))
+            self.send(work_protocol.control(item.id, sc.RUNNER_ITEM_CANCELLED))
 
-    def receive(self, message: protocol.Outgoing) -> bool:
+    def receive(self, message: work_protocol.Outgoing) -> bool:
         """Route one message from the replica; True when an item ended (a slot freed)."""
         if not message.runner_item_id:
             if message.status.code == sc.RUNNER_STREAM_END:

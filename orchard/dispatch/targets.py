@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 
 from orchard import errors
 from orchard.dispatch.sessions import PoolKey
+from orchard.ids import VersionRef
 from orchard.services import deployments, nodepools, runners
 from orchard.services import models as model_service
-from orchard.services.models import VersionRef
 from orchard.store.models import DeploymentRow
 
 

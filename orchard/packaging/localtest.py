@@ -2,12 +2,12 @@
 
 Two halves, one per process:
 
-- the CLI's process: :func:`build_env` builds the package's environment with the server's own
-  ``choose_interpreter`` and ``EnvBuilder`` (or reuses it from the cache), then :func:`run_in_env`
+- the CLI's process (``orchard.cli.model_local_test``): builds the package's environment with
+  the server's own ``choose_interpreter`` and ``EnvBuilder`` (or reuses it from the cache), then
   runs ``ENV/bin/python -m orchard.packaging.localtest DIR`` and passes its output on;
 - the environment (:func:`main`): loads the model class with its real imports, instantiates it,
   calls ``load_model()``, and sends each method one example call through the runner's request
-  adapter (``dispatch.predict`` / ``generate`` / ``stream`` with ``PostModelOutputsRequest``
+  adapter (``request_adapter.predict`` / ``generate`` / ``stream`` with ``PostModelOutputsRequest``
   protos encoded as the official client encodes them), printing every decoded output. A
   ``test()`` method of the class, if any, runs last. The exit code is 1 when anything failed.
 
@@ -18,11 +18,8 @@ gets three such examples.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import struct
-import subprocess
 import sys
 import traceback
 import zlib
@@ -36,21 +33,13 @@ from clarifai_grpc.grpc.api.status import status_code_pb2
 
 from orchard import errors
 from orchard.packaging.inspect import load_model_class
-from orchard.packaging.package import MODEL_FILE, REQUIREMENTS, Package
-from orchard.runners.models import dispatch
+from orchard.packaging.package import MODEL_FILE
+from orchard.runners.models import request_adapter
 from orchard.runners.models.calls import METHOD_KEY
 from orchard.runners.models.model_class import MethodType, ModelClass, signatures
 from orchard.runners.utils import data_types as dt
 from orchard.runners.utils.method_signatures import RETURN
 from orchard.runners.utils.serializers import decode, encode_args, type_name
-from orchard.services.builds import (
-    BuildError,
-    BuildLog,
-    BuildSettings,
-    EnvBuilder,
-    Interpreter,
-    choose_interpreter,
-)
 
 Field: TypeAlias = resources_pb2.ModelTypeField
 Signature: TypeAlias = resources_pb2.MethodSignature
@@ -63,56 +52,6 @@ STREAM_ITEMS = 3
 SHOWN_CHARS = 200
 SHOWN_OUTPUTS = 10  # of a stream; the rest are counted
 _TEXTS = ("hello world", "from orchard", "goodbye")
-
-
-# -- the CLI's half --------------------------------------------------------------------------
-
-
-def build_env(package: Package, settings: BuildSettings, say: Callable[[str], None]) -> Path:
-    """The package's environment, built as the server builds it unless cached; the build log
-    goes to ``say`` as it is written. Raises ModelBuildFailed."""
-    try:
-        python = choose_interpreter(package.config.build_info.python_version, settings, say)
-        builder = EnvBuilder(settings)
-        out = BuildLog(lambda lines: _say_each(say, lines))
-        key = asyncio.run(_ensure_env(builder, python, package, out))
-    except BuildError as exc:
-        raise errors.ModelBuildFailed(
-            f"building the environment of {package.root} failed: {exc}"
-        ) from None
-    return builder.env_path(key)
-
-
-def _say_each(say: Callable[[str], None], lines: list[str]) -> None:
-    for line in lines:
-        say(line)
-
-
-async def _ensure_env(
-    builder: EnvBuilder, python: Interpreter, package: Package, out: BuildLog
-) -> str:
-    key = await builder.ensure_env(python, package.root / REQUIREMENTS, out)
-    await out.flush()
-    return key
-
-
-def run_in_env(env: Path, package_dir: Path, echo: Callable[[str], None]) -> int:
-    """Run :func:`main` in the environment ``env``, its output passed to ``echo`` line by line;
-    returns its exit code. It runs in the package folder."""
-    command = [str(env / "bin" / "python"), "-m", "orchard.packaging.localtest", str(package_dir)]
-    environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with subprocess.Popen(
-        command,
-        cwd=package_dir,
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            echo(line.rstrip("\n"))
-    return proc.returncode
 
 
 # -- example values --------------------------------------------------------------------------
@@ -239,10 +178,10 @@ def responses_for(
     model: ModelClass, signature: Signature, requests: list[Request]
 ) -> Iterator[Response]:
     if signature.method_type == MethodType.UNARY_UNARY:
-        return iter([dispatch.predict(model, requests[0])])
+        return iter([request_adapter.predict(model, requests[0])])
     if signature.method_type == MethodType.UNARY_STREAMING:
-        return dispatch.generate(model, requests[0])
-    return dispatch.stream(model, iter(requests))
+        return request_adapter.generate(model, requests[0])
+    return request_adapter.stream(model, iter(requests))
 
 
 # -- running and reporting -------------------------------------------------------------------

@@ -1,5 +1,11 @@
-"""Model runtime: the authoring API (``models.model_class``, ``utils.data_types``), the wire
-conversions (``utils.method_signatures``, ``utils.serializers``, ``utils.legacy``) and the
-request adapter a runner calls (``models.dispatch``). Model authors import from
-:mod:`orchard.authoring`; numpy and Pillow are optional (``orchard[models]``).
+"""The model runtime: what runs inside a model version's environment.
+
+- the authoring API (``models.model_class``, ``utils.data_types``) and the value codec
+  (``utils.method_signatures``, ``utils.serializers``, ``utils.legacy``); model authors import
+  from :mod:`orchard.authoring`; numpy and Pillow are optional (``orchard[models]``);
+- loading a package's model class (``models.loading``) and the request adapter that calls its
+  methods for V2 requests (``models.request_adapter``, ``adapters``, ``batching``);
+- the runner process: ``serve`` (its command line), ``runner`` (connecting out and
+  reconnecting), ``session`` and ``items`` (serving the items of one open work stream, see
+  :mod:`orchard.work_protocol`), ``link`` (the local link), ``health`` and ``threads``.
 """

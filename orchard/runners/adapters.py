@@ -1,8 +1,8 @@
 """The model as a runner sees it: the three call shapes in async form, whoever wrote the class.
 
 - an Orchard :class:`~orchard.runners.models.model_class.ModelClass` goes through the request
-  adapter's async forms (:mod:`orchard.runners.models.dispatch`): ``async def`` methods run on
-  the loop, plain ones in worker threads; the inputs of a batched method join the adapter's
+  adapter's async forms (:mod:`orchard.runners.models.request_adapter`): ``async def`` methods
+  run on the loop, plain ones in worker threads; the inputs of a batched method join the adapter's
   queue for that method (:mod:`orchard.runners.batching`), shared by every request;
 - a class built on the official ``clarifai`` ModelClass (when that package is installed in the
   model's environment) goes through its own ``predict_wrapper(request)``,
@@ -23,10 +23,10 @@ from typing import Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2
 
-from orchard.packaging.inspect import _is_official
 from orchard.runners.batching import ModelBatchers
-from orchard.runners.models import calls, dispatch
+from orchard.runners.models import calls, request_adapter
 from orchard.runners.models.calls import Entry, Request, Response
+from orchard.runners.models.loading import is_official
 from orchard.runners.models.model_class import ModelClass
 from orchard.runners.threads import blocking_iterator, closing, iterate_in_threads
 
@@ -75,13 +75,13 @@ class OrchardAdapter(ModelAdapter):
             return calls.requested_name(request) or entry
 
     async def predict(self, request: Request) -> Response:
-        return await dispatch.apredict(self.model, request, self.batchers)
+        return await request_adapter.apredict(self.model, request, self.batchers)
 
     def generate(self, request: Request) -> AsyncIterator[Response]:
-        return dispatch.agenerate(self.model, request, self.batchers)
+        return request_adapter.agenerate(self.model, request, self.batchers)
 
     def stream(self, requests: AsyncIterator[Request]) -> AsyncIterator[Response]:
-        return dispatch.astream(self.model, requests)
+        return request_adapter.astream(self.model, requests)
 
 
 class OfficialAdapter(ModelAdapter):
@@ -129,7 +129,7 @@ def overall_status(response: Response) -> Response:
 
 def adapter_for(model: Any) -> ModelAdapter:
     """The adapter for a model instance (Orchard's or the official SDK's ModelClass)."""
-    if _is_official(type(model)):
+    if is_official(type(model)):
         return OfficialAdapter(model)
     if isinstance(model, ModelClass):
         return OrchardAdapter(model)

@@ -10,19 +10,19 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from orchard.runners import protocol
+from orchard import work_protocol
 from orchard.runners.adapters import ModelAdapter
 from orchard.runners.models import calls
 from orchard.runners.models.calls import SC, Entry, Request, Response
 from orchard.runners.threads import closing
 
 ENTRIES: dict[int, Entry] = {
-    protocol.UNARY: "predict",
-    protocol.SERVER_STREAM: "generate",
-    protocol.BIDI: "stream",
+    work_protocol.UNARY: "predict",
+    work_protocol.SERVER_STREAM: "generate",
+    work_protocol.BIDI: "stream",
 }
 
-Send = Callable[[protocol.Outgoing], Awaitable[None]]
+Send = Callable[[work_protocol.Outgoing], Awaitable[None]]
 
 
 class RequestFeed:
@@ -55,7 +55,7 @@ class RequestFeed:
 
 
 @dataclass(eq=False)
-class Item:
+class RunningItem:
     """An item the server gave this runner."""
 
     id: str
@@ -68,8 +68,8 @@ class Item:
     final: Response | None = field(default=None, repr=False)
 
     @classmethod
-    def start(cls, item_id: str, shape: int, request: Request) -> Item:
-        feed = RequestFeed(request) if shape == protocol.BIDI else None
+    def start(cls, item_id: str, shape: int, request: Request) -> RunningItem:
+        feed = RequestFeed(request) if shape == work_protocol.BIDI else None
         return cls(item_id, shape, request, feed)
 
     @property
@@ -77,14 +77,14 @@ class Item:
         return ENTRIES.get(self.shape, "predict")
 
 
-async def run_item(item: Item, model: ModelAdapter, send: Send, max_bytes: int) -> str:
+async def run_item(item: RunningItem, model: ModelAdapter, send: Send, max_bytes: int) -> str:
     """Call the model for ``item`` and ``send`` each response as it comes (a unary item's one
     response is kept in ``item.final`` instead, to go out with the item end); the outcome is
     ``ok``, ``mixed`` or ``failed`` (any failed response). A response over ``max_bytes`` is
     replaced by a FAILURE saying so and ends the item. Cancellation propagates, after the
     model's generator (if any) was closed."""
     outcome = _Outcome()
-    if item.shape == protocol.UNARY:  # one response, kept for the item end: no stream needed
+    if item.shape == work_protocol.UNARY:  # one response, kept for the item end: no stream needed
         item.final = fit(await model.predict(item.request), max_bytes)
         outcome.add(item.final)
         return outcome.word
@@ -93,18 +93,18 @@ async def run_item(item: Item, model: ModelAdapter, send: Send, max_bytes: int) 
         async for response in stream:
             fitted = fit(response, max_bytes)
             outcome.add(fitted)
-            await send(protocol.output(item.id, fitted))
+            await send(work_protocol.output(item.id, fitted))
             if fitted is not response:
                 break
     return outcome.word
 
 
-async def responses(item: Item, model: ModelAdapter) -> AsyncIterator[Response]:
+async def responses(item: RunningItem, model: ModelAdapter) -> AsyncIterator[Response]:
     """The model's responses to ``item``, by its call shape."""
-    if item.shape == protocol.UNARY:
+    if item.shape == work_protocol.UNARY:
         yield await model.predict(item.request)
         return
-    if item.shape == protocol.SERVER_STREAM:
+    if item.shape == work_protocol.SERVER_STREAM:
         produced = model.generate(item.request)
     elif item.feed is not None:
         produced = model.stream(item.feed)

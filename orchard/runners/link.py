@@ -2,7 +2,7 @@
 
 A replica on the server's own host reaches the server at ``link:PATH``, a Unix socket under the
 server's home (a folder only the server's user may enter). The stream is the one described in
-:mod:`orchard.runners.protocol`, message for message; only the framing differs:
+:mod:`orchard.work_protocol`, message for message; only the framing differs:
 
 - every message is one frame: its length as 4 bytes (big-endian), then the serialized message;
 - the runner's first frame is its credentials, the UTF-8 value of the ``authorization``
@@ -29,7 +29,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from orchard.runners import protocol
+from orchard import work_protocol
 
 SCHEME = "link:"
 HEADER = struct.Struct("!I")
@@ -119,10 +119,10 @@ class LinkCall:
         await write_frame(writer, f"Key {pat}".encode())
         return call
 
-    async def write(self, message: protocol.Outgoing) -> None:
+    async def write(self, message: work_protocol.Outgoing) -> None:
         await write_frame(self._writer, message)
 
-    def write_now(self, message: protocol.Outgoing) -> bool:
+    def write_now(self, message: work_protocol.Outgoing) -> bool:
         """Write without waiting; False (nothing written) when the link is closing or its
         buffer is over :data:`HIGH_WATER_BYTES`: then ``write`` waits for room."""
         return write_now(self._writer, message, HIGH_WATER_BYTES)
@@ -132,7 +132,7 @@ class LinkCall:
         data = await read_frame(self._reader)
         if data is None:
             return grpc.aio.EOF
-        return protocol.Incoming.FromString(data)
+        return work_protocol.Incoming.FromString(data)
 
     async def done_writing(self) -> None:
         if not self._writer.is_closing() and self._writer.can_write_eof():

@@ -8,12 +8,13 @@
 
 The runner opens ``ProcessRunnerItems`` (metadata ``authorization: Key <PAT>``; on this host,
 through the server's local link, :mod:`orchard.runners.link`, when given ``link:PATH``), writes the
-hello with its capacity, and serves the server's items in a :class:`~orchard.runners.session.
-Session` (the per-stream rules are there). When a stream breaks, or cannot be opened, it tries
-again after a delay from :class:`Backoff` (0.1 s doubling to 5 s, jittered, reset by a stream
-that stayed open for the maximum delay); items held by the broken stream are cancelled. It
-gives up with :attr:`Exit.SERVER_GONE` once the server has been unreachable for longer than
-``server_gone_grace``, and with :attr:`Exit.REFUSED` at once when the server refuses it.
+hello with its capacity, and serves the server's items in a
+:class:`~orchard.runners.session.WorkStreamServer` (the per-stream rules are there). When a stream
+breaks, or cannot be opened, it tries again after a delay from :class:`Backoff` (0.1 s doubling to
+5 s, jittered, reset by a stream that stayed open for the maximum delay); items held by the broken
+stream are cancelled. It gives up with :attr:`Exit.SERVER_GONE` once the server has been
+unreachable for longer than ``server_gone_grace``, and with :attr:`Exit.REFUSED` at once when the
+server refuses it.
 
 :meth:`Runner.stop` (SIGTERM, SIGINT) drains: the draining message goes out, nothing new is
 started, held items finish (up to ``drain_timeout``; a second ``stop`` cuts that short), and the
@@ -37,10 +38,17 @@ from typing import Any
 
 import grpc
 
-from orchard import wire
-from orchard.runners import link, protocol
+from orchard import wire, work_protocol
+from orchard.runners import link
 from orchard.runners.adapters import ModelAdapter
-from orchard.runners.session import FATAL_CODES, Refused, Session, SessionSettings, Slots
+from orchard.runners.session import (
+    FATAL_CODES,
+    Refused,
+    SessionSettings,
+    Slots,
+    WorkCall,
+    WorkStreamServer,
+)
 
 log = logging.getLogger("orchard.runners")
 
@@ -76,9 +84,9 @@ class RunnerSettings:
     backoff_initial: float = 0.1
     backoff_max: float = 5.0
 
-    def hello(self) -> protocol.Outgoing:
-        return protocol.hello(
-            protocol.Hello(
+    def hello(self) -> work_protocol.Outgoing:
+        return work_protocol.hello(
+            work_protocol.Hello(
                 runner_id=self.runner_id,
                 nodepool_id=self.nodepool_id,
                 compute_cluster_id=self.compute_cluster_id,
@@ -143,14 +151,14 @@ class Runner:
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.session: Session | None = None
+        self.stream_server: WorkStreamServer | None = None
 
     # -- state, for probes and tests ------------------------------------------------------------
 
     @property
     def connected(self) -> bool:
         """A stream is open (its hello went out and it has not ended)."""
-        return self.session is not None
+        return self.stream_server is not None
 
     @property
     def ready(self) -> bool:
@@ -235,7 +243,7 @@ class Runner:
         finally:
             await channel.close()
 
-    async def _say_hello(self, call: Any) -> bool:
+    async def _say_hello(self, call: WorkCall) -> bool:
         """Write the hello; False when the server cannot be reached; raises Refused."""
         try:
             await call.write(self.settings.hello())
@@ -246,21 +254,22 @@ class Runner:
         except grpc.aio.AioRpcError as exc:
             code, details = exc.code(), exc.details()
         except asyncio.InvalidStateError:  # the call ended before the hello went out
-            code, details = await call.code(), await call.details()
+            ended: Any = call  # a grpc.aio call: only those end before their hello
+            code, details = await ended.code(), await ended.details()
         if code in FATAL_CODES:
             raise Refused(f"{code.name}: {details}")
         log.info("cannot reach the server at %s: %s", self.settings.server, code.name)
         return False
 
-    async def _serve(self, call: Any) -> None:
+    async def _serve(self, call: WorkCall) -> None:
         settings = SessionSettings(self.settings.max_output_bytes, self.settings.drain_timeout)
-        self.session = Session(call, self.model, self._slots, settings, self._spawn)
+        self.stream_server = WorkStreamServer(call, self.model, self._slots, settings, self._spawn)
         opened = self._clock()
         log.info("connected to %s (capacity %d)", self.settings.server, self.settings.capacity)
         try:
-            await self.session.serve(self._stop, self._force)
+            await self.stream_server.serve(self._stop, self._force)
         finally:
-            self.session = None
+            self.stream_server = None
         if self._clock() - opened >= self._backoff.maximum:
             self._backoff.reset()
 

@@ -1,7 +1,7 @@
 """One ``ProcessRunnerItems`` stream of a runner, from the hello to its end.
 
-The runner writes the hello before it builds a :class:`Session`; the session then reads the
-server's items (see :mod:`orchard.runners.protocol`) and runs each start as its own task:
+The runner writes the hello before it builds a :class:`WorkStreamServer`; the session then reads the
+server's items (see :mod:`orchard.work_protocol`) and runs each start as its own task:
 
 - a start waits for one of the replica's slots (:class:`Slots`), calls the model through its
   adapter and sends every response as an output as soon as it exists, then the item end; the
@@ -30,17 +30,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from clarifai_grpc.grpc.api.status import status_code_pb2
 
-from orchard.runners import protocol
+from orchard import work_protocol
 from orchard.runners.adapters import ModelAdapter
-from orchard.runners.items import Item, run_item
+from orchard.runners.items import RunningItem, run_item
 from orchard.runners.link import LinkCall, LinkError
 from orchard.runners.models import calls
-from orchard.runners.protocol import ItemKind
+from orchard.work_protocol import ItemKind
 
 log = logging.getLogger("orchard.runners")
 
@@ -58,6 +58,18 @@ CANCEL_GRACE_S = 2.0  # for cancelled items to send their ends, at the end of a 
 CLOSE_GRACE_S = 5.0  # for the server to close the call after the runner half-closed it
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+
+
+class WorkCall(Protocol):
+    """A replica's open work stream: a grpc.aio stream-stream call, or a :class:`LinkCall`."""
+
+    async def write(self, message: work_protocol.Outgoing) -> None: ...
+
+    async def read(self) -> Any: ...  # an Incoming, or grpc.aio.EOF once the server ends it
+
+    async def done_writing(self) -> None: ...
+
+    def cancel(self) -> bool: ...
 
 
 class Refused(Exception):
@@ -100,15 +112,15 @@ class Outbox:
     Writes happen one at a time, in the order sent; coalescing never makes a message larger
     than ``max_bytes``."""
 
-    def __init__(self, call: Any, limit: int = 256, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, call: WorkCall, limit: int = 256, max_bytes: int = 64 << 20) -> None:
         self._call = call
         self._max_bytes = max_bytes
         self._write_now = call.write_now if isinstance(call, LinkCall) else None
-        self._queue: asyncio.Queue[protocol.Outgoing] = asyncio.Queue(limit)
+        self._queue: asyncio.Queue[work_protocol.Outgoing] = asyncio.Queue(limit)
         self._writing = asyncio.Lock()
         self._closed = False
 
-    async def send(self, message: protocol.Outgoing, *, now: bool = False) -> None:
+    async def send(self, message: work_protocol.Outgoing, *, now: bool = False) -> None:
         """Queue ``message`` for the pump, which coalesces bursts; or, with ``now`` and nothing
         waiting to be written, write it from the calling task (no hand-over to the pump). That
         happens on the local link, whose writes never wait, and on gRPC only for an item's end:
@@ -156,10 +168,10 @@ class Outbox:
 COALESCE = 64  # messages merged into one write at most
 
 
-def _coalesced(batch: list[protocol.Outgoing], max_bytes: int) -> list[protocol.Outgoing]:
+def _coalesced(batch: list[work_protocol.Outgoing], max_bytes: int) -> list[work_protocol.Outgoing]:
     """``batch`` with each run of one item's outputs (ending at its end, if any) merged, as
     long as a merged message stays within ``max_bytes``."""
-    merged: list[protocol.Outgoing] = []
+    merged: list[work_protocol.Outgoing] = []
     size = -1  # of merged[-1] (-1: not counted yet), summed over the messages it was made of
     for message in batch:
         last = merged[-1] if merged else None
@@ -182,12 +194,12 @@ def _coalesced(batch: list[protocol.Outgoing], max_bytes: int) -> list[protocol.
     return merged
 
 
-class Session:
+class WorkStreamServer:
     """Serves the items of one open stream (``call``, its hello already written)."""
 
     def __init__(
         self,
-        call: Any,
+        call: WorkCall,
         model: ModelAdapter,
         slots: Slots,
         settings: SessionSettings,
@@ -195,7 +207,7 @@ class Session:
     ) -> None:
         self.call, self.model, self.slots, self.settings = call, model, slots, settings
         self._spawn = spawn
-        self.items: dict[str, Item] = {}
+        self.items: dict[str, RunningItem] = {}
         self.draining = False
         self._outbox = Outbox(call, max_bytes=settings.max_output_bytes)
 
@@ -221,13 +233,13 @@ class Session:
 
     async def _read(self) -> None:
         while (message := await self.call.read()) is not grpc.aio.EOF:
-            if (reason := protocol.refusal(message)) is not None:
+            if (reason := work_protocol.refusal(message)) is not None:
                 raise Refused(reason)
             for runner_item in message.runner_items:
                 self._on_item(runner_item)
 
     def _on_item(self, runner_item: Any) -> None:
-        kind = protocol.kind_of(runner_item)
+        kind = work_protocol.kind_of(runner_item)
         held = self.items.get(runner_item.id)
         if kind is ItemKind.START:
             self._start(runner_item)
@@ -244,14 +256,14 @@ class Session:
 
     def _start(self, runner_item: Any) -> None:
         if self.draining:
-            refused = protocol.refused(runner_item.id, "the runner is draining")
+            refused = work_protocol.refused(runner_item.id, "the runner is draining")
             self._spawn(self._outbox.send(refused))
             return
         if runner_item.id in self.items:
             log.warning("ignoring a second start of item %s", runner_item.id)
             return
         shape = runner_item.processing_info.runner_method_type
-        item = Item.start(runner_item.id, shape, runner_item.post_model_outputs_request)
+        item = RunningItem.start(runner_item.id, shape, runner_item.post_model_outputs_request)
         self.items[item.id] = item
         item.task = self._spawn(self._serve_item(item))
 
@@ -266,13 +278,13 @@ class Session:
 
     # -- running an item --------------------------------------------------------------------
 
-    async def _serve_item(self, item: Item) -> None:
+    async def _serve_item(self, item: RunningItem) -> None:
         """Run the item, then send its end however it finished."""
         started = time.monotonic()
         try:
             outcome = await self._outcome_of(item)
             item.ending = True  # a cancel from here on must not stop the end going out
-            await self._outbox.send(protocol.item_end(item.id, item.final), now=True)
+            await self._outbox.send(work_protocol.item_end(item.id, item.final), now=True)
         finally:
             self.items.pop(item.id, None)
         # A line for every item only at DEBUG (a busy replica serves thousands a second, and
@@ -285,14 +297,14 @@ class Session:
                 level, "%s %s %s %.1fms item=%s", item.entry, method, outcome, elapsed_ms, item.id
             )
 
-    def _sender(self, item: Item) -> Callable[[protocol.Outgoing], Awaitable[None]]:
+    def _sender(self, item: RunningItem) -> Callable[[work_protocol.Outgoing], Awaitable[None]]:
         """How an item's outputs go out: a stream-stream item's at once (someone waits for each
         one), a generate's through the pump, which coalesces bursts of them."""
-        if item.shape == protocol.BIDI:
+        if item.shape == work_protocol.BIDI:
             return functools.partial(self._outbox.send, now=True)
         return self._outbox.send
 
-    async def _outcome_of(self, item: Item) -> str:
+    async def _outcome_of(self, item: RunningItem) -> str:
         try:
             await self.slots.acquire()
             try:
@@ -308,7 +320,7 @@ class Session:
             failure = calls.failed_response(
                 f"the runner failed serving this item: {type(exc).__name__}: {exc}"
             )
-            await self._outbox.send(protocol.output(item.id, failure))
+            await self._outbox.send(work_protocol.output(item.id, failure))
             return "error"
 
     # -- the end ------------------------------------------------------------------------------
@@ -317,7 +329,7 @@ class Session:
         self, reader: asyncio.Task[Any], writer: asyncio.Task[Any], force: asyncio.Event
     ) -> None:
         self.draining = True
-        await self._outbox.send(protocol.draining())
+        await self._outbox.send(work_protocol.draining())
         held, timeout = len(self.items), self.settings.drain_timeout
         log.info("draining: finishing %d item(s), for up to %.0fs", held, timeout)
         stream = {reader, writer}

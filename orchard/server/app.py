@@ -275,15 +275,13 @@ class OrchardServer:
             builds=self.builds,
             dispatcher=self.dispatcher,
             fetcher=self.fetcher,
+            metrics=Metrics(lambda: runtime.orchestrator.view if runtime.orchestrator else None),
             quotas=settings.quotas.with_operator(settings.bootstrap_user),
         )
         self.adapter = GrpcAdapter(build_router(), self.store, runtime)
         for provider in runtime.providers.all():
             provider.on_out_of_memory = self.dispatcher.out_of_memory
         self.runtime = runtime
-        runtime.metrics = Metrics(
-            lambda: runtime.orchestrator.view if runtime.orchestrator else None
-        )
         self._metrics_runner: web.AppRunner | None = None
         self.metrics_port = 0
         self.port = 0

@@ -19,12 +19,12 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from sqlalchemy.orm import Session
 
 from orchard import errors
+from orchard.ids import VersionRef
 from orchard.packaging import REQUIREMENTS
 from orchard.packaging.inspect import run_inspection
 from orchard.services import logs
 from orchard.services import models as model_service
 from orchard.services.builds import BuildError, BuildLog, EnvBuilder, choose_interpreter
-from orchard.services.models import VersionRef
 from orchard.services.packages import PackageStore
 from orchard.store import Store
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
 from google.protobuf import json_format, timestamp_pb2
@@ -13,8 +13,11 @@ from orchard import errors
 from orchard.configs import Spec, validate
 from orchard.services.common import Page, patch_fields
 
+if TYPE_CHECKING:
+    from orchard.server.rpc import Call
 
-def done(call: Any, details: str = "") -> status_pb2.BaseResponse:
+
+def done(call: Call, details: str = "") -> status_pb2.BaseResponse:
     """The answer to a call that returns nothing but its status (deletes)."""
     return status_pb2.BaseResponse(
         status=status_pb2.Status(

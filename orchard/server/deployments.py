@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
@@ -15,6 +15,9 @@ from orchard.server.rpc import Call, Router
 from orchard.services import deployments as service
 from orchard.services.quotas import Limits
 from orchard.store.models import DeploymentRow
+
+if TYPE_CHECKING:
+    from orchard.orchestration.reconciler import View
 
 router = Router()
 DISABLED = resources_pb2.Deployment.Status.DISABLED
@@ -31,7 +34,7 @@ def _worker(row: DeploymentRow) -> resources_pb2.Worker:
     )
 
 
-def to_proto(row: DeploymentRow, live: Any = None) -> resources_pb2.Deployment:
+def to_proto(row: DeploymentRow, live: View | None = None) -> resources_pb2.Deployment:
     dep = resources_pb2.Deployment()
     fill(dep, row.spec)
     dep.id, dep.user_id = row.id, row.user_id

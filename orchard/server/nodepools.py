@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
@@ -17,13 +17,16 @@ from orchard.services import compute_clusters as clusters
 from orchard.services import nodepools as service
 from orchard.store.models import NodepoolRow
 
+if TYPE_CHECKING:
+    from orchard.orchestration.reconciler import View
+
 router = Router()
 READY = resources_pb2.Nodepool.NodepoolStatus.NODEPOOL_STATUS_READY
 ERROR = resources_pb2.Nodepool.NodepoolStatus.NODEPOOL_STATUS_ERROR
 
 
 def to_proto(
-    row: NodepoolRow, live: Any = None, providers: ProviderRegistry | None = None
+    row: NodepoolRow, live: View | None = None, providers: ProviderRegistry | None = None
 ) -> resources_pb2.Nodepool:
     """The nodepool; with ``providers``, its status is ERROR with the reason when its provider
     knows why it cannot run replicas now (a Ray cluster that is unreachable...)."""

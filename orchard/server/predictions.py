@@ -17,15 +17,18 @@ import aiohttp
 from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as SC
 
-from orchard import errors
-from orchard.dispatch.targets import resolve_target
-from orchard.runners import protocol
+from orchard import errors, work_protocol
+from orchard.dispatch.targets import Target, resolve_target
 from orchard.server.rpc import Router, StreamCall
 from orchard.services import fetch
 
 router = Router()
 MAX_INPUTS = 128
-SHAPES = {protocol.UNARY: "predict", protocol.SERVER_STREAM: "generate", protocol.BIDI: "stream"}
+SHAPES = {
+    work_protocol.UNARY: "predict",
+    work_protocol.SERVER_STREAM: "generate",
+    work_protocol.BIDI: "stream",
+}
 
 
 class UrlFetcher:
@@ -72,7 +75,7 @@ async def _rest(
         yield await _prepared(call, request)
 
 
-async def _target(call: StreamCall, request: service_pb2.PostModelOutputsRequest) -> Any:
+async def _target(call: StreamCall, request: service_pb2.PostModelOutputsRequest) -> Target:
     """Where the request goes; remembered briefly, since every call of a client asks again."""
     key = (
         "target",
@@ -82,7 +85,7 @@ async def _target(call: StreamCall, request: service_pb2.PostModelOutputsRequest
         request.model_id,
         request.version_id,
     )
-    target = call.runtime.memo.get(key)
+    target: Target | None = call.runtime.memo.get(key)
     if target is None:
         target = await call.db(lambda session: resolve_target(session, call.user_id, request))
         call.runtime.memo.put(key, target)
@@ -99,7 +102,7 @@ async def _predict(
     started, code = time.perf_counter(), str(SC.SUCCESS)
     try:
         first = await _prepared(call, first)
-        rest = _rest(call, requests) if shape == protocol.BIDI else None
+        rest = _rest(call, requests) if shape == work_protocol.BIDI else None
         dispatcher = call.runtime.dispatcher
         async for response in dispatcher.call(target, shape, first, rest, call.deadline):
             if target.selector is not None:
@@ -123,14 +126,14 @@ async def _predict(
 
 @router.stream("PostModelOutputs")
 def predict(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[Any]:
-    return _predict(requests, call, protocol.UNARY)
+    return _predict(requests, call, work_protocol.UNARY)
 
 
 @router.stream("GenerateModelOutputs")
 def generate(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[Any]:
-    return _predict(requests, call, protocol.SERVER_STREAM)
+    return _predict(requests, call, work_protocol.SERVER_STREAM)
 
 
 @router.stream("StreamModelOutputs")
 def stream(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[Any]:
-    return _predict(requests, call, protocol.BIDI)
+    return _predict(requests, call, work_protocol.BIDI)

@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
@@ -46,6 +46,14 @@ from orchard.quotas import Quotas
 from orchard.services import users
 from orchard.store import Store
 from orchard.wire import SERVICE
+
+if TYPE_CHECKING:  # the parts themselves import this module
+    from orchard.dispatch.dispatcher import Dispatcher
+    from orchard.orchestration.reconciler import Orchestrator, View
+    from orchard.server.builds import BuildQueue
+    from orchard.server.metrics import Metrics
+    from orchard.server.predictions import UrlFetcher
+    from orchard.services.packages import PackageStore
 
 log = logging.getLogger(__name__)
 ME = "me"
@@ -84,12 +92,12 @@ class Runtime:
     """The server's long-lived parts that handlers reach."""
 
     providers: ProviderRegistry
-    packages: Any = None  # services.packages.PackageStore
-    builds: Any = None  # server.builds.BuildQueue
-    dispatcher: Any = None  # dispatch.dispatcher.Dispatcher
-    fetcher: Any = None  # server.predictions.UrlFetcher
-    orchestrator: Any = None  # orchestration.reconciler.Orchestrator
-    metrics: Any = None  # server.metrics.Metrics
+    packages: PackageStore
+    builds: BuildQueue
+    dispatcher: Dispatcher
+    fetcher: UrlFetcher
+    metrics: Metrics
+    orchestrator: Orchestrator | None = None  # None: this server does not orchestrate
     quotas: Quotas = field(default_factory=Quotas)  # the operator's, per user
     memo: Memo = field(default_factory=Memo)
     # Tokens the server gave the replicas it started: each authenticates its user's
@@ -141,9 +149,8 @@ class Call:
         return self.runtime.providers
 
     @property
-    def live(self) -> Any:
-        """What the orchestrator last saw (an ``orchestration.reconciler.View``), or None when
-        this server does not orchestrate."""
+    def live(self) -> View | None:
+        """What the orchestrator last saw, or None when this server does not orchestrate."""
         orchestrator = self.runtime.orchestrator
         return orchestrator.view if orchestrator is not None else None
 
@@ -252,18 +259,32 @@ class Malformed:
         self.error = error
 
 
-def _lenient(cls: Any) -> Callable[[bytes], Any]:
+def _lenient(cls: type[Message]) -> Callable[[bytes], Message | Malformed]:
     """A request deserializer that never raises: a message that does not parse becomes a
     :class:`Malformed` for the handler to refuse (a raise here would be logged by grpc with
     its traceback and answered UNKNOWN with the exception's name)."""
 
-    def parse(data: bytes) -> Any:
+    def parse(data: bytes) -> Message | Malformed:
         try:
             return cls.FromString(data)
         except Exception as exc:  # DecodeError, or whatever a hostile message makes upb raise
             return Malformed(type(exc).__name__)
 
     return parse
+
+
+def _with_status(response: Message, request_id: str) -> Message:
+    """``response``, answering SUCCESS when its handler set no status."""
+    v2_response: Any = response  # every V2 response has a status; Message does not say so
+    if not v2_response.HasField("status"):
+        v2_response.status.CopyFrom(success(request_id))
+    return response
+
+
+def _answer(method: MethodDescriptor, status: status_pb2.Status) -> Message:
+    """The method's response carrying only ``status``."""
+    response_cls: Callable[..., Message] = _classes(method)[1]
+    return response_cls(status=status)
 
 
 def success(request_id: str) -> status_pb2.Status:
@@ -282,7 +303,7 @@ def _token(metadata: Sequence[tuple[str, Any]]) -> str:
     )
 
 
-def _classes(method: MethodDescriptor) -> tuple[Any, Any]:
+def _classes(method: MethodDescriptor) -> tuple[type[Message], type[Message]]:
     return (
         message_factory.GetMessageClass(method.input_type),
         message_factory.GetMessageClass(method.output_type),
@@ -338,14 +359,12 @@ class GrpcAdapter:
                 call = Call(users.authenticate(session, token), request_id, session, self.runtime)
                 return handler(request, call)
 
-            response: Any = await self.in_session(run)
-            if not response.HasField("status"):
-                response.status.CopyFrom(success(request_id))
+            response = _with_status(await self.in_session(run), request_id)
             if method.name.startswith(MUTATING):
                 self.runtime.changed()
             return response
         except Exception as exc:
-            return _classes(method)[1](status=self._error_status(exc, method.name, request_id))
+            return _answer(method, self._error_status(exc, method.name, request_id))
 
     async def serve_stream(
         self,
@@ -374,7 +393,7 @@ class GrpcAdapter:
             async for response in handler(requests, call):
                 yield response
         except Exception as exc:
-            yield _classes(method)[1](status=self._error_status(exc, name, request_id))
+            yield _answer(method, self._error_status(exc, name, request_id))
 
     def _refuse_malformed(
         self, method: MethodDescriptor, request: Malformed, context: grpc.aio.ServicerContext
@@ -415,14 +434,13 @@ class GrpcAdapter:
             yield request
 
     def _not_implemented(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
-        response_cls = _classes(method)[1]
-
         def answer() -> Message:
-            return response_cls(
-                status=errors.NotImplementedByOrchard(
+            return _answer(
+                method,
+                errors.NotImplementedByOrchard(
                     f"{method.name} is not implemented by Orchard; "
                     "see docs/ARCHITECTURE.md for the RPCs it serves"
-                ).to_status()
+                ).to_status(),
             )
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Message:
@@ -461,9 +479,10 @@ class GrpcAdapter:
 
         async def last(requests: Any, context: grpc.aio.ServicerContext) -> Message:
             await self._abort_if_malformed(method, requests, context)
-            answer: Any = None  # every stream ends with a response: its answer, or the error
+            answer: Message | None = None
             async for response in answers(requests, context):
                 answer = response
+            assert answer is not None  # every stream ends with a response: its answer, or the error
             return answer
 
         return _method_handler(method, last, responses)

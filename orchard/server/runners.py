@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_pb2
@@ -16,10 +16,13 @@ from orchard.services import nodepools
 from orchard.services import runners as service
 from orchard.store.models import RunnerRow
 
+if TYPE_CHECKING:
+    from orchard.orchestration.reconciler import View
+
 router = Router()
 
 
-def to_proto(row: RunnerRow, live: Any = None) -> resources_pb2.Runner:
+def to_proto(row: RunnerRow, live: View | None = None) -> resources_pb2.Runner:
     runner = resources_pb2.Runner()
     fill(runner, row.spec)
     runner.id, runner.num_replicas = row.id, row.num_replicas

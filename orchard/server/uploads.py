@@ -10,7 +10,7 @@ or sends more than it announced fails the version (MODEL_UPLOADING_FAILED) and s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from clarifai_grpc.grpc.api import service_pb2
@@ -19,10 +19,10 @@ from clarifai_grpc.grpc.api.status import status_pb2
 from sqlalchemy.orm import Session
 
 from orchard import errors
+from orchard.ids import VersionRef
 from orchard.server.convert import as_dict
 from orchard.server.rpc import Router, StreamCall
 from orchard.services import models as model_service
-from orchard.services.models import VersionRef
 from orchard.services.packages import Upload
 
 router = Router()
@@ -34,7 +34,7 @@ _BIG_WRITE = 1 << 20
 
 def _response(
     ref: VersionRef, code: int, description: str, remaining: int, percent: int = 0
-) -> Any:
+) -> service_pb2.PostModelVersionsUploadResponse:
     status = status_pb2.Status(code=code, description=description, percent_completed=percent)
     return Response(status=status, bytes_remaining=remaining, model_version_id=ref.version_id)
 
@@ -53,7 +53,9 @@ async def _config(
     return config
 
 
-def _new_version(config: service_pb2.PostModelVersionsUploadConfig, owner: str) -> Any:
+def _new_version(
+    config: service_pb2.PostModelVersionsUploadConfig, owner: str
+) -> Callable[[Session], VersionRef]:
     spec = {k: v for k, v in as_dict(config.model_version).items() if k not in _OUTPUT}
 
     def create(session: Session) -> VersionRef:

@@ -1,6 +1,6 @@
 """``ProcessRunnerItems``: the stream each runner replica opens to take work.
 
-The first message is the replica's hello (see :mod:`orchard.runners.protocol`); it names a
+The first message is the replica's hello (see :mod:`orchard.work_protocol`); it names a
 runner of the caller's, whose nodepool and model version decide what the replica serves. The
 replica then joins the dispatcher until the stream ends, which loses (and, for unary calls,
 retries) whatever it held. The official runner's variant (one item per call, and a control
@@ -18,7 +18,7 @@ import contextlib
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +26,19 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from google.protobuf.message import DecodeError
 from sqlalchemy.orm import Session
 
-from orchard import errors
+from orchard import errors, work_protocol
 from orchard.dispatch.dispatcher import Dispatcher
-from orchard.dispatch.sessions import PoolKey, RunnerSession
-from orchard.runners import link, protocol
+from orchard.dispatch.sessions import ConnectedReplica, PoolKey
+from orchard.ids import VersionRef
+from orchard.runners import link
 from orchard.server.rpc import RUNNER_STREAM, GrpcAdapter, Router, Runtime, StreamCall
 from orchard.services import runners
-from orchard.services.models import VersionRef
 
 log = logging.getLogger(__name__)
 router = Router()
 
 
-def _serving(owner: str, runner_id: str) -> Any:
+def _serving(owner: str, runner_id: str) -> Callable[[Session], tuple[PoolKey, VersionRef]]:
     def load(session: Session) -> tuple[PoolKey, VersionRef]:
         row = runners.get_runner(session, owner, runner_id)
         return (
@@ -54,32 +54,32 @@ class _ItemPerCall:
     message, and ends its call once the item is done. Its cancels also go to the replica's
     control call, where that runner listens for them."""
 
-    def __init__(self, session: RunnerSession, runtime: Runtime) -> None:
+    def __init__(self, session: ConnectedReplica, runtime: Runtime) -> None:
         self.session, self.runtime = session, runtime
         self.unary: set[str] = set()
 
-    def sending(self, message: protocol.Incoming) -> protocol.Incoming:
+    def sending(self, message: work_protocol.Incoming) -> work_protocol.Incoming:
         """``message`` as this runner reads it."""
         for item in message.runner_items:
-            kind = protocol.kind_of(item)
-            if kind is protocol.ItemKind.START:
+            kind = work_protocol.kind_of(item)
+            if kind is work_protocol.ItemKind.START:
                 self.session.draining = True  # its one item: nothing more goes on this call
-                if item.processing_info.runner_method_type == protocol.UNARY:
+                if item.processing_info.runner_method_type == work_protocol.UNARY:
                     self.unary.add(item.id)
-            elif kind is protocol.ItemKind.CANCEL:
-                self._to_control(protocol.items(item))
-            elif kind is protocol.ItemKind.INPUT_END:
-                return protocol.call_end()
+            elif kind is work_protocol.ItemKind.CANCEL:
+                self._to_control(work_protocol.items(item))
+            elif kind is work_protocol.ItemKind.INPUT_END:
+                return work_protocol.call_end()
         return message
 
-    def _to_control(self, message: protocol.Incoming) -> None:
+    def _to_control(self, message: work_protocol.Incoming) -> None:
         hello = self.session.hello
         key = (self.session.pool.user_id, hello.runner_id, hello.replica_id)
         control = self.runtime.runner_controls.get(key)
         if control is not None:
             control(message)
 
-    def received(self, message: protocol.Outgoing) -> protocol.Outgoing:
+    def received(self, message: work_protocol.Outgoing) -> work_protocol.Outgoing:
         if message.runner_item_id in self.unary:  # its one output is its end
             message.status.code = sc.RUNNER_STREAM_END
         return message
@@ -87,12 +87,12 @@ class _ItemPerCall:
     async def end_items(self, dispatcher: Dispatcher) -> None:
         """The call ended cleanly: the items on it are done."""
         for item_id in list(self.session.items):
-            await dispatcher.received(self.session, protocol.item_end(item_id))
+            await dispatcher.received(self.session, work_protocol.item_end(item_id))
 
 
 async def _read(
     requests: AsyncIterator[Any],
-    session: RunnerSession,
+    session: ConnectedReplica,
     dispatcher: Dispatcher,
     official: _ItemPerCall | None,
 ) -> None:
@@ -106,7 +106,7 @@ async def _read(
 
 
 async def _control(
-    hello: protocol.Hello, requests: AsyncIterator[Any], call: StreamCall
+    hello: work_protocol.Hello, requests: AsyncIterator[Any], call: StreamCall
 ) -> AsyncIterator[Any]:
     """The official runner's control call: the cancels of its replica's items, until it ends."""
     await call.db(_serving(call.user_id, hello.control_of))  # its runner, the caller's
@@ -138,7 +138,7 @@ async def work(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[
     if first is None:
         return
     try:
-        hello = protocol.read_hello(first)
+        hello = work_protocol.read_hello(first)
     except ValueError as exc:
         raise errors.RunnerInvalid(str(exc)) from None
     call.owner(hello.user_id)
@@ -147,16 +147,16 @@ async def work(requests: AsyncIterator[Any], call: StreamCall) -> AsyncIterator[
             yield message
         return
     pool, version = await call.db(_serving(call.user_id, hello.runner_id))
-    session = RunnerSession(hello, pool, version, deliver=call.deliver)
+    session = ConnectedReplica(hello, pool, version, deliver=call.deliver)
     official = _ItemPerCall(session, call.runtime) if hello.item_per_call else None
-    dispatcher: Dispatcher = call.runtime.dispatcher
+    dispatcher = call.runtime.dispatcher
     await dispatcher.connect(session)
     reader = asyncio.create_task(_read(requests, session, dispatcher, official))
     try:
         while (message := await session.outbox.get()) is not None:
             yield message if official is None else official.sending(message)
         if official is not None:
-            yield protocol.call_end()  # resumed only once written: the runner still listens
+            yield work_protocol.call_end()  # resumed only once written: the runner still listens
             await official.end_items(dispatcher)
     finally:
         reader.cancel()
@@ -224,11 +224,13 @@ class LinkServer:
             writer.close()
 
 
-async def _frames(reader: asyncio.StreamReader, max_bytes: int) -> AsyncIterator[protocol.Outgoing]:
+async def _frames(
+    reader: asyncio.StreamReader, max_bytes: int
+) -> AsyncIterator[work_protocol.Outgoing]:
     """The runner's messages on a link, until it closes its end (or breaks it, which ends
     them too: the replica's items are then lost, as when a gRPC stream breaks)."""
     try:
         while (data := await link.read_frame(reader, max_bytes)) is not None:
-            yield protocol.Outgoing.FromString(data)
+            yield work_protocol.Outgoing.FromString(data)
     except (link.LinkError, DecodeError) as exc:
         log.warning("a runner's link broke: %s", exc)

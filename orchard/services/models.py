@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from orchard import errors
 from orchard.configs import ensure_description, ensure_id
+from orchard.ids import VersionRef as VersionRef  # where orchestration/ still imports it
 from orchard.services.apps import deployments_using, get_app, refuse_if_deployed
 from orchard.services.common import Page, cli_hint, only_one, patch_fields
 from orchard.store.models import ModelRow, ModelVersionRow
@@ -228,18 +229,6 @@ def latest_model_version(session: Session, model: ModelRow) -> ModelVersionRow |
 
 def list_model_versions(session: Session, model: ModelRow, page: Page) -> list[ModelVersionRow]:
     return list(session.scalars(page.apply(_versions(model))))
-
-
-@dataclass(frozen=True)
-class VersionRef:
-    user_id: str
-    app_id: str
-    model_id: str
-    version_id: str
-
-    @classmethod
-    def of(cls, row: ModelVersionRow) -> VersionRef:
-        return cls(row.user_id, row.app_id, row.model_id, row.id)
 
 
 def version_row(session: Session, ref: VersionRef) -> ModelVersionRow:

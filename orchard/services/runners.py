@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from orchard import errors
 from orchard.configs import RunnerSpec
+from orchard.ids import VersionRef
 from orchard.services import models as model_service
 from orchard.services.common import Page
-from orchard.services.models import VersionRef
 from orchard.store.models import NodepoolRow, RunnerRow
 
 MANAGED = "orchard.deployment"  # the metadata key naming the deployment a runner serves

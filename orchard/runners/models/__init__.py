@@ -1,1 +1,1 @@
-"""Model classes and the request adapter (:mod:`orchard.runners.models.dispatch`)."""
+"""Model classes and the request adapter (:mod:`orchard.runners.models.request_adapter`)."""

@@ -1,6 +1,8 @@
-"""The pure half of dispatch: pick the method, decode its arguments, build outputs and statuses.
+"""The pure half of the request adapter: pick the method, decode its arguments, build outputs
+and statuses.
 
-Nothing here calls a model method; :mod:`orchard.runners.models.dispatch` does, with these.
+Nothing here calls a model method; :mod:`orchard.runners.models.request_adapter` does, with
+these.
 """
 
 from __future__ import annotations

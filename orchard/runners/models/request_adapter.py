@@ -413,7 +413,7 @@ def _in_event_loop() -> bool:
 def _loop_refusal(async_twin: str) -> Response:
     return calls.failed_response(
         f"the model method is async and this thread runs an event loop; call "
-        f"orchard.runners.models.dispatch.{async_twin} instead"
+        f"orchard.runners.models.request_adapter.{async_twin} instead"
     )
 
 

@@ -1,0 +1,37 @@
+"""Typed ids shared by the layers: the server, the dispatcher, the orchestrator and the services
+pass these instead of loose strings. Neutral ground: it imports nothing of Orchard's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class _VersionKeys(Protocol):
+    """What names a model version (a ``ModelVersionRow`` has these)."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def app_id(self) -> str: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def id(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """One model version: its owner, app, model and version ids."""
+
+    user_id: str
+    app_id: str
+    model_id: str
+    version_id: str
+
+    @classmethod
+    def of(cls, row: _VersionKeys) -> VersionRef:
+        return cls(row.user_id, row.app_id, row.model_id, row.id)
