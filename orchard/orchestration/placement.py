@@ -79,7 +79,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from orchard.configs import ComputeInfoSpec
+from orchard.orchestration.resources import Resources
 from orchard.providers.base import ComputeShape
 from orchard.providers.gpus import (
     Device,
@@ -90,7 +90,6 @@ from orchard.providers.gpus import (
     gpu_load,
     take_devices,
 )
-from orchard.quantities import byte_count
 
 SCHEDULING_UNSET = 0
 SCHEDULING_FAIL = 1
@@ -106,98 +105,6 @@ CAPACITY_ON_DEMAND = 1
 CAPACITY_SPOT = 2
 
 NodepoolKey = tuple[str, str]  # (compute cluster id, nodepool id)
-
-_EPSILON = 1e-9
-_GIB = 2**30
-_MIB = 2**20
-
-
-def _memory_text(count: int) -> str:
-    if count % (_GIB // 4) == 0:
-        return f"{count / _GIB:g} GiB"
-    if count % _MIB == 0:
-        return f"{count // _MIB} MiB"
-    return f"{count} bytes"
-
-
-@dataclass(frozen=True)
-class Resources:
-    """CPUs, memory and accelerators: what a replica requests or an instance holds.
-
-    ``accelerator_memory_bytes`` is a size per accelerator, not a quantity (what each of a
-    replica's devices must have free, what each of a shape's devices has; 0: unknown): sums
-    and differences leave it 0."""
-
-    cpus: float
-    memory_bytes: int
-    accelerators: int = 0
-    accelerator_memory_bytes: int = 0
-
-    @classmethod
-    def of_shape(cls, shape: ComputeShape) -> Resources:
-        return cls(
-            shape.cpus, shape.memory_bytes, shape.num_accelerators, shape.accelerator_memory_bytes
-        )
-
-    @classmethod
-    def from_compute_info(cls, info: ComputeInfoSpec) -> Resources:
-        """A replica's request from a model version's ``inference_compute_info``: the
-        ``*_requests`` quantities when given (what a replica reserves), else the limits."""
-        cpus, memory = info.reserved()
-        gpu_memory = byte_count(info.accelerator_memory) if info.accelerator_memory else 0
-        return cls(cpus, memory, info.num_accelerators, gpu_memory)
-
-    def host(self) -> Resources:
-        """Its CPUs and memory alone."""
-        return Resources(self.cpus, self.memory_bytes)
-
-    def gpus(self, packing: bool) -> GpuNeed:
-        """Its accelerators as a GPU need (shared when ``packing`` and the memory is known)."""
-        return GpuNeed.of(self.accelerators, self.accelerator_memory_bytes, packing)
-
-    def __add__(self, other: Resources) -> Resources:
-        return Resources(
-            self.cpus + other.cpus,
-            self.memory_bytes + other.memory_bytes,
-            self.accelerators + other.accelerators,
-        )
-
-    def __sub__(self, other: Resources) -> Resources:
-        """The difference, never below zero."""
-        return Resources(
-            max(0.0, self.cpus - other.cpus),
-            max(0, self.memory_bytes - other.memory_bytes),
-            max(0, self.accelerators - other.accelerators),
-        )
-
-    def fits_in(self, room: Resources) -> bool:
-        return (
-            self.cpus <= room.cpus + _EPSILON
-            and self.memory_bytes <= room.memory_bytes
-            and self.accelerators <= room.accelerators
-        )
-
-    def share_of(self, total: Resources) -> float:
-        """The largest fraction of any resource of ``total`` that this is (0 for none)."""
-        parts = [
-            (self.cpus, total.cpus),
-            (float(self.memory_bytes), float(total.memory_bytes)),
-            (float(self.accelerators), float(total.accelerators)),
-        ]
-        return max((used / whole for used, whole in parts if whole > 0), default=0.0)
-
-    def describe(self) -> str:
-        """E.g. ``2 CPUs / 4 GiB`` or ``1 CPU / 512 MiB / 1 accelerator``."""
-        text = (
-            f"{self.cpus:g} CPU{'' if self.cpus == 1 else 's'} / {_memory_text(self.memory_bytes)}"
-        )
-        if self.accelerators:
-            text += f" / {self.accelerators} accelerator{'' if self.accelerators == 1 else 's'}"
-            if self.accelerator_memory_bytes:
-                each = " each" if self.accelerators > 1 else ""
-                text += f" with {_memory_text(self.accelerator_memory_bytes)}{each}"
-        return text
-
 
 _NOTHING = Resources(0.0, 0)
 
@@ -306,16 +213,6 @@ class PlacementPlan:
     @property
     def unplaced(self) -> tuple[Placement, ...]:
         return tuple(p for p in self.placements if not p.placed)
-
-    def new_instances(self) -> dict[NodepoolKey, tuple[str, ...]]:
-        """The placeholder ids of the instances to start, per nodepool."""
-        started: dict[NodepoolKey, list[str]] = {}
-        for p in self.placements:
-            if p.new_instance and p.nodepool is not None and p.instance_id is not None:
-                ids = started.setdefault(p.nodepool, [])
-                if p.instance_id not in ids:
-                    ids.append(p.instance_id)
-        return {key: tuple(ids) for key, ids in started.items()}
 
 
 def _performance(np: NodepoolView) -> tuple[int, float, int]:
@@ -551,80 +448,3 @@ def place(
 
 
 # -- scaling down ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlacedReplica:
-    """A running replica of the deployment and where it is."""
-
-    id: str
-    nodepool: NodepoolKey
-    instance_id: str
-
-
-@dataclass(frozen=True)
-class InstanceRef:
-    nodepool: NodepoolKey
-    instance_id: str
-
-
-@dataclass(frozen=True)
-class RemovalPlan:
-    replicas: tuple[str, ...]  # ids of the replicas to stop, in order
-    release: tuple[InstanceRef, ...]  # instances these removals leave empty, to stop
-
-
-def choose_removals(
-    count: int,
-    replicas: Sequence[PlacedReplica],
-    nodepools: Sequence[NodepoolView],
-    request: Resources,
-) -> RemovalPlan:
-    """Which ``count`` replicas to stop and which instances that frees; see the module
-    docstring. ``request`` is what one replica of the deployment uses."""
-    if count < 0:
-        raise ValueError(f"count must be 0 or more, got {count}")
-    pools = {np.key: np for np in nodepools}
-    instances: dict[InstanceRef, InstanceView] = {
-        InstanceRef(np.key, i.id): i for np in nodepools for i in np.instances
-    }
-    remaining = list(replicas)
-    removed: list[str] = []
-    emptied: list[InstanceRef] = []
-
-    def rank(replica: PlacedReplica) -> tuple[object, ...]:
-        pool = pools.get(replica.nodepool)
-        instance = instances.get(InstanceRef(replica.nodepool, replica.instance_id))
-        return (
-            pool.priority if pool is not None else -1,
-            instance.fullness if instance is not None else 0.0,
-            instance.replicas if instance is not None else 0,
-            replica.nodepool,
-            replica.instance_id,
-            replica.id,
-        )
-
-    for _ in range(min(count, len(remaining))):
-        victim = min(remaining, key=rank)
-        remaining.remove(victim)
-        removed.append(victim.id)
-        ref = InstanceRef(victim.nodepool, victim.instance_id)
-        instance = instances.get(ref)
-        if instance is None:
-            continue
-        left = max(0, instance.replicas - 1)
-        instances[ref] = replace(
-            instance,
-            used=instance.used - request,
-            replicas=left,
-            exclusive=instance.exclusive and left > 0,
-        )
-        if left == 0:
-            emptied.append(ref)
-
-    release: list[InstanceRef] = []
-    for key, pool in sorted(pools.items()):
-        mine = sorted((ref for ref in emptied if ref.nodepool == key), key=lambda r: r.instance_id)
-        spare = max(0, len(pool.instances) - pool.min_instances)
-        release.extend(mine[:spare])
-    return RemovalPlan(tuple(removed), tuple(release))

@@ -58,179 +58,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import secrets
 import shutil
 import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, TypeVar
-
-from sqlalchemy.orm import Session
+from collections.abc import Callable
+from dataclasses import replace
 
 from orchard.dispatch.dispatcher import Dispatcher
 from orchard.dispatch.sessions import PoolKey
-from orchard.orchestration import snapshot
-from orchard.orchestration.autoscale import (
-    AutoscalePolicy,
-    LoadSample,
-    ScaleState,
-    decide_replicas,
-)
-from orchard.orchestration.placement import (
-    InstanceView,
-    NodepoolView,
-    PlacedReplica,
-    Resources,
-    choose_removals,
-    place,
-)
+from orchard.orchestration.autoscale import AutoscalePolicy, LoadSample, decide_replicas
+from orchard.orchestration.capacity import nodepool_views
+from orchard.orchestration.launch import replica_launch
+from orchard.orchestration.placement import NodepoolView, place
+from orchard.orchestration.removal import PlacedReplica, choose_removals, spare_instances
 from orchard.orchestration.repeats import Repeats, reason_of
+from orchard.orchestration.replica_logs import last_lines, read_output
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
-from orchard.providers import ProviderRegistry
-from orchard.providers.base import (
-    Instance,
-    NoCapacity,
-    NodepoolInfo,
-    ReplicaBundle,
-    ReplicaLaunch,
+from orchard.orchestration.store_edge import StoreEdge
+from orchard.orchestration.view import View, publish
+from orchard.orchestration.world import (
+    MAX_BACKOFF,
+    NO_ROOM_BACKOFF,
+    DeploymentState,
+    OrchestratorSettings,
+    Replica,
+    pool_name,
+    still_wanted,
+    usage,
 )
-from orchard.providers.gpus import Device, GpuNeed, SharesDevices, devices_of, take_devices
-from orchard.providers.sandbox import Jail, replica_environment
-from orchard.quotas import Quotas, Usage, capped, headroom, total
+from orchard.providers import ProviderRegistry
+from orchard.providers.base import Instance, NoCapacity, NodepoolInfo
+from orchard.quotas import capped, headroom, total
 from orchard.services import logs
-from orchard.services.builds import base_interpreter, env_commands, runtime_copy
 from orchard.services.models import VersionRef
-from orchard.services.packages import PackageStore
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-InSession = Callable[[Callable[[Session], T]], Awaitable[T]]
-
-MAX_BACKOFF = 60.0
-LOG_LINES_PER_ROUND = 2000  # per replica; the rest waits for the next round
-LAST_LINES = 15  # of a replica's output, in the event that reports its failed start
-EVENTS_KEPT = 50  # per deployment, in memory, for `orchard deployment get`
-NO_ROOM_BACKOFF = 10.0  # a nodepool whose provider had no instance for it is skipped this long
-
-
-@dataclass(frozen=True)
-class OrchestratorSettings:
-    home: Path
-    server: str  # the address replicas on this host connect to (maybe a Unix socket)
-    network_server: str = ""  # host:port for replicas on other machines (default: server)
-    find_links: tuple[str, ...] = ()  # how environments are built (for other machines)
-    offline: bool = False
-    tick: float = 1.0
-    drain_grace: float = 30.0  # a stopped replica's time to finish what it holds
-    server_gone_grace: float = 30.0  # replicas exit when the server is gone this long
-    lost_grace: float = 15.0  # a ready replica without its stream this long is replaced
-    link_socket: Path | None = None  # the local link's socket, which sandboxed replicas get
-    egress: bool = True  # replicas may reach the network (a nodepool may still deny it)
-    mounts: tuple[Path, ...] = ()  # host folders every replica may read
-    quotas: Quotas = field(default_factory=Quotas)  # what each user's replicas may hold
-    max_message_bytes: int = 64 << 20  # the server's message limit, which replicas' outputs fit
-
-
-@dataclass
-class Replica:
-    id: str
-    deployment: tuple[str, str]
-    plan_pool: PoolPlan
-    version: VersionRef
-    instance: Instance
-    request: Resources
-    exclusive: bool
-    token: str
-    log_path: Path
-    started: float
-    gpus: GpuNeed  # what it holds of its instance's GPUs
-    devices: tuple[int, ...]  # which of them, as placement planned it
-    log_offset: int = 0
-    ready: bool = False
-    connected: bool = False
-    lost_since: float | None = None
-    stopping: bool = False
-
-
-@dataclass
-class DeploymentState:
-    scale: ScaleState = field(default_factory=ScaleState)
-    samples: deque[LoadSample] = field(default_factory=deque)
-    failures: int = 0
-    retry_at: float = 0.0
-    last_problem: str = ""
-    blocked: str = ""  # why its plan let no replica start, as of the last round
-    in_flight: int = 0
-    queued: int = 0
-    events: deque[str] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
-
-
-@dataclass(frozen=True)
-class ReplicaView:
-    id: str
-    deployment_id: str
-    nodepool: PoolKey
-    runner_id: str
-    instance_id: str
-    where: str
-    state: str  # starting, ready, draining
-
-
-@dataclass(frozen=True)
-class DeploymentView:
-    desired: int
-    live: int
-    in_flight: int  # items running on its replicas
-    queued: int  # calls waiting for a replica
-    replicas: tuple[ReplicaView, ...]
-    events: tuple[str, ...]
-    problem: str
-
-
-@dataclass(frozen=True)
-class View:
-    """What the orchestrator last saw, for the API (immutable: handlers read it from threads)."""
-
-    deployments: dict[tuple[str, str], DeploymentView] = field(default_factory=dict)
-    nodepools: dict[PoolKey, int] = field(default_factory=dict)  # instances running
-    runners: dict[str, int] = field(default_factory=dict)  # replicas per runner id
-
-
-class StoreEdge:
-    """The orchestrator's reads and writes of the store, each in a worker thread's session."""
-
-    def __init__(
-        self,
-        in_session: InSession[Any],
-        providers: ProviderRegistry,
-        packages: PackageStore,
-        envs: Path,
-    ) -> None:
-        self.in_session, self.providers, self.packages, self.envs = (
-            in_session,
-            providers,
-            packages,
-            envs,
-        )
-
-    async def load(self) -> list[DeploymentPlan]:
-        return list(
-            await self.in_session(
-                lambda session: snapshot.load(session, self.providers, self.packages, self.envs)
-            )
-        )
-
-    async def append_logs(self, entries: list[tuple[logs.LogRef, list[str]]]) -> None:
-        def write(session: Session) -> None:
-            for ref, lines in entries:
-                logs.append_logs(session, ref, lines)
-
-        await self.in_session(write)
 
 
 class Orchestrator:
@@ -242,13 +106,14 @@ class Orchestrator:
         store: StoreEdge,
         tokens: dict[str, str],
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,  # only for the times events show
     ) -> None:
         self.settings = settings
         self.providers = providers
         self.dispatcher = dispatcher
         self.store = store
         self.tokens = tokens
-        self.clock = clock
+        self.clock, self.wall_clock = clock, wall_clock
         self.view = View()
         self._replicas: dict[str, Replica] = {}
         self._instances: dict[str, tuple[str, PoolKey, Instance]] = {}  # id: provider, pool
@@ -316,7 +181,7 @@ class Orchestrator:
                 del self._states[key]
         for replica in list(self._replicas.values()):
             plan = plans.get(replica.deployment)
-            if plan is None or not _still_wanted(replica, plan):
+            if plan is None or not still_wanted(replica, plan):
                 self._stop(replica, "its deployment no longer runs it here")
         for plan in self._plans:
             self._reconcile_apart(plan, now)
@@ -346,8 +211,8 @@ class Orchestrator:
         pools: dict[str, dict[str, NodepoolInfo]] = {}
         for plan in self._plans:
             for pool in plan.pools:
-                pools.setdefault(pool.provider, {})[_pool_name(pool)] = NodepoolInfo(
-                    _pool_name(pool),
+                pools.setdefault(pool.provider, {})[pool_name(pool)] = NodepoolInfo(
+                    pool_name(pool),
                     pool.region,
                     pool.instance_type,
                     pool.shape,
@@ -399,7 +264,7 @@ class Orchestrator:
         state.failures += 1
         delay = min(MAX_BACKOFF, 2.0 ** (state.failures - 1))
         state.retry_at = now + delay
-        tail = _last_lines(replica.log_path, LAST_LINES)
+        tail = last_lines(replica.log_path)
         state.last_problem = (
             f"replica {replica.id} {what} before it connected (failed start "
             f"{state.failures}); next try in {delay:g} s"
@@ -494,7 +359,7 @@ class Orchestrator:
                     instance = self._instances[placement.instance_id][2]
                 self._start_replica(plan, pool, instance, placement.devices)
             except NoCapacity as exc:
-                self._problem(plan, state, f"no room for a replica in {_pool_name(pool)}: {exc}")
+                self._problem(plan, state, f"no room for a replica in {pool_name(pool)}: {exc}")
                 if placement.new_instance:
                     # Placement counts on this nodepool for new instances no more for a while,
                     # so the next round (now) puts the replica in another one if it may.
@@ -511,9 +376,9 @@ class Orchestrator:
         if quota.unlimited:
             return count
         held = total(
-            _usage(r.request) for r in self._replicas.values() if r.deployment[0] == plan.user_id
+            usage(r.request) for r in self._replicas.values() if r.deployment[0] == plan.user_id
         )
-        room = headroom(plan.user_id, quota, held, _usage(plan.request))
+        room = headroom(plan.user_id, quota, held, usage(plan.request))
         if room.replicas is None or room.replicas >= count:
             return count
         self._problem(plan, state, capped(room, count))
@@ -532,10 +397,10 @@ class Orchestrator:
         starting = [r for r in mine if not r.connected][:count]
         chosen = [r.id for r in starting]
         rest = [p for p in placed if p.id not in chosen]
-        plan_removals = choose_removals(
+        removals = choose_removals(
             count - len(chosen), rest, self._nodepool_views(plan), plan.request
         )
-        for replica_id in [*chosen, *plan_removals.replicas]:
+        for replica_id in [*chosen, *removals]:
             self._stop(self._replicas[replica_id], "the deployment needs fewer replicas")
 
     # -- applying ----------------------------------------------------------------------------
@@ -543,7 +408,7 @@ class Orchestrator:
     def _start_instance(self, plan: DeploymentPlan, pool: PoolPlan) -> Instance:
         provider = self.providers.get(pool.provider)
         assert provider is not None
-        instance = provider.start_instance(_pool_name(pool), pool.shape)
+        instance = provider.start_instance(pool_name(pool), pool.shape)
         self._instances[instance.id] = (pool.provider, pool.key, instance)
         self._deployment_event(
             plan,
@@ -559,7 +424,7 @@ class Orchestrator:
         assert provider is not None
         replica_id = f"{plan.id[:40]}-{uuid.uuid4().hex[:8]}"
         token = secrets.token_urlsafe(32)
-        launch = self._launch(plan, pool, instance, replica_id, token)
+        launch = replica_launch(self.settings, plan, pool, instance, replica_id, token)
         self.tokens[token] = plan.user_id
         try:
             provider.start_replica(launch)
@@ -583,87 +448,6 @@ class Orchestrator:
         self._replicas[replica_id] = replica
         self._event(replica, f"starting replica {replica_id} on instance {instance.id}")
 
-    def _launch(
-        self, plan: DeploymentPlan, pool: PoolPlan, instance: Instance, replica_id: str, token: str
-    ) -> ReplicaLaunch:
-        """How the provider is to run replica ``replica_id`` of ``plan`` in ``pool``."""
-        assert plan.package is not None and plan.python is not None
-        args = self._runner_args(plan, pool, replica_id)
-        argv = (str(plan.python), "-m", "orchard.runners.serve", "--package", str(plan.package))
-        server = ("--server", self.settings.server)
-        jail = Jail(
-            private=self.settings.home / "sandboxes" / replica_id,
-            read_only=(*_read_only(plan, self.settings.home / "runtime"), *self.settings.mounts),
-            socket=self.settings.link_socket,
-            egress=self.settings.egress and pool.egress,
-        )
-        return ReplicaLaunch(
-            replica_id,
-            instance.id,
-            (*argv, *server, *args),
-            replica_environment(jail, dict(plan.declared), path=[str(plan.python.parent)]),
-            plan.request.memory_bytes,
-            self.settings.home / "logs" / "replicas" / f"{replica_id}.log",
-            gpus=plan.request.gpus(packing=not plan.autoscale.disable_packing),
-            cpus=plan.request.cpus,
-            bundle=self._bundle(plan, args),
-            token=token,
-            tenant=plan.user_id,
-            jail=jail,
-        )
-
-    def _runner_args(
-        self, plan: DeploymentPlan, pool: PoolPlan, replica_id: str
-    ) -> tuple[str, ...]:
-        """``orchard.runners.serve``'s arguments but its package and server (which differ on
-        machines that share no disk with this one)."""
-        return (
-            "--runner-id",
-            pool.runner_id,
-            "--user-id",
-            plan.user_id,
-            "--nodepool-id",
-            pool.key.nodepool_id,
-            "--compute-cluster-id",
-            pool.key.compute_cluster_id,
-            "--replica-id",
-            replica_id,
-            "--concurrency",
-            str(plan.capacity),
-            "--server-gone-grace",
-            f"{self.settings.server_gone_grace:g}",
-            "--drain-timeout",
-            f"{self.settings.drain_grace:g}",
-            "--max-output-bytes",
-            str(self.settings.max_message_bytes),
-            "--pat-stdin",
-        )
-
-    def _bundle(self, plan: DeploymentPlan, args: tuple[str, ...]) -> ReplicaBundle | None:
-        source = plan.source
-        if source is None:
-            return None
-        commands = env_commands(
-            "{uv}",
-            "{python}",
-            "{env}",
-            "{requirements}",
-            list(source.pins),
-            list(self.settings.find_links),
-            self.settings.offline,
-        )
-        return ReplicaBundle(
-            server=self.settings.network_server or self.settings.server,
-            package=source.archive,
-            package_digest=source.digest,
-            env_key=source.env_key,
-            python_version=source.python_version,
-            commands=tuple(tuple(c) for c in commands),
-            runtime=runtime_copy(self.settings.home / "runtime"),
-            args=args,
-            declared=plan.declared,
-        )
-
     def _stop(self, replica: Replica, why: str) -> None:
         if replica.stopping:
             return
@@ -680,80 +464,29 @@ class Orchestrator:
             replica.log_path.unlink()
 
     def _release_idle_instances(self) -> None:
-        used = {r.instance.id for r in self._replicas.values()}
         keep: dict[PoolKey, int] = {}
         for plan in self._plans:
             for pool in plan.pools:
                 keep[pool.key] = max(keep.get(pool.key, 0), pool.min_instances)
-        by_pool: dict[PoolKey, list[str]] = {}
-        for instance_id, (_, pool_key, _) in self._instances.items():
-            by_pool.setdefault(pool_key, []).append(instance_id)
-        for pool_key, ids in by_pool.items():
-            idle = [i for i in ids if i not in used]
-            extra = len(ids) - keep.get(pool_key, 0)
-            for instance_id in sorted(idle)[: max(0, extra)]:
-                provider_id, _, _ = self._instances.pop(instance_id)
-                provider = self.providers.get(provider_id)
-                if provider is not None:
-                    provider.stop_instance(instance_id)
+        used = {r.instance.id for r in self._replicas.values()}
+        pools = {instance_id: held[1] for instance_id, held in self._instances.items()}
+        for instance_id in spare_instances(pools, used, keep):
+            provider_id, _, _ = self._instances.pop(instance_id)
+            provider = self.providers.get(provider_id)
+            if provider is not None:
+                provider.stop_instance(instance_id)
 
     # -- what placement sees ---------------------------------------------------------------
 
     def _nodepool_views(self, plan: DeploymentPlan) -> list[NodepoolView]:
-        views = []
-        now = self.clock()
-        for pool in plan.pools:
-            instances = [
-                self._instance_view(instance_id, provider_id, instance)
-                for instance_id, (provider_id, pool_key, instance) in self._instances.items()
-                if pool_key == pool.key
-            ]
-            views.append(
-                NodepoolView(
-                    key=(pool.key.compute_cluster_id, pool.key.nodepool_id),
-                    shape=pool.shape,
-                    priority=pool.priority,
-                    price=pool.price,
-                    capacity_type=pool.capacity_type,
-                    can_add=0
-                    if self._no_room.get(pool.key, 0.0) > now
-                    else max(0, pool.max_instances - len(instances)),
-                    instances=tuple(instances),
-                    min_instances=pool.min_instances,
-                )
-            )
-        return views
-
-    def _instance_view(
-        self, instance_id: str, provider_id: str, instance: Instance
-    ) -> InstanceView:
-        """An instance as placement sees it: what the replicas of every deployment on it use."""
-        held = [r for r in self._replicas.values() if r.instance.id == instance_id]
-        used = Resources(0.0, 0)
-        for r in held:
-            used += r.request
-        return InstanceView(
-            instance_id,
-            instance.shape,
-            used,
-            len(held),
-            exclusive=any(r.exclusive for r in held),
-            devices=self._devices(provider_id, instance, held),
+        return nodepool_views(
+            plan,
+            self._instances,
+            list(self._replicas.values()),
+            self.providers,
+            self._no_room,
+            self.clock(),
         )
-
-    def _devices(
-        self, provider_id: str, instance: Instance, held: list[Replica]
-    ) -> tuple[Device, ...]:
-        """The instance's GPUs with what holds them: as its provider says, where it says (it
-        assigns them); else its shape's devices with the replicas placed on them."""
-        provider = self.providers.get(provider_id)
-        if isinstance(provider, SharesDevices):
-            return provider.devices(instance.id)
-        shape = instance.shape
-        devices = devices_of(shape.num_accelerators, shape.accelerator_memory_bytes)
-        for replica in held:
-            devices = take_devices(devices, replica.devices, replica.gpus)
-        return devices
 
     # -- logs, events and the published view -------------------------------------------------
 
@@ -777,7 +510,7 @@ class Orchestrator:
     def _record(
         self, key: tuple[str, str], version: VersionRef, pool: PoolPlan, message: str
     ) -> None:
-        stamped = f"{time.strftime('%H:%M:%S')} {message}"
+        stamped = f"{time.strftime('%H:%M:%S', time.localtime(self.wall_clock()))} {message}"
         self._state(key).events.append(stamped)
         log.info("deployment %s: %s", key[1], message)
         ref = logs.LogRef(
@@ -792,27 +525,9 @@ class Orchestrator:
         self._pending_logs.append((ref, [stamped]))
 
     def _read_output(self, replica: Replica) -> None:
-        try:
-            with open(replica.log_path, "rb") as handle:
-                handle.seek(replica.log_offset)
-                data = handle.read(1 << 20)
-        except OSError:
-            return
-        end = data.rfind(b"\n") + 1
-        if not end:
-            return
-        replica.log_offset += end
-        lines = data[:end].decode("utf-8", "replace").splitlines()[-LOG_LINES_PER_ROUND:]
-        ref = logs.LogRef(
-            replica.deployment[0],
-            replica.version.model_id,
-            replica.version.version_id,
-            logs.RUNNER,
-            replica.plan_pool.key.compute_cluster_id,
-            replica.plan_pool.key.nodepool_id,
-            replica.plan_pool.runner_id,
-        )
-        self._pending_logs.append((ref, [f"[{replica.id}] {line}" for line in lines]))
+        entry = read_output(replica)
+        if entry is not None:
+            self._pending_logs.append(entry)
 
     async def _write_logs(self) -> None:
         pending, self._pending_logs = self._pending_logs, []
@@ -820,74 +535,5 @@ class Orchestrator:
             await self.store.append_logs(pending)
 
     def _publish(self) -> None:
-        deployments = {}
-        runners: dict[str, int] = {}
-        nodepools: dict[PoolKey, int] = {}
-        for _, pool_key, _ in self._instances.values():
-            nodepools[pool_key] = nodepools.get(pool_key, 0) + 1
-        for plan in self._plans:
-            state = self._state(plan.key)
-            mine = [r for r in self._replicas.values() if r.deployment == plan.key]
-            views = tuple(
-                ReplicaView(
-                    r.id,
-                    plan.id,
-                    r.plan_pool.key,
-                    r.plan_pool.runner_id,
-                    r.instance.id,
-                    r.instance.where,
-                    "draining" if r.stopping else "ready" if r.connected else "starting",
-                )
-                for r in mine
-            )
-            for r in mine:
-                if not r.stopping:
-                    runners[r.plan_pool.runner_id] = runners.get(r.plan_pool.runner_id, 0) + 1
-            deployments[plan.key] = DeploymentView(
-                desired=state.scale.desired,
-                live=sum(1 for r in mine if r.connected and not r.stopping),
-                in_flight=state.in_flight,
-                queued=state.queued,
-                replicas=views,
-                events=tuple(state.events),
-                problem=state.last_problem,
-            )
-        self.view = View(deployments, nodepools, runners)
-
-
-def _still_wanted(replica: Replica, plan: DeploymentPlan) -> bool:
-    pool = next((p for p in plan.pools if p.key == replica.plan_pool.key), None)
-    return (
-        pool is not None
-        and pool.runner_id == replica.plan_pool.runner_id
-        and replica.version == plan.version
-    )
-
-
-def _usage(request: Resources) -> Usage:
-    """One replica of ``request``, as quotas count it."""
-    return Usage(1, request.cpus, request.memory_bytes, request.accelerators)
-
-
-def _pool_name(pool: PoolPlan) -> str:
-    return f"{pool.key.user_id}/{pool.key.compute_cluster_id}/{pool.key.nodepool_id}"
-
-
-def _read_only(plan: DeploymentPlan, runtime: Path) -> tuple[Path, ...]:
-    """What a replica reads: its environment, the interpreter that environment was made from,
-    its package and Orchard's runtime copies (which the environment's ``.pth`` names)."""
-    assert plan.python is not None and plan.package is not None
-    env = plan.python.parent.parent
-    return (env, *base_interpreter(env), plan.package, runtime)
-
-
-def _last_lines(path: Path, count: int) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 16384))
-            text = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return [line for line in text.splitlines() if line.strip()][-count:]
+        pools = (pool_key for _, pool_key, _ in self._instances.values())
+        self.view = publish(self._plans, self._replicas.values(), pools, self._states)

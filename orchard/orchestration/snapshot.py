@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from orchard.configs import SCHEDULING_PERFORMANCE, AutoscaleSpec, ComputeInfoSpec, RunnerSpec
 from orchard.dispatch.sessions import PoolKey
-from orchard.orchestration.placement import Resources
 from orchard.orchestration.repeats import reason_of
+from orchard.orchestration.resources import Resources
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import ComputeShape
 from orchard.services import nodepools as nodepool_service
