@@ -1,13 +1,16 @@
 """What placement sees of a deployment's nodepools: their instances, what every deployment's
-replicas use of each, their GPUs, and how many instances each may still add."""
+replicas use of each, their GPUs, and how many instances each may still add.
+
+GPUs are as the instance's provider reports them where it assigns devices
+(:class:`~orchard.providers.gpus.SharesDevices`, by the rules placement plans with); else the
+shape's devices with what placement planned for the replicas on them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 from orchard.dispatch.sessions import PoolKey
-from orchard.orchestration.placement import InstanceView, NodepoolView
-from orchard.orchestration.resources import Resources
+from orchard.orchestration.resources import InstanceView, NodepoolView, Resources
 from orchard.orchestration.snapshot import DeploymentPlan
 from orchard.orchestration.world import Replica
 from orchard.providers import ProviderRegistry

@@ -1,56 +1,30 @@
 """The orchestrator: the loop that makes running replicas match the deployments in the store.
 
 Each round (every ``tick`` seconds, and at once when something changed: a write to the store,
-a request that began waiting for a replica) it loads, decides, then applies:
+a request that began waiting for a replica):
 
-1. load: the orchestrated deployments (:mod:`~orchard.orchestration.snapshot`), what the
-   providers say of the replicas they run, which replicas are connected to the dispatcher,
-   and each deployment's load (items in flight and calls waiting);
-2. decide: the desired replica count (:func:`~orchard.orchestration.autoscale.decide_replicas`),
-   where new replicas go (:func:`~orchard.orchestration.placement.place`) and which go when
-   there are too many (:func:`~orchard.orchestration.placement.choose_removals`); these are
-   pure functions of what was loaded and ``now``;
-3. apply: start instances and replicas through the providers, ask surplus replicas to drain,
-   release instances nobody uses (down to their nodepool's ``min_instances``), write what the
-   replicas printed to the runner log and what was done, and why, to the event log.
+1. load the orchestrated deployments (:mod:`~orchard.orchestration.store_edge`,
+   :mod:`~orchard.orchestration.snapshot`) and tell the providers their nodepools;
+2. observe (:mod:`~orchard.orchestration.observe`, read only): which replicas are connected,
+   which ended, which instances were lost, each deployment's load, and the nodepools the last
+   round found without room; then take that in: lost instances and ended replicas are
+   forgotten (an end before the replica ever connected is a failed start: its deployment backs
+   off 1, 2, 4 ... 60 s, its last output in the event), connections make replicas ready, and a
+   ready replica away for ``lost_grace`` is stopped, so replaced;
+3. per deployment, decide with pure functions of what was observed and ``now``: the desired
+   count (:mod:`~orchard.orchestration.autoscale`), within its user's quota
+   (:mod:`orchard.quotas`), where new replicas go (:mod:`~orchard.orchestration.placement`) and
+   which go (:mod:`~orchard.orchestration.removal`); and have
+   :class:`~orchard.orchestration.apply.Apply`, the only code that changes what providers run,
+   start and stop them. A provider with no room for a new instance is a fact for the next
+   round (run at once), whose placement then skips that nodepool for ``NO_ROOM_BACKOFF``;
+4. release idle instances (down to ``min_instances``), write the journal's lines (events, what
+   replicas printed) to the store and publish the :mod:`~orchard.orchestration.view`.
 
-Room. A nodepool whose provider answers "no capacity" when asked for a new instance (its
-machines are all held, its Ray node group has no free node) gets no new instance for
-``NO_ROOM_BACKOFF`` seconds: placement then puts the replica in another nodepool of the
-deployment when one can take it. An instance the provider reports lost (its machine died) is
-forgotten; its replicas are reported ended and replaced like any other.
-
-GPUs. Placement sees each instance's GPUs as its provider reports them
-(:class:`~orchard.providers.gpus.SharesDevices`: the provider assigns devices, by the same rules
-placement plans with); for a provider that does not, as the instance's shape with the devices
-placement planned for its replicas. A launch carries the replica's GPU need as its deployment
-decides it (``ReplicaLaunch.gpus``: shared only when the deployment allows packing and the model
-states its ``accelerator_memory``), and the provider assigns devices for that need; replicas of a
-deployment that disables packing also get instances of their own.
-
-Health. A replica that exits, or is killed by its provider, is replaced on the next round:
-its deployment now has fewer replicas than desired. A ready replica whose stream to the server
-is gone (it reconnects by itself when it can) is stopped, and so replaced, once it has stayed
-away for ``lost_grace``. One that exits before it ever connected
-(a broken environment, a crash in ``load_model``) counts as a failed start: the deployment
-backs off (1, 2, 4 ... up to 60 seconds between tries) and the event log says why, with the
-last lines the replica printed, instead of restarting it in a silent loop. A connection
-resets the count.
-
-Quotas. A round starts no replica beyond its user's headroom (:func:`orchard.quotas.headroom`:
-what all that user's replicas hold, draining ones too, across its deployments, against its
-quota in ``settings.quotas``); a deployment held back says so, with the quota and its use, as
-its problem and in its events. Deployments of other users scale as before.
-
-Failures stay with their deployment. A deployment that cannot run (its version was made
-without an upload, its package is unreadable, its stored spec no longer validates) says why, with
-the fix, as its problem and in its events, whether or not it wants a replica, and starts none;
-one whose round raises gets the reason as its problem; every other deployment carries on. A
-deployment that cannot be planned keeps its last plan (and its replicas), blocked. A failure
-that repeats every round is logged once, then counted (:mod:`~orchard.orchestration.repeats`).
-
-Replicas authenticate with a token the orchestrator makes for each one (never a user's PAT);
-it is valid for ``ProcessRunnerItems`` only, and only while this server process lives.
+Failures stay with their deployment: one that cannot run (``DeploymentPlan.blocked``) says why
+as its problem and starts nothing; one whose round raises gets the reason as its problem; the
+others carry on. One that cannot be planned keeps its last plan, blocked. A failure that
+repeats every round is logged once, then counted (:mod:`~orchard.orchestration.repeats`).
 """
 
 from __future__ import annotations
@@ -59,23 +33,23 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
 from orchard.dispatch.dispatcher import Dispatcher
 from orchard.dispatch.sessions import PoolKey
+from orchard.orchestration.apply import Apply
 from orchard.orchestration.autoscale import AutoscalePolicy, LoadSample, decide_replicas
 from orchard.orchestration.capacity import nodepool_views
-from orchard.orchestration.launch import replica_launch
+from orchard.orchestration.journal import Journal
+from orchard.orchestration.observe import Observation, observe
 from orchard.orchestration.placement import NodepoolView, place
-from orchard.orchestration.removal import PlacedReplica, choose_removals, spare_instances
+from orchard.orchestration.removal import PlacedReplica, choose_removals
 from orchard.orchestration.repeats import Repeats, reason_of
-from orchard.orchestration.replica_logs import last_lines, read_output
-from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
+from orchard.orchestration.replica_logs import last_lines
+from orchard.orchestration.snapshot import DeploymentPlan
 from orchard.orchestration.store_edge import StoreEdge
 from orchard.orchestration.view import View, publish
 from orchard.orchestration.world import (
@@ -89,10 +63,8 @@ from orchard.orchestration.world import (
     usage,
 )
 from orchard.providers import ProviderRegistry
-from orchard.providers.base import Instance, NoCapacity, NodepoolInfo
+from orchard.providers.base import Instance, NoCapacity, ReplicaStatus
 from orchard.quotas import capped, headroom, total
-from orchard.services import logs
-from orchard.services.models import VersionRef
 
 log = logging.getLogger(__name__)
 
@@ -108,23 +80,29 @@ class Orchestrator:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,  # only for the times events show
     ) -> None:
-        self.settings = settings
         self.providers = providers
         self.dispatcher = dispatcher
         self.store = store
         self.tokens = tokens
-        self.clock, self.wall_clock = clock, wall_clock
+        self.clock = clock
         self.view = View()
-        self._replicas: dict[str, Replica] = {}
-        self._instances: dict[str, tuple[str, PoolKey, Instance]] = {}  # id: provider, pool
-        self._states: dict[tuple[str, str], DeploymentState] = {}
+        self.journal = Journal(log, wall_clock)
+        self.apply = Apply(settings, providers, tokens, self.journal, clock)
         self._plans: list[DeploymentPlan] = []
+        self._seen = Observation(frozenset(), (), ())
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
-        self._pending_logs: list[tuple[logs.LogRef, list[str]]] = []
         self._no_room: dict[PoolKey, float] = {}  # nodepool: until when it gets no new instance
         self._repeats = Repeats(log)
+
+    @property
+    def settings(self) -> OrchestratorSettings:
+        return self.apply.settings
+
+    @settings.setter
+    def settings(self, settings: OrchestratorSettings) -> None:
+        self.apply.settings = settings
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -143,13 +121,7 @@ class Orchestrator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for provider in self.providers.all():
-            if provider.orchestrated:
-                await asyncio.to_thread(provider.shutdown, self.settings.drain_grace)
-        for replica in self._replicas.values():
-            self.tokens.pop(replica.token, None)
-        self._replicas.clear()
-        self._instances.clear()
+        await self.apply.shutdown()
 
     async def _loop(self) -> None:
         while True:
@@ -172,23 +144,25 @@ class Orchestrator:
 
     async def round(self) -> None:
         self._plans = self._planned(await self.store.load())
-        self._tell_nodepools()
+        self.apply.tell_nodepools(self._plans)
         now = self.clock()
-        self._observe(now)
+        self._seen = observe(self.providers, self.dispatcher, self._plans, self._no_room)
+        self._take_in(self._seen, now)
         plans = {plan.key: plan for plan in self._plans}
-        for key in list(self._states):
-            if key not in plans:
-                del self._states[key]
-        for replica in list(self._replicas.values()):
+        self.journal.keep_only(set(plans))
+        for replica in list(self.apply.replicas.values()):
             plan = plans.get(replica.deployment)
             if plan is None or not still_wanted(replica, plan):
-                self._stop(replica, "its deployment no longer runs it here")
+                self.apply.stop(replica, "its deployment no longer runs it here")
         for plan in self._plans:
             self._reconcile_apart(plan, now)
         self._repeats.forget({k for p in self._plans for k in (("plan", p.key), ("run", p.key))})
-        self._release_idle_instances()
-        await self._write_logs()
-        self._publish()
+        self.apply.release_idle_instances(self._plans)
+        pending = self.journal.take()
+        if pending:
+            await self.store.append_logs(pending)
+        pools = (pool_key for _, pool_key, _ in self.apply.instances.values())
+        self.view = publish(self._plans, self.apply.replicas.values(), pools, self.journal.states)
 
     def _planned(self, loaded: list[DeploymentPlan]) -> list[DeploymentPlan]:
         """This round's plans: a deployment that could not be planned keeps its last plan (when
@@ -207,59 +181,48 @@ class Orchestrator:
             plans.append(plan if known is None else replace(known, blocked=plan.blocked))
         return plans
 
-    def _tell_nodepools(self) -> None:
-        pools: dict[str, dict[str, NodepoolInfo]] = {}
-        for plan in self._plans:
-            for pool in plan.pools:
-                pools.setdefault(pool.provider, {})[pool_name(pool)] = NodepoolInfo(
-                    pool_name(pool),
-                    pool.region,
-                    pool.instance_type,
-                    pool.shape,
-                    pool.min_instances,
-                    pool.max_instances,
-                )
-        for provider in self.providers.all():
-            if provider.orchestrated:
-                provider.set_nodepools(list(pools.get(provider.id, {}).values()))
+    # -- what the observation means --------------------------------------------------------
 
-    def _observe(self, now: float) -> None:
-        """What happened since the last round: exits, lost instances, connections, output."""
-        connected = {s.hello.replica_id for s in self.dispatcher.sessions()}
-        for provider in self.providers.all():
-            for instance_id, why in provider.lost_instances():
-                held = self._instances.pop(instance_id, None)
-                if held is not None:
-                    log.warning("instance %s of %s is gone: %s", instance_id, held[1], why)
-        for provider in self.providers.all():
-            for status in provider.poll():
-                replica = self._replicas.get(status.id)
-                if replica is None or status.running:
-                    continue
-                self._read_output(replica)
-                if not replica.stopping:
-                    self._exited(replica, status.exit_code, status.reason, now)
-                self._forget(replica)
-        for replica in list(self._replicas.values()):
-            self._read_output(replica)
-            replica.connected = replica.id in connected
+    def _take_in(self, seen: Observation, now: float) -> None:
+        """Lost instances are forgotten, ended replicas too (a failed start backs off), and
+        connections mark replicas ready; one lost for ``lost_grace`` is stopped."""
+        for instance_id, why in seen.lost_instances:
+            held = self.apply.instances.pop(instance_id, None)
+            if held is not None:
+                log.warning("instance %s of %s is gone: %s", instance_id, held[1], why)
+        for status in seen.ended:
+            replica = self.apply.replicas.get(status.id)
+            if replica is not None:
+                self._ended(replica, status, now)
+        for replica in list(self.apply.replicas.values()):
+            self.journal.replica_output(replica)
+            replica.connected = replica.id in seen.connected
             if replica.connected:
                 replica.lost_since = None
                 if not replica.ready:
                     replica.ready = True
-                    state = self._state(replica.deployment)
+                    state = self.journal.state(replica.deployment)
                     state.failures, state.last_problem = 0, ""
-                    self._event(replica, f"replica {replica.id} connected and is ready")
+                    self.journal.replica_event(
+                        replica, f"replica {replica.id} connected and is ready"
+                    )
             elif replica.ready and not replica.stopping:
                 replica.lost_since = replica.lost_since or now
                 if now - replica.lost_since >= self.settings.lost_grace:
-                    self._stop(replica, "it lost its stream to the server and did not reconnect")
+                    why = "it lost its stream to the server and did not reconnect"
+                    self.apply.stop(replica, why)
+
+    def _ended(self, replica: Replica, status: ReplicaStatus, now: float) -> None:
+        self.journal.replica_output(replica)
+        if not replica.stopping:
+            self._exited(replica, status.exit_code, status.reason, now)
+        self.apply.forget(replica)
 
     def _exited(self, replica: Replica, code: int | None, reason: str, now: float) -> None:
-        state = self._state(replica.deployment)
+        state = self.journal.state(replica.deployment)
         what = reason or f"exited with code {code}"
         if replica.ready:
-            self._event(replica, f"replica {replica.id} {what}; replacing it")
+            self.journal.replica_event(replica, f"replica {replica.id} {what}; replacing it")
             return
         state.failures += 1
         delay = min(MAX_BACKOFF, 2.0 ** (state.failures - 1))
@@ -272,8 +235,10 @@ class Orchestrator:
         message = state.last_problem
         if tail:
             message += "; its last output:\n" + "\n".join(tail)
-        self._event(replica, message)
+        self.journal.replica_event(replica, message)
         log.warning("deployment %s: %s", replica.deployment[1], state.last_problem)
+
+    # -- deciding, deployment by deployment --------------------------------------------------
 
     def _reconcile_apart(self, plan: DeploymentPlan, now: float) -> None:
         """Reconcile ``plan``; what it raises becomes its problem, and the others carry on."""
@@ -283,9 +248,8 @@ class Orchestrator:
         except Exception as exc:
             reason = reason_of(exc)
             self._repeats.failed(("run", plan.key), what, reason, exc)
-            self._problem(
+            self.journal.problem(
                 plan,
-                self._state(plan.key),
                 f"Orchard failed to run this deployment ({reason}); it tries again every "
                 "round; the server log has the details",
             )
@@ -293,11 +257,16 @@ class Orchestrator:
             self._repeats.succeeded(("run", plan.key), what)
 
     def _reconcile(self, plan: DeploymentPlan, now: float) -> None:
-        state = self._state(plan.key)
+        state = self.journal.state(plan.key)
         self._say_blocked(plan, state)
-        mine = [r for r in self._replicas.values() if r.deployment == plan.key and not r.stopping]
+        mine = [
+            r for r in self.apply.replicas.values() if r.deployment == plan.key and not r.stopping
+        ]
         ready = [r for r in mine if r.connected]
-        in_flight, queued = self.dispatcher.load([p.key for p in plan.pools], plan.version)
+        load = self._seen.load.get(plan.key, (0, 0))
+        if isinstance(load, Exception):
+            raise load
+        in_flight, queued = load
         state.in_flight, state.queued = in_flight, queued
         state.samples.append(LoadSample(now, in_flight, queued))
         policy = AutoscalePolicy.from_spec(plan.autoscale)
@@ -314,32 +283,31 @@ class Orchestrator:
         )
         state.scale = decision.state
         if decision.changed:
-            self._deployment_event(plan, f"desired replicas: {decision.reason}")
+            self.journal.deployment_event(plan, f"desired replicas: {decision.reason}")
         desired = decision.desired
         if len(mine) > desired:
             self._scale_down(plan, mine, len(mine) - desired)
         elif len(mine) < desired and not plan.blocked and now >= state.retry_at:
-            self._scale_up(plan, state, desired - len(mine))
+            self._scale_up(plan, desired - len(mine))
 
     def _say_blocked(self, plan: DeploymentPlan, state: DeploymentState) -> None:
         """A deployment that can start no replica says why at once, whether or not it wants
         one, and stops saying it once it can."""
         if plan.blocked:
-            self._problem(plan, state, plan.blocked)
+            self.journal.problem(plan, plan.blocked)
         elif state.blocked and state.last_problem == state.blocked:
             state.last_problem = ""
         state.blocked = plan.blocked
 
-    def _scale_up(self, plan: DeploymentPlan, state: DeploymentState, count: int) -> None:
-        count = self._within_quota(plan, state, count)
+    def _scale_up(self, plan: DeploymentPlan, count: int) -> None:
+        count = self._within_quota(plan, count)
         if count == 0:
             return
-        views = self._nodepool_views(plan)
         result = place(
             plan.id,
             plan.request,
             count,
-            views,
+            self._nodepool_views(plan),
             scheduling_choice=plan.scheduling_choice,
             disable_packing=plan.autoscale.disable_packing,
             rng=self._rng,
@@ -353,35 +321,39 @@ class Orchestrator:
                 if placement.new_instance:
                     slot = (placement.nodepool, placement.instance_id)
                     if slot not in started:
-                        started[slot] = self._start_instance(plan, pool)
+                        started[slot] = self.apply.start_instance(plan, pool)
                     instance = started[slot]
                 else:
-                    instance = self._instances[placement.instance_id][2]
-                self._start_replica(plan, pool, instance, placement.devices)
+                    instance = self.apply.instances[placement.instance_id][2]
+                self.apply.start_replica(plan, pool, instance, placement.devices)
             except NoCapacity as exc:
-                self._problem(plan, state, f"no room for a replica in {pool_name(pool)}: {exc}")
+                self.journal.problem(plan, f"no room for a replica in {pool_name(pool)}: {exc}")
                 if placement.new_instance:
-                    # Placement counts on this nodepool for new instances no more for a while,
-                    # so the next round (now) puts the replica in another one if it may.
+                    # A fact for the next round (now), whose placement counts on this nodepool
+                    # for new instances no more for a while and puts the replica in another
+                    # one if it may.
                     self._no_room[pool.key] = self.clock() + NO_ROOM_BACKOFF
                     self.wake()
                 return
         for placement in result.unplaced:
-            self._problem(plan, state, placement.reason)
+            self.journal.problem(plan, placement.reason)
             return
 
-    def _within_quota(self, plan: DeploymentPlan, state: DeploymentState, count: int) -> int:
-        """``count``, or the fewer replicas its user's quota has room for (then the problem)."""
+    def _within_quota(self, plan: DeploymentPlan, count: int) -> int:
+        """``count``, or the fewer replicas its user's quota has room for (then the problem):
+        what all that user's replicas hold, draining ones too, against its quota."""
         quota = self.settings.quotas.for_user(plan.user_id)
         if quota.unlimited:
             return count
         held = total(
-            usage(r.request) for r in self._replicas.values() if r.deployment[0] == plan.user_id
+            usage(r.request)
+            for r in self.apply.replicas.values()
+            if r.deployment[0] == plan.user_id
         )
         room = headroom(plan.user_id, quota, held, usage(plan.request))
         if room.replicas is None or room.replicas >= count:
             return count
-        self._problem(plan, state, capped(room, count))
+        self.journal.problem(plan, capped(room, count))
         return room.replicas
 
     def _scale_down(self, plan: DeploymentPlan, mine: list[Replica], count: int) -> None:
@@ -401,139 +373,15 @@ class Orchestrator:
             count - len(chosen), rest, self._nodepool_views(plan), plan.request
         )
         for replica_id in [*chosen, *removals]:
-            self._stop(self._replicas[replica_id], "the deployment needs fewer replicas")
-
-    # -- applying ----------------------------------------------------------------------------
-
-    def _start_instance(self, plan: DeploymentPlan, pool: PoolPlan) -> Instance:
-        provider = self.providers.get(pool.provider)
-        assert provider is not None
-        instance = provider.start_instance(pool_name(pool), pool.shape)
-        self._instances[instance.id] = (pool.provider, pool.key, instance)
-        self._deployment_event(
-            plan,
-            f"started instance {instance.id} ({instance.where}) of nodepool {pool.key.nodepool_id}",
-            pool,
-        )
-        return instance
-
-    def _start_replica(
-        self, plan: DeploymentPlan, pool: PoolPlan, instance: Instance, devices: tuple[int, ...]
-    ) -> None:
-        provider = self.providers.get(pool.provider)
-        assert provider is not None
-        replica_id = f"{plan.id[:40]}-{uuid.uuid4().hex[:8]}"
-        token = secrets.token_urlsafe(32)
-        launch = replica_launch(self.settings, plan, pool, instance, replica_id, token)
-        self.tokens[token] = plan.user_id
-        try:
-            provider.start_replica(launch)
-        except BaseException:
-            self.tokens.pop(token, None)
-            raise
-        replica = Replica(
-            id=replica_id,
-            deployment=plan.key,
-            plan_pool=pool,
-            version=plan.version,
-            instance=instance,
-            request=plan.request,
-            exclusive=plan.autoscale.disable_packing,
-            token=token,
-            log_path=launch.log_path,
-            started=self.clock(),
-            gpus=launch.gpus,
-            devices=devices,
-        )
-        self._replicas[replica_id] = replica
-        self._event(replica, f"starting replica {replica_id} on instance {instance.id}")
-
-    def _stop(self, replica: Replica, why: str) -> None:
-        if replica.stopping:
-            return
-        replica.stopping = True
-        provider = self.providers.get(replica.plan_pool.provider)
-        if provider is not None:
-            provider.stop_replica(replica.id, self.settings.drain_grace)
-        self._event(replica, f"stopping replica {replica.id}: {why}")
-
-    def _forget(self, replica: Replica) -> None:
-        self._replicas.pop(replica.id, None)
-        self.tokens.pop(replica.token, None)
-        with contextlib.suppress(OSError):
-            replica.log_path.unlink()
-
-    def _release_idle_instances(self) -> None:
-        keep: dict[PoolKey, int] = {}
-        for plan in self._plans:
-            for pool in plan.pools:
-                keep[pool.key] = max(keep.get(pool.key, 0), pool.min_instances)
-        used = {r.instance.id for r in self._replicas.values()}
-        pools = {instance_id: held[1] for instance_id, held in self._instances.items()}
-        for instance_id in spare_instances(pools, used, keep):
-            provider_id, _, _ = self._instances.pop(instance_id)
-            provider = self.providers.get(provider_id)
-            if provider is not None:
-                provider.stop_instance(instance_id)
-
-    # -- what placement sees ---------------------------------------------------------------
+            self.apply.stop(self.apply.replicas[replica_id], "the deployment needs fewer replicas")
 
     def _nodepool_views(self, plan: DeploymentPlan) -> list[NodepoolView]:
+        """``plan``'s nodepools as placement sees them now, with the room this round observed."""
         return nodepool_views(
             plan,
-            self._instances,
-            list(self._replicas.values()),
+            self.apply.instances,
+            list(self.apply.replicas.values()),
             self.providers,
-            self._no_room,
+            self._seen.no_room,
             self.clock(),
         )
-
-    # -- logs, events and the published view -------------------------------------------------
-
-    def _state(self, key: tuple[str, str]) -> DeploymentState:
-        return self._states.setdefault(key, DeploymentState())
-
-    def _problem(self, plan: DeploymentPlan, state: DeploymentState, problem: str) -> None:
-        if problem != state.last_problem:
-            state.last_problem = problem
-            self._deployment_event(plan, problem)
-
-    def _deployment_event(
-        self, plan: DeploymentPlan, message: str, pool: PoolPlan | None = None
-    ) -> None:
-        pool = pool or plan.pools[0]
-        self._record(plan.key, plan.version, pool, message)
-
-    def _event(self, replica: Replica, message: str) -> None:
-        self._record(replica.deployment, replica.version, replica.plan_pool, message)
-
-    def _record(
-        self, key: tuple[str, str], version: VersionRef, pool: PoolPlan, message: str
-    ) -> None:
-        stamped = f"{time.strftime('%H:%M:%S', time.localtime(self.wall_clock()))} {message}"
-        self._state(key).events.append(stamped)
-        log.info("deployment %s: %s", key[1], message)
-        ref = logs.LogRef(
-            key[0],
-            version.model_id,
-            version.version_id,
-            logs.EVENTS,
-            pool.key.compute_cluster_id,
-            pool.key.nodepool_id,
-            pool.runner_id,
-        )
-        self._pending_logs.append((ref, [stamped]))
-
-    def _read_output(self, replica: Replica) -> None:
-        entry = read_output(replica)
-        if entry is not None:
-            self._pending_logs.append(entry)
-
-    async def _write_logs(self) -> None:
-        pending, self._pending_logs = self._pending_logs, []
-        if pending:
-            await self.store.append_logs(pending)
-
-    def _publish(self) -> None:
-        pools = (pool_key for _, pool_key, _ in self._instances.values())
-        self.view = publish(self._plans, self._replicas.values(), pools, self._states)

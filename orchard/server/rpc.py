@@ -142,7 +142,7 @@ class Call:
 
     @property
     def live(self) -> Any:
-        """What the orchestrator last saw (an ``orchestration.reconciler.View``), or None when
+        """What the orchestrator last saw (an ``orchestration.view.View``), or None when
         this server does not orchestrate."""
         orchestrator = self.runtime.orchestrator
         return orchestrator.view if orchestrator is not None else None
