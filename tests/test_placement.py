@@ -8,7 +8,6 @@ import pytest
 
 from orchard.configs import ComputeInfoSpec
 from orchard.orchestration.placement import (
-    CAPACITY_SPOT,
     SCHEDULING_FAIL,
     SCHEDULING_NETWORK,
     SCHEDULING_PERFORMANCE,
@@ -18,13 +17,11 @@ from orchard.orchestration.placement import (
     SCHEDULING_RANDOM,
     SCHEDULING_UNSET,
     SCHEDULING_UTILIZATION,
-    InstanceView,
-    NodepoolView,
     Placement,
     PlacementPlan,
     place,
 )
-from orchard.orchestration.resources import Resources
+from orchard.orchestration.resources import CAPACITY_SPOT, InstanceView, NodepoolView, Resources
 from orchard.providers.base import ComputeShape
 from orchard.providers.gpus import Device
 

@@ -6,7 +6,7 @@ start, its instances with what they already hold: CPUs and memory, and each GPU 
 holds it) and what one replica requests (``Resources``, with its accelerators' count and
 memory). ``place`` answers, for each replica to add, "on existing instance X of
 nodepool N", "on a new instance of nodepool N" or "unplaceable, because ..., fix: ...".
-``choose_removals`` answers which replicas to stop and which instances that leaves empty.
+Which replicas go when it scales down is :mod:`~orchard.orchestration.removal`'s.
 
 Placement policy, replica by replica (each one sees the capacity the earlier ones took):
 
@@ -57,12 +57,6 @@ New instances started by one call get placeholder ids ``new-1``, ``new-2`` ... p
 (skipping ids its instances already have). Every placement on such an instance has
 ``Placement.new_instance`` true; replicas that share a placeholder share the instance.
 
-Scale-down policy (``choose_removals``): replicas in the lowest-priority nodepool go first
-(a replica in a nodepool the deployment no longer lists goes before any other), then the
-replica on the least used instance (so instances empty out and can be released), ties broken
-by nodepool key, instance id and replica id. Instances these removals leave empty are
-reported for release, keeping at least the nodepool's ``min_instances`` instances.
-
 Caveats. A nodepool has one instance type (``NodepoolView.shape``); the provider's room is
 the caller's business (it lowers ``can_add``). Accelerator type is not checked (the
 nodepool's type names what its instances have). The GPUs of an existing instance are what the
@@ -79,16 +73,18 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from orchard.orchestration.resources import Resources
+from orchard.orchestration.resources import (
+    CAPACITY_ON_DEMAND,
+    CAPACITY_SPOT,
+    InstanceView,
+    NodepoolKey,
+    NodepoolView,
+    Resources,
+)
 from orchard.providers.base import ComputeShape
 from orchard.providers.gpus import (
-    Device,
     GpuNeed,
-    choose_devices,
     describe_devices,
-    devices_of,
-    gpu_load,
-    take_devices,
 )
 
 SCHEDULING_UNSET = 0
@@ -100,90 +96,6 @@ SCHEDULING_NETWORK = 5
 SCHEDULING_UTILIZATION = 6
 SCHEDULING_PREFER_SPOT = 7
 SCHEDULING_PREFER_ONDEMAND = 8
-
-CAPACITY_ON_DEMAND = 1
-CAPACITY_SPOT = 2
-
-NodepoolKey = tuple[str, str]  # (compute cluster id, nodepool id)
-
-_NOTHING = Resources(0.0, 0)
-
-
-@dataclass(frozen=True)
-class InstanceView:
-    """A running instance of a nodepool and what its replicas (of any deployment) use: CPUs
-    and memory in ``used``, GPUs device by device in ``devices``."""
-
-    id: str
-    shape: ComputeShape
-    used: Resources = _NOTHING
-    replicas: int = 0
-    exclusive: bool = False  # holds a replica of a deployment that disabled packing
-    devices: tuple[Device, ...] | None = None  # its GPUs and what holds them; None: the shape's
-
-    @property
-    def gpus(self) -> tuple[Device, ...]:
-        """Its GPUs with what holds them (``devices``, else its shape's, none held)."""
-        if self.devices is not None:
-            return self.devices
-        return devices_of(self.shape.num_accelerators, self.shape.accelerator_memory_bytes)
-
-    @property
-    def free(self) -> Resources:
-        """The CPUs and memory no replica uses (GPUs: :attr:`gpus`)."""
-        return Resources.of_shape(self.shape).host() - self.used.host()
-
-    @property
-    def fullness(self) -> float:
-        """The largest fraction of its CPUs, its memory or its GPUs in use."""
-        host = self.used.host().share_of(Resources.of_shape(self.shape).host())
-        return max(host, gpu_load(self.gpus))
-
-    def room(self, request: Resources, need: GpuNeed) -> tuple[int, ...] | None:
-        """The devices a replica of ``request`` would get here; None when it does not fit."""
-        if not request.host().fits_in(self.free):
-            return None
-        return choose_devices(self.gpus, need)
-
-    def taken(
-        self, request: Resources, need: GpuNeed, devices: tuple[int, ...], exclusive: bool
-    ) -> InstanceView:
-        """This instance once a replica of ``request`` runs on it, holding ``devices``."""
-        return replace(
-            self,
-            used=self.used + request,
-            replicas=self.replicas + 1,
-            exclusive=self.exclusive or exclusive,
-            devices=take_devices(self.gpus, devices, need) if need.count else self.devices,
-        )
-
-
-@dataclass(frozen=True)
-class NodepoolView:
-    """A nodepool a deployment may use, as placement sees it."""
-
-    key: NodepoolKey
-    shape: ComputeShape  # of its instance type
-    priority: int = 0  # deployment_nodepools priority, 0-9, higher first
-    price: float = 0.0
-    capacity_type: int = CAPACITY_ON_DEMAND
-    can_add: int = 0  # instances it may still start (max_instances - current, or less)
-    instances: tuple[InstanceView, ...] = ()
-    min_instances: int = 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.key[0]}/{self.key[1]}"
-
-    @property
-    def utilization(self) -> float:
-        """The largest fraction of the CPUs, memory or GPUs of its instances in use."""
-        used, total = _NOTHING, _NOTHING
-        gpus = [d for instance in self.instances for d in instance.gpus]
-        for instance in self.instances:
-            used += instance.used.host()
-            total += Resources.of_shape(instance.shape).host()
-        return max(used.share_of(total), gpu_load(gpus))
 
 
 @dataclass(frozen=True)

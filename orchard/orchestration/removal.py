@@ -16,8 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from orchard.orchestration.placement import InstanceView, NodepoolKey, NodepoolView
-from orchard.orchestration.resources import Resources
+from orchard.orchestration.resources import InstanceView, NodepoolKey, NodepoolView, Resources
 
 K = TypeVar("K")  # a nodepool's key
 
