@@ -5,7 +5,6 @@ backoff and grace periods are checked without waiting."""
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -589,21 +588,3 @@ async def test_a_deployment_never_planned_says_why_in_its_nodepools_events(rig: 
     assert orchestrator.view.deployments[("u", "dep")].problem == reason
     ((ref, lines),) = [(r, ls) for r, ls in store.logs if r.log_type == "runner.events"]
     assert (ref.compute_cluster_id, ref.nodepool_id) == ("cc", "np") and reason in lines[0]
-
-
-async def test_events_are_stamped_by_the_injected_wall_clock(tmp_path: Path) -> None:
-    provider, dispatcher, store, clock, tokens, _ = make_rig(tmp_path, ScriptedProvider())
-    orchestrator = Orchestrator(
-        OrchestratorSettings(home=tmp_path, server="unix:/tmp/orchard.sock"),
-        ProviderRegistry([provider]),
-        dispatcher,  # type: ignore[arg-type]
-        store,  # type: ignore[arg-type]
-        tokens,
-        clock=clock,
-        wall_clock=lambda: 86400.0 * 365,
-    )
-    dispatcher.waiting = 1
-    await orchestrator.round()
-    stamp = time.strftime("%H:%M:%S", time.localtime(86400.0 * 365))
-    events = store.events()
-    assert events and all(e.startswith(f"{stamp} ") for e in events)
