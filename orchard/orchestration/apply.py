@@ -2,8 +2,9 @@
 them the nodepools, starts and stops instances and replicas, and keeps what it started (the
 replicas with their tokens, the instances) for the next rounds to observe. What it does is
 written to the :class:`~orchard.orchestration.journal.Journal`. A provider that has no room
-for a new instance raises :class:`~orchard.providers.base.NoCapacity`, which the caller records
-(``no_room``) for the next round's placement rather than acting on it now."""
+(:class:`~orchard.providers.base.NoCapacity`) ends that deployment's actions;
+:meth:`Apply.carry_out` returns the nodepool, which the caller records (``no_room``) for the
+next round's placement rather than acting on it now."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from collections.abc import Callable, Sequence
 
 from orchard.dispatch.sessions import PoolKey
 from orchard.orchestration.capacity import Held
+from orchard.orchestration.decide import Action, Event, Problem, Stop
 from orchard.orchestration.journal import Journal
 from orchard.orchestration.launch import replica_launch
 from orchard.orchestration.removal import spare_instances
+from orchard.orchestration.resources import NodepoolKey
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
 from orchard.orchestration.world import OrchestratorSettings, Replica, pool_name
 from orchard.providers import ProviderRegistry
-from orchard.providers.base import Instance, NodepoolInfo
+from orchard.providers.base import Instance, NoCapacity, NodepoolInfo
 
 
 class Apply:
@@ -54,6 +57,37 @@ class Apply:
         for provider in self.providers.all():
             if provider.orchestrated:
                 provider.set_nodepools(list(pools.get(provider.id, {}).values()))
+
+    def carry_out(self, plan: DeploymentPlan, actions: Sequence[Action]) -> PoolKey | None:
+        """Do what :func:`~orchard.orchestration.decide.decide` said for ``plan``, in order. A
+        provider with no room stops it there: the problem says so, and the nodepool is returned
+        when it had no new instance (a fact for the next round)."""
+        pools = {(p.key.compute_cluster_id, p.key.nodepool_id): p for p in plan.pools}
+        started: dict[tuple[NodepoolKey, str], Instance] = {}
+        for action in actions:
+            if isinstance(action, Problem):
+                self.journal.problem(plan, action.text)
+            elif isinstance(action, Event):
+                self.journal.deployment_event(plan, action.text)
+            elif isinstance(action, Stop):
+                self.stop(self.replicas[action.replica_id], action.why)
+            else:
+                placement = action.placement
+                assert placement.nodepool is not None and placement.instance_id is not None
+                pool = pools[placement.nodepool]
+                try:
+                    if placement.new_instance:
+                        slot = (placement.nodepool, placement.instance_id)
+                        if slot not in started:
+                            started[slot] = self.start_instance(plan, pool)
+                        instance = started[slot]
+                    else:
+                        instance = self.instances[placement.instance_id][2]
+                    self.start_replica(plan, pool, instance, placement.devices)
+                except NoCapacity as exc:
+                    self.journal.problem(plan, f"no room for a replica in {pool_name(pool)}: {exc}")
+                    return pool.key if placement.new_instance else None
+        return None
 
     def start_instance(self, plan: DeploymentPlan, pool: PoolPlan) -> Instance:
         provider = self.providers.get(pool.provider)

@@ -11,13 +11,12 @@ a request that began waiting for a replica):
    forgotten (an end before the replica ever connected is a failed start: its deployment backs
    off 1, 2, 4 ... 60 s, its last output in the event), connections make replicas ready, and a
    ready replica away for ``lost_grace`` is stopped, so replaced;
-3. per deployment, decide with pure functions of what was observed and ``now``: the desired
-   count (:mod:`~orchard.orchestration.autoscale`), within its user's quota
-   (:mod:`orchard.quotas`), where new replicas go (:mod:`~orchard.orchestration.placement`) and
-   which go (:mod:`~orchard.orchestration.removal`); and have
-   :class:`~orchard.orchestration.apply.Apply`, the only code that changes what providers run,
-   start and stop them. A provider with no room for a new instance is a fact for the next
-   round (run at once), whose placement then skips that nodepool for ``NO_ROOM_BACKOFF``;
+3. per deployment, decide (:func:`~orchard.orchestration.decide.decide`, pure: its situation
+   in, its new autoscaling state and actions out: the desired count, what its user's quota lets
+   it add, where new replicas go and which go), then apply: have
+   :meth:`~orchard.orchestration.apply.Apply.carry_out`, the only code that changes what
+   providers run, do the actions. A provider with no room for a new instance is a fact for the
+   next round (run at once), whose placement then skips that nodepool for ``NO_ROOM_BACKOFF``;
 4. release idle instances (down to ``min_instances``), write the journal's lines (events, what
    replicas printed) to the store and publish the :mod:`~orchard.orchestration.view`.
 
@@ -35,18 +34,18 @@ import logging
 import random
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
 from orchard.dispatch.dispatcher import Dispatcher
 from orchard.dispatch.sessions import PoolKey
 from orchard.orchestration.apply import Apply
-from orchard.orchestration.autoscale import AutoscalePolicy, LoadSample, decide_replicas
 from orchard.orchestration.capacity import nodepool_views
+from orchard.orchestration.decide import RunningReplica, Situation, decide
 from orchard.orchestration.journal import Journal
 from orchard.orchestration.observe import Observation, observe
-from orchard.orchestration.placement import NodepoolView, place
-from orchard.orchestration.removal import PlacedReplica, choose_removals
+from orchard.orchestration.placement import NodepoolView
 from orchard.orchestration.repeats import Repeats, reason_of
 from orchard.orchestration.replica_logs import last_lines
 from orchard.orchestration.snapshot import DeploymentPlan
@@ -58,13 +57,12 @@ from orchard.orchestration.world import (
     DeploymentState,
     OrchestratorSettings,
     Replica,
-    pool_name,
     still_wanted,
     usage,
 )
 from orchard.providers import ProviderRegistry
-from orchard.providers.base import Instance, NoCapacity, ReplicaStatus
-from orchard.quotas import capped, headroom, total
+from orchard.providers.base import ReplicaStatus
+from orchard.quotas import Headroom, headroom, total
 
 log = logging.getLogger(__name__)
 
@@ -257,123 +255,60 @@ class Orchestrator:
             self._repeats.succeeded(("run", plan.key), what)
 
     def _reconcile(self, plan: DeploymentPlan, now: float) -> None:
+        """Decide for ``plan`` (:func:`~orchard.orchestration.decide.decide`), then apply."""
         state = self.journal.state(plan.key)
-        self._say_blocked(plan, state)
-        mine = [
-            r for r in self.apply.replicas.values() if r.deployment == plan.key and not r.stopping
-        ]
-        ready = [r for r in mine if r.connected]
+        if not plan.blocked and state.blocked and state.last_problem == state.blocked:
+            state.last_problem = ""  # it was blocked, and is no longer
+        state.blocked = plan.blocked
         load = self._seen.load.get(plan.key, (0, 0))
         if isinstance(load, Exception):
             raise load
-        in_flight, queued = load
-        state.in_flight, state.queued = in_flight, queued
-        state.samples.append(LoadSample(now, in_flight, queued))
-        policy = AutoscalePolicy.from_spec(plan.autoscale)
-        while state.samples and state.samples[0].at < now - policy.traffic_history_seconds:
-            state.samples.popleft()
-        decision = decide_replicas(
-            policy,
-            plan.capacity,
-            list(state.samples),
+        state.in_flight, state.queued = load
+        decision = decide(self._situation(plan, state, now))
+        state.scale, state.samples = decision.scale, deque(decision.samples)
+        no_room = self.apply.carry_out(plan, decision.actions)
+        if no_room is not None:
+            # A fact for the next round (now), whose placement counts on this nodepool for new
+            # instances no more for a while and puts the replica in another one if it may.
+            self._no_room[no_room] = self.clock() + NO_ROOM_BACKOFF
+            self.wake()
+
+    def _situation(self, plan: DeploymentPlan, state: DeploymentState, now: float) -> Situation:
+        mine = tuple(
+            RunningReplica(
+                r.id,
+                (r.plan_pool.key.compute_cluster_id, r.plan_pool.key.nodepool_id),
+                r.instance.id,
+                r.connected,
+            )
+            for r in self.apply.replicas.values()
+            if r.deployment == plan.key and not r.stopping
+        )
+        return Situation(
+            plan,
+            mine,
+            state.in_flight,
+            state.queued,
             state.scale,
+            tuple(state.samples),
+            state.retry_at,
+            self._headroom(plan),
+            tuple(self._nodepool_views(plan)),
             now,
-            disabled=plan.disabled,
-            waiting=queued > 0 and not ready,
+            self._rng,
         )
-        state.scale = decision.state
-        if decision.changed:
-            self.journal.deployment_event(plan, f"desired replicas: {decision.reason}")
-        desired = decision.desired
-        if len(mine) > desired:
-            self._scale_down(plan, mine, len(mine) - desired)
-        elif len(mine) < desired and not plan.blocked and now >= state.retry_at:
-            self._scale_up(plan, desired - len(mine))
 
-    def _say_blocked(self, plan: DeploymentPlan, state: DeploymentState) -> None:
-        """A deployment that can start no replica says why at once, whether or not it wants
-        one, and stops saying it once it can."""
-        if plan.blocked:
-            self.journal.problem(plan, plan.blocked)
-        elif state.blocked and state.last_problem == state.blocked:
-            state.last_problem = ""
-        state.blocked = plan.blocked
-
-    def _scale_up(self, plan: DeploymentPlan, count: int) -> None:
-        count = self._within_quota(plan, count)
-        if count == 0:
-            return
-        result = place(
-            plan.id,
-            plan.request,
-            count,
-            self._nodepool_views(plan),
-            scheduling_choice=plan.scheduling_choice,
-            disable_packing=plan.autoscale.disable_packing,
-            rng=self._rng,
-        )
-        pools = {(p.key.compute_cluster_id, p.key.nodepool_id): p for p in plan.pools}
-        started: dict[tuple[tuple[str, str], str], Instance] = {}
-        for placement in result.placed:
-            assert placement.nodepool is not None and placement.instance_id is not None
-            pool = pools[placement.nodepool]
-            try:
-                if placement.new_instance:
-                    slot = (placement.nodepool, placement.instance_id)
-                    if slot not in started:
-                        started[slot] = self.apply.start_instance(plan, pool)
-                    instance = started[slot]
-                else:
-                    instance = self.apply.instances[placement.instance_id][2]
-                self.apply.start_replica(plan, pool, instance, placement.devices)
-            except NoCapacity as exc:
-                self.journal.problem(plan, f"no room for a replica in {pool_name(pool)}: {exc}")
-                if placement.new_instance:
-                    # A fact for the next round (now), whose placement counts on this nodepool
-                    # for new instances no more for a while and puts the replica in another
-                    # one if it may.
-                    self._no_room[pool.key] = self.clock() + NO_ROOM_BACKOFF
-                    self.wake()
-                return
-        for placement in result.unplaced:
-            self.journal.problem(plan, placement.reason)
-            return
-
-    def _within_quota(self, plan: DeploymentPlan, count: int) -> int:
-        """``count``, or the fewer replicas its user's quota has room for (then the problem):
-        what all that user's replicas hold, draining ones too, against its quota."""
+    def _headroom(self, plan: DeploymentPlan) -> Headroom:
+        """What ``plan``'s user may still add: all its replicas, draining ones too, count."""
         quota = self.settings.quotas.for_user(plan.user_id)
         if quota.unlimited:
-            return count
+            return Headroom(None)
         held = total(
             usage(r.request)
             for r in self.apply.replicas.values()
             if r.deployment[0] == plan.user_id
         )
-        room = headroom(plan.user_id, quota, held, usage(plan.request))
-        if room.replicas is None or room.replicas >= count:
-            return count
-        self.journal.problem(plan, capped(room, count))
-        return room.replicas
-
-    def _scale_down(self, plan: DeploymentPlan, mine: list[Replica], count: int) -> None:
-        placed = [
-            PlacedReplica(
-                r.id,
-                (r.plan_pool.key.compute_cluster_id, r.plan_pool.key.nodepool_id),
-                r.instance.id,
-            )
-            for r in mine
-        ]
-        # Replicas that are not connected go first: stopping them loses no capacity.
-        starting = [r for r in mine if not r.connected][:count]
-        chosen = [r.id for r in starting]
-        rest = [p for p in placed if p.id not in chosen]
-        removals = choose_removals(
-            count - len(chosen), rest, self._nodepool_views(plan), plan.request
-        )
-        for replica_id in [*chosen, *removals]:
-            self.apply.stop(self.apply.replicas[replica_id], "the deployment needs fewer replicas")
+        return headroom(plan.user_id, quota, held, usage(plan.request))
 
     def _nodepool_views(self, plan: DeploymentPlan) -> list[NodepoolView]:
         """``plan``'s nodepools as placement sees them now, with the room this round observed."""
