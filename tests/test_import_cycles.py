@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "orchard"
 # config name and loads its class through orchard.packaging (the new homes are
 # orchard.runners.models.loading's MODEL_FILE and load_model_class); it is being rewritten
 # with the command line split.
-PENDING = {("runners/serve.py", "packaging")}
+PENDING: set[tuple[str, str]] = set()
 
 Edges = dict[str, dict[str, list[str]]]
 

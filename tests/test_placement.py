@@ -8,7 +8,6 @@ import pytest
 
 from orchard.configs import ComputeInfoSpec
 from orchard.orchestration.placement import (
-    CAPACITY_SPOT,
     SCHEDULING_FAIL,
     SCHEDULING_NETWORK,
     SCHEDULING_PERFORMANCE,
@@ -18,17 +17,11 @@ from orchard.orchestration.placement import (
     SCHEDULING_RANDOM,
     SCHEDULING_UNSET,
     SCHEDULING_UTILIZATION,
-    InstanceRef,
-    InstanceView,
-    NodepoolView,
-    PlacedReplica,
     Placement,
     PlacementPlan,
-    RemovalPlan,
-    Resources,
-    choose_removals,
     place,
 )
+from orchard.orchestration.resources import CAPACITY_SPOT, InstanceView, NodepoolView, Resources
 from orchard.providers.base import ComputeShape
 from orchard.providers.gpus import Device
 
@@ -304,7 +297,6 @@ def test_packing_measures_fullness_by_the_scarcest_resource() -> None:
 def test_packing_shares_a_new_instance_between_replicas_of_one_call() -> None:
     result = plan([pool("a", can_add=2)], count=3)
     assert where(result) == [("a", "new-1", True), ("a", "new-1", True), ("a", "new-2", True)]
-    assert result.new_instances() == {("cc", "a"): ("new-1", "new-2")}
 
 
 def test_disable_packing_gives_each_replica_its_own_instance() -> None:
@@ -591,97 +583,6 @@ def test_fractional_cpus_fit_exactly() -> None:
 
 
 # -- removals ------------------------------------------------------------------------------
-
-
-def test_removals_take_the_lowest_priority_nodepool_first() -> None:
-    high = pool("high", priority=5, instances=(inst("h-1", SMALL, res(2, 4), 1),))
-    low = pool("low", priority=1, instances=(inst("l-1", SMALL, res(4, 8), 2),))
-    replicas = [
-        PlacedReplica("r-high", ("cc", "high"), "h-1"),
-        PlacedReplica("r-low-1", ("cc", "low"), "l-1"),
-        PlacedReplica("r-low-2", ("cc", "low"), "l-1"),
-    ]
-    result = choose_removals(2, replicas, [high, low], REPLICA)
-    assert result == RemovalPlan(("r-low-1", "r-low-2"), (InstanceRef(("cc", "low"), "l-1"),))
-
-
-def test_removals_take_a_nodepool_no_longer_listed_first() -> None:
-    listed = pool("a", priority=0, instances=(inst("a-1", SMALL, res(2, 4), 1),))
-    replicas = [
-        PlacedReplica("r-a", ("cc", "a"), "a-1"),
-        PlacedReplica("r-gone", ("cc", "gone"), "g-1"),
-    ]
-    assert choose_removals(1, replicas, [listed], REPLICA) == RemovalPlan(("r-gone",), ())
-
-
-def test_removals_empty_the_least_used_instance_first() -> None:
-    # x holds two replicas of this deployment (50% used), y three plus another
-    # deployment's (100%). Removing three: both of x (which empties), then one of y.
-    a = pool(
-        "a",
-        LARGE,
-        instances=(inst("x", LARGE, res(4, 8), 2), inst("y", LARGE, res(8, 12), 4)),
-    )
-    replicas = [
-        PlacedReplica("y-1", ("cc", "a"), "y"),
-        PlacedReplica("x-1", ("cc", "a"), "x"),
-        PlacedReplica("y-2", ("cc", "a"), "y"),
-        PlacedReplica("x-2", ("cc", "a"), "x"),
-        PlacedReplica("y-3", ("cc", "a"), "y"),
-    ]
-    assert choose_removals(3, replicas, [a], REPLICA) == RemovalPlan(
-        ("x-1", "x-2", "y-1"), (InstanceRef(("cc", "a"), "x"),)
-    )
-
-
-def test_removal_ties_break_by_key() -> None:
-    a = pool("a", instances=(inst("i-2", SMALL, res(2, 4), 1), inst("i-1", SMALL, res(2, 4), 1)))
-    b = pool("b", instances=(inst("i-0", SMALL, res(2, 4), 1),))
-    replicas = [
-        PlacedReplica("r-b", ("cc", "b"), "i-0"),
-        PlacedReplica("r-2", ("cc", "a"), "i-2"),
-        PlacedReplica("r-1", ("cc", "a"), "i-1"),
-    ]
-    assert choose_removals(3, replicas, [b, a], REPLICA).replicas == ("r-1", "r-2", "r-b")
-
-
-def test_release_respects_min_instances() -> None:
-    def pool_with_min(min_instances: int) -> NodepoolView:
-        return pool(
-            "a",
-            instances=(
-                inst("i-1", SMALL, res(2, 4), 1),
-                inst("i-2", SMALL, res(2, 4), 1),
-                inst("i-3", SMALL, res(4, 8), 2),
-            ),
-            min_instances=min_instances,
-        )
-
-    replicas = [
-        PlacedReplica("r-1", ("cc", "a"), "i-1"),
-        PlacedReplica("r-2", ("cc", "a"), "i-2"),
-        PlacedReplica("r-3", ("cc", "a"), "i-3"),
-        PlacedReplica("r-4", ("cc", "a"), "i-3"),
-    ]
-    released = {
-        minimum: choose_removals(2, replicas, [pool_with_min(minimum)], REPLICA).release
-        for minimum in (0, 1, 2, 3)
-    }
-    i1, i2 = InstanceRef(("cc", "a"), "i-1"), InstanceRef(("cc", "a"), "i-2")
-    assert released == {0: (i1, i2), 1: (i1, i2), 2: (i1,), 3: ()}
-
-
-def test_instances_already_empty_are_not_released_here() -> None:
-    a = pool("a", instances=(inst("idle"), inst("i-1", SMALL, res(2, 4), 1)))
-    replicas = [PlacedReplica("r-1", ("cc", "a"), "i-1")]
-    result = choose_removals(5, replicas, [a], REPLICA)
-    assert result == RemovalPlan(("r-1",), (InstanceRef(("cc", "a"), "i-1"),))
-
-
-def test_removals_refuse_a_negative_count() -> None:
-    with pytest.raises(ValueError, match="count must be 0 or more, got -2"):
-        choose_removals(-2, [], [], REPLICA)
-    assert choose_removals(0, [], [], REPLICA) == RemovalPlan((), ())
 
 
 def test_placement_is_a_value() -> None:

@@ -18,7 +18,7 @@ from orchard import errors
 from orchard.cli import serve as serve_module
 from orchard.configs import AutoscaleSpec, ComputeInfoSpec
 from orchard.orchestration.autoscale import AutoscalePolicy
-from orchard.orchestration.placement import Resources
+from orchard.orchestration.resources import Resources
 from orchard.quotas import (
     NO_LIMITS,
     Quota,

@@ -14,8 +14,8 @@ import pytest
 from orchard.configs import AutoscaleSpec
 from orchard.dispatch.sessions import PoolKey
 from orchard.ids import VersionRef
-from orchard.orchestration.placement import Resources
 from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
+from orchard.orchestration.resources import Resources
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan, VersionSource
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import (
@@ -36,6 +36,7 @@ from orchard.providers.gpus import (
     take_devices,
 )
 from orchard.quotas import Quota, Quotas
+from orchard.runners.serve import build_parser
 
 GIB = 2**30
 POOL = PoolKey("u", "cc", "np")
@@ -339,6 +340,9 @@ async def test_replicas_carry_what_another_machine_needs(rig: Any, tmp_path: Pat
         "3.11",
     )
     assert "--package" not in bundle.args and bundle.args[:2] == ("--runner-id", "runner-1")
+    assert launch.argv[-len(bundle.args) :] == bundle.args
+    parsed = build_parser().parse_args(list(launch.argv[3:]))  # what the runner reads of it
+    assert (parsed.replica_id, parsed.runner_id, parsed.pat_stdin) == (launch.id, "runner-1", True)
     create, install = bundle.commands
     assert create[-1] == "{env}" and "{python}" in create
     assert install[-2:] == ("grpcio==1", "--offline") and "{requirements}" in install

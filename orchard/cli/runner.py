@@ -26,6 +26,7 @@ from orchard.cli.common import CliState, pass_state
 from orchard.client.base import BaseClient
 from orchard.client.model import Model
 from orchard.client.nodepool import Nodepool
+from orchard.runners.command import ServeArgs, serve_command
 
 
 def ensure_runner(client: BaseClient, deployment: Any, nodepool: Any) -> str:
@@ -76,28 +77,15 @@ def replica_command(
     replica: str,
     concurrency: int | None,
 ) -> list[str]:
-    command = [
-        str(python),
-        "-m",
-        "orchard.runners.serve",
-        "--package",
-        str(package),
-        "--server",
-        client.base_url,
-        "--runner-id",
-        runner_id,
-        "--user-id",
-        client.user_id,
-        "--nodepool-id",
-        nodepool.id,
-        "--compute-cluster-id",
-        nodepool.compute_cluster.id,
-        "--replica-id",
-        replica,
-    ]
-    if concurrency:
-        command += ["--concurrency", str(concurrency)]
-    return command
+    args = ServeArgs(
+        runner_id=runner_id,
+        user_id=client.user_id,
+        nodepool_id=nodepool.id,
+        compute_cluster_id=nodepool.compute_cluster.id,
+        replica_id=replica,
+        concurrency=concurrency,
+    )
+    return list(serve_command(python, package, client.base_url, args.argv()))
 
 
 def run_replicas(commands: list[list[str]], pat: str) -> int:

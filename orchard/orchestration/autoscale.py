@@ -170,93 +170,157 @@ def decide_replicas(
     """The deployment's desired replica count at ``now``; see the module docstring."""
     if capacity < 1:
         raise ValueError(f"a replica's capacity must be at least 1 item, got {capacity}")
-    start = now - policy.traffic_history_seconds
-    window = sorted((s for s in samples if start <= s.at <= now), key=lambda s: s.at)
-    latest = window[-1] if window else None
-    mean = sum(s.load for s in window) / len(window) if window else 0.0
-    load = max(mean, float(latest.load) if latest else 0.0)
-    needed = math.ceil(load / capacity)
-    if waiting:
-        needed = max(needed, 1)
-    last_request = _last_request(state, samples, now, waiting)
-    base = replace(state, last_request=last_request)
+    ask = _Ask.of(policy, capacity, samples, state, now, waiting)
     current = state.desired
+    to_zero = f"{current} → 0" if current else "stay at 0"
+    if disabled:
+        return ask.settle(0, f"deployment is disabled: {to_zero}")
+    if policy.max_replicas == 0:
+        return ask.settle(0, f"max_replicas is 0: {to_zero}")
+    if current > policy.max_replicas:
+        new = policy.max_replicas
+        return ask.settle(new, f"{ask.about}: above max_replicas: {current} → {new}")
+    if ask.target > current:
+        return _scale_up(ask)
+    if ask.target == current:
+        return ask.settle(current, f"{ask.about}: steady at {current}")
+    return _scale_down(ask)
 
-    def settle(new: int, why: str, below_since: float | None, below_peak: int) -> AutoscaleDecision:
+
+@dataclass(frozen=True)
+class _Ask:
+    """One call's inputs with what follows from them: the window, its load, the target."""
+
+    policy: AutoscalePolicy
+    capacity: int
+    state: ScaleState
+    now: float
+    waiting: bool
+    window: tuple[LoadSample, ...]  # the samples within the history, oldest first
+    load: float
+    needed: int
+    last_request: float | None
+
+    @classmethod
+    def of(
+        cls,
+        policy: AutoscalePolicy,
+        capacity: int,
+        samples: Sequence[LoadSample],
+        state: ScaleState,
+        now: float,
+        waiting: bool,
+    ) -> _Ask:
+        start = now - policy.traffic_history_seconds
+        window = tuple(sorted((s for s in samples if start <= s.at <= now), key=lambda s: s.at))
+        mean = sum(s.load for s in window) / len(window) if window else 0.0
+        load = max(mean, float(window[-1].load) if window else 0.0)
+        needed = math.ceil(load / capacity)
+        if waiting:
+            needed = max(needed, 1)
+        last_request = _last_request(state, samples, now, waiting)
+        return cls(policy, capacity, state, now, waiting, window, load, needed, last_request)
+
+    @property
+    def latest(self) -> LoadSample | None:
+        return self.window[-1] if self.window else None
+
+    @property
+    def target(self) -> int:
+        return self.bounded_count(self.needed)
+
+    def bounded_count(self, needed: int) -> int:
+        return min(max(needed, self.policy.floor), self.policy.max_replicas)
+
+    def bounded(self, items: int) -> int:
+        """The replicas ``items`` of load need, within the floor and max_replicas."""
+        return self.bounded_count(math.ceil(items / self.capacity))
+
+    @property
+    def about(self) -> str:
+        shown = round(self.load, 2)
+        return (
+            f"load {shown:g} items over {self.state.desired} replicas of {self.capacity} "
+            f"slots needs {self.needed}"
+        )
+
+    @property
+    def note(self) -> str:
+        if self.needed > self.policy.max_replicas:
+            return f" (max_replicas {self.policy.max_replicas})"
+        if self.needed < self.policy.floor:
+            return f" (floor {self.policy.floor})"
+        return ""
+
+    def settle(
+        self, new: int, why: str, below_since: float | None = None, below_peak: int = 0
+    ) -> AutoscaleDecision:
+        state, current, now = self.state, self.state.desired, self.now
         updated = replace(
-            base,
+            state,
             desired=new,
+            last_request=self.last_request,
             last_scale_up=now if new > current else state.last_scale_up,
             last_scale_down=now if new < current else state.last_scale_down,
             below_since=below_since,
             below_peak=below_peak if below_since is not None else 0,
         )
-        return AutoscaleDecision(new, current, why, updated, load, needed)
+        return AutoscaleDecision(new, current, why, updated, self.load, self.needed)
 
-    to_zero = f"{current} → 0" if current else "stay at 0"
-    if disabled:
-        return settle(0, f"deployment is disabled: {to_zero}", None, 0)
-    if policy.max_replicas == 0:
-        return settle(0, f"max_replicas is 0: {to_zero}", None, 0)
 
+def _scale_up(ask: _Ask) -> AutoscaleDecision:
+    """The target is above the current count: at once on a burst, else after the delay."""
+    policy, state, current, target = ask.policy, ask.state, ask.state.desired, ask.target
+    latest, about, note = ask.latest, ask.about, ask.note
+    burst = ask.waiting or (latest is not None and latest.queued > 0)
+    since_up = None if state.last_scale_up is None else ask.now - state.last_scale_up
+    if burst:
+        cause = "waiting request" if ask.waiting and current == 0 else "burst"
+        return ask.settle(target, f"{about}: {cause}: {current} → {target}{note}")
+    if since_up is None or since_up >= policy.scale_up_delay_seconds:
+        return ask.settle(target, f"{about}: {current} → {target}{note}")
+    left = _seconds(policy.scale_up_delay_seconds - since_up)
     floor = policy.floor
-    target = min(max(needed, floor), policy.max_replicas)
-    shown = round(load, 2)
-    about = f"load {shown:g} items over {current} replicas of {capacity} slots needs {needed}"
-    if needed > policy.max_replicas:
-        note = f" (max_replicas {policy.max_replicas})"
-    elif needed < floor:
-        note = f" (floor {floor})"
-    else:
-        note = ""
+    if current < floor:
+        why = f"{about}: {current} → {floor} (floor {floor}; scale_up_delay: {left} left)"
+        return ask.settle(floor, why)
+    return ask.settle(current, f"{about}: stay at {current} (scale_up_delay: {left} left)")
 
-    if current > policy.max_replicas:
-        new = policy.max_replicas
-        return settle(new, f"{about}: above max_replicas: {current} → {new}", None, 0)
 
-    if target > current:
-        burst = waiting or (latest is not None and latest.queued > 0)
-        since_up = None if state.last_scale_up is None else now - state.last_scale_up
-        if burst:
-            cause = "waiting request" if waiting and current == 0 else "burst"
-            return settle(target, f"{about}: {cause}: {current} → {target}{note}", None, 0)
-        if since_up is None or since_up >= policy.scale_up_delay_seconds:
-            return settle(target, f"{about}: {current} → {target}{note}", None, 0)
-        left = _seconds(policy.scale_up_delay_seconds - since_up)
-        if current < floor:
-            why = f"{about}: {current} → {floor} (floor {floor}; scale_up_delay: {left} left)"
-            return settle(floor, why, None, 0)
-        return settle(current, f"{about}: stay at {current} (scale_up_delay: {left} left)", None, 0)
-
-    if target == current:
-        return settle(current, f"{about}: steady at {current}", None, 0)
-
-    # The load needs fewer replicas than there are. A sample taken since the period began
-    # (between two calls) that needed the current count restarts the period after it.
-    def bounded(items: int) -> int:
-        return min(max(math.ceil(items / capacity), floor), policy.max_replicas)
-
-    below_since = now if state.below_since is None else state.below_since
+def _below(ask: _Ask) -> tuple[float, int]:
+    """Since when the load has needed fewer replicas than there are, and the most one sample
+    since then needed. A sample taken since the period began (between two calls) that needed
+    the current count restarts the period after it."""
+    state, current = ask.state, ask.state.desired
+    below_since = ask.now if state.below_since is None else state.below_since
     peak = 0 if state.below_since is None else state.below_peak
-    for sample in window:
+    for sample in ask.window:
         if sample.at < below_since:
             continue
-        need = bounded(sample.load)
+        need = ask.bounded(sample.load)
         if need >= current:
             below_since, peak = sample.at, 0
         else:
             peak = max(peak, need)
+    return below_since, peak
+
+
+def _scale_down(ask: _Ask) -> AutoscaleDecision:
+    """The load needs fewer replicas than there are: down to the larger of the target and the
+    period's peak once it has lasted the delay; the last one only after the zero delay."""
+    policy, current, now, about = ask.policy, ask.state.desired, ask.now, ask.about
+    below_since, peak = _below(ask)
     below_for = now - below_since
     if below_for < policy.scale_down_delay_seconds:
         why = (
             f"{about}: stay at {current} (below for {_seconds(below_for)} of "
             f"scale_down_delay {_seconds(policy.scale_down_delay_seconds)})"
         )
-        return settle(current, why, below_since, peak)
-    new = max(target, peak)
+        return ask.settle(current, why, below_since, peak)
+    new = max(ask.target, peak)
     zero_note = ""
     if new == 0:
-        idle = None if last_request is None else now - last_request
+        idle = None if ask.last_request is None else now - ask.last_request
         if idle is not None and idle < policy.scale_to_zero_delay_seconds:
             new = 1
             zero_note = (
@@ -264,15 +328,15 @@ def decide_replicas(
                 f"scale_to_zero_delay {_seconds(policy.scale_to_zero_delay_seconds)})"
             )
     if new == current:
-        return settle(current, f"{about}: stay at {current}{zero_note}", below_since, peak)
+        return ask.settle(current, f"{about}: stay at {current}{zero_note}", below_since, peak)
     why = f"{about}: below for {_seconds(below_for)}: {current} → {new}{zero_note}"
     if zero_note:
         # Held at 1 for the zero delay: the load has needed none for the whole period, which
         # goes on, so the last replica goes as soon as the zero delay allows.
-        return settle(new, why, below_since, peak)
+        return ask.settle(new, why, below_since, peak)
     # A new period starts at once if the load is already under the new count.
-    if target < new:
-        return settle(
-            new, why, now, max((bounded(s.load) for s in window if s.at >= now), default=0)
+    if ask.target < new:
+        return ask.settle(
+            new, why, now, max((ask.bounded(s.load) for s in ask.window if s.at >= now), default=0)
         )
-    return settle(new, why, None, 0)
+    return ask.settle(new, why)

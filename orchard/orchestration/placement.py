@@ -6,7 +6,7 @@ start, its instances with what they already hold: CPUs and memory, and each GPU 
 holds it) and what one replica requests (``Resources``, with its accelerators' count and
 memory). ``place`` answers, for each replica to add, "on existing instance X of
 nodepool N", "on a new instance of nodepool N" or "unplaceable, because ..., fix: ...".
-``choose_removals`` answers which replicas to stop and which instances that leaves empty.
+Which replicas go when it scales down is :mod:`~orchard.orchestration.removal`'s.
 
 Placement policy, replica by replica (each one sees the capacity the earlier ones took):
 
@@ -57,12 +57,6 @@ New instances started by one call get placeholder ids ``new-1``, ``new-2`` ... p
 (skipping ids its instances already have). Every placement on such an instance has
 ``Placement.new_instance`` true; replicas that share a placeholder share the instance.
 
-Scale-down policy (``choose_removals``): replicas in the lowest-priority nodepool go first
-(a replica in a nodepool the deployment no longer lists goes before any other), then the
-replica on the least used instance (so instances empty out and can be released), ties broken
-by nodepool key, instance id and replica id. Instances these removals leave empty are
-reported for release, keeping at least the nodepool's ``min_instances`` instances.
-
 Caveats. A nodepool has one instance type (``NodepoolView.shape``); the provider's room is
 the caller's business (it lowers ``can_add``). Accelerator type is not checked (the
 nodepool's type names what its instances have). The GPUs of an existing instance are what the
@@ -79,18 +73,19 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from orchard.configs import ComputeInfoSpec
+from orchard.orchestration.resources import (
+    CAPACITY_ON_DEMAND,
+    CAPACITY_SPOT,
+    InstanceView,
+    NodepoolKey,
+    NodepoolView,
+    Resources,
+)
 from orchard.providers.base import ComputeShape
 from orchard.providers.gpus import (
-    Device,
     GpuNeed,
-    choose_devices,
     describe_devices,
-    devices_of,
-    gpu_load,
-    take_devices,
 )
-from orchard.quantities import byte_count
 
 SCHEDULING_UNSET = 0
 SCHEDULING_FAIL = 1
@@ -101,182 +96,6 @@ SCHEDULING_NETWORK = 5
 SCHEDULING_UTILIZATION = 6
 SCHEDULING_PREFER_SPOT = 7
 SCHEDULING_PREFER_ONDEMAND = 8
-
-CAPACITY_ON_DEMAND = 1
-CAPACITY_SPOT = 2
-
-NodepoolKey = tuple[str, str]  # (compute cluster id, nodepool id)
-
-_EPSILON = 1e-9
-_GIB = 2**30
-_MIB = 2**20
-
-
-def _memory_text(count: int) -> str:
-    if count % (_GIB // 4) == 0:
-        return f"{count / _GIB:g} GiB"
-    if count % _MIB == 0:
-        return f"{count // _MIB} MiB"
-    return f"{count} bytes"
-
-
-@dataclass(frozen=True)
-class Resources:
-    """CPUs, memory and accelerators: what a replica requests or an instance holds.
-
-    ``accelerator_memory_bytes`` is a size per accelerator, not a quantity (what each of a
-    replica's devices must have free, what each of a shape's devices has; 0: unknown): sums
-    and differences leave it 0."""
-
-    cpus: float
-    memory_bytes: int
-    accelerators: int = 0
-    accelerator_memory_bytes: int = 0
-
-    @classmethod
-    def of_shape(cls, shape: ComputeShape) -> Resources:
-        return cls(
-            shape.cpus, shape.memory_bytes, shape.num_accelerators, shape.accelerator_memory_bytes
-        )
-
-    @classmethod
-    def from_compute_info(cls, info: ComputeInfoSpec) -> Resources:
-        """A replica's request from a model version's ``inference_compute_info``: the
-        ``*_requests`` quantities when given (what a replica reserves), else the limits."""
-        cpus, memory = info.reserved()
-        gpu_memory = byte_count(info.accelerator_memory) if info.accelerator_memory else 0
-        return cls(cpus, memory, info.num_accelerators, gpu_memory)
-
-    def host(self) -> Resources:
-        """Its CPUs and memory alone."""
-        return Resources(self.cpus, self.memory_bytes)
-
-    def gpus(self, packing: bool) -> GpuNeed:
-        """Its accelerators as a GPU need (shared when ``packing`` and the memory is known)."""
-        return GpuNeed.of(self.accelerators, self.accelerator_memory_bytes, packing)
-
-    def __add__(self, other: Resources) -> Resources:
-        return Resources(
-            self.cpus + other.cpus,
-            self.memory_bytes + other.memory_bytes,
-            self.accelerators + other.accelerators,
-        )
-
-    def __sub__(self, other: Resources) -> Resources:
-        """The difference, never below zero."""
-        return Resources(
-            max(0.0, self.cpus - other.cpus),
-            max(0, self.memory_bytes - other.memory_bytes),
-            max(0, self.accelerators - other.accelerators),
-        )
-
-    def fits_in(self, room: Resources) -> bool:
-        return (
-            self.cpus <= room.cpus + _EPSILON
-            and self.memory_bytes <= room.memory_bytes
-            and self.accelerators <= room.accelerators
-        )
-
-    def share_of(self, total: Resources) -> float:
-        """The largest fraction of any resource of ``total`` that this is (0 for none)."""
-        parts = [
-            (self.cpus, total.cpus),
-            (float(self.memory_bytes), float(total.memory_bytes)),
-            (float(self.accelerators), float(total.accelerators)),
-        ]
-        return max((used / whole for used, whole in parts if whole > 0), default=0.0)
-
-    def describe(self) -> str:
-        """E.g. ``2 CPUs / 4 GiB`` or ``1 CPU / 512 MiB / 1 accelerator``."""
-        text = (
-            f"{self.cpus:g} CPU{'' if self.cpus == 1 else 's'} / {_memory_text(self.memory_bytes)}"
-        )
-        if self.accelerators:
-            text += f" / {self.accelerators} accelerator{'' if self.accelerators == 1 else 's'}"
-            if self.accelerator_memory_bytes:
-                each = " each" if self.accelerators > 1 else ""
-                text += f" with {_memory_text(self.accelerator_memory_bytes)}{each}"
-        return text
-
-
-_NOTHING = Resources(0.0, 0)
-
-
-@dataclass(frozen=True)
-class InstanceView:
-    """A running instance of a nodepool and what its replicas (of any deployment) use: CPUs
-    and memory in ``used``, GPUs device by device in ``devices``."""
-
-    id: str
-    shape: ComputeShape
-    used: Resources = _NOTHING
-    replicas: int = 0
-    exclusive: bool = False  # holds a replica of a deployment that disabled packing
-    devices: tuple[Device, ...] | None = None  # its GPUs and what holds them; None: the shape's
-
-    @property
-    def gpus(self) -> tuple[Device, ...]:
-        """Its GPUs with what holds them (``devices``, else its shape's, none held)."""
-        if self.devices is not None:
-            return self.devices
-        return devices_of(self.shape.num_accelerators, self.shape.accelerator_memory_bytes)
-
-    @property
-    def free(self) -> Resources:
-        """The CPUs and memory no replica uses (GPUs: :attr:`gpus`)."""
-        return Resources.of_shape(self.shape).host() - self.used.host()
-
-    @property
-    def fullness(self) -> float:
-        """The largest fraction of its CPUs, its memory or its GPUs in use."""
-        host = self.used.host().share_of(Resources.of_shape(self.shape).host())
-        return max(host, gpu_load(self.gpus))
-
-    def room(self, request: Resources, need: GpuNeed) -> tuple[int, ...] | None:
-        """The devices a replica of ``request`` would get here; None when it does not fit."""
-        if not request.host().fits_in(self.free):
-            return None
-        return choose_devices(self.gpus, need)
-
-    def taken(
-        self, request: Resources, need: GpuNeed, devices: tuple[int, ...], exclusive: bool
-    ) -> InstanceView:
-        """This instance once a replica of ``request`` runs on it, holding ``devices``."""
-        return replace(
-            self,
-            used=self.used + request,
-            replicas=self.replicas + 1,
-            exclusive=self.exclusive or exclusive,
-            devices=take_devices(self.gpus, devices, need) if need.count else self.devices,
-        )
-
-
-@dataclass(frozen=True)
-class NodepoolView:
-    """A nodepool a deployment may use, as placement sees it."""
-
-    key: NodepoolKey
-    shape: ComputeShape  # of its instance type
-    priority: int = 0  # deployment_nodepools priority, 0-9, higher first
-    price: float = 0.0
-    capacity_type: int = CAPACITY_ON_DEMAND
-    can_add: int = 0  # instances it may still start (max_instances - current, or less)
-    instances: tuple[InstanceView, ...] = ()
-    min_instances: int = 0
-
-    @property
-    def name(self) -> str:
-        return f"{self.key[0]}/{self.key[1]}"
-
-    @property
-    def utilization(self) -> float:
-        """The largest fraction of the CPUs, memory or GPUs of its instances in use."""
-        used, total = _NOTHING, _NOTHING
-        gpus = [d for instance in self.instances for d in instance.gpus]
-        for instance in self.instances:
-            used += instance.used.host()
-            total += Resources.of_shape(instance.shape).host()
-        return max(used.share_of(total), gpu_load(gpus))
 
 
 @dataclass(frozen=True)
@@ -306,16 +125,6 @@ class PlacementPlan:
     @property
     def unplaced(self) -> tuple[Placement, ...]:
         return tuple(p for p in self.placements if not p.placed)
-
-    def new_instances(self) -> dict[NodepoolKey, tuple[str, ...]]:
-        """The placeholder ids of the instances to start, per nodepool."""
-        started: dict[NodepoolKey, list[str]] = {}
-        for p in self.placements:
-            if p.new_instance and p.nodepool is not None and p.instance_id is not None:
-                ids = started.setdefault(p.nodepool, [])
-                if p.instance_id not in ids:
-                    ids.append(p.instance_id)
-        return {key: tuple(ids) for key, ids in started.items()}
 
 
 def _performance(np: NodepoolView) -> tuple[int, float, int]:
@@ -551,80 +360,3 @@ def place(
 
 
 # -- scaling down ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PlacedReplica:
-    """A running replica of the deployment and where it is."""
-
-    id: str
-    nodepool: NodepoolKey
-    instance_id: str
-
-
-@dataclass(frozen=True)
-class InstanceRef:
-    nodepool: NodepoolKey
-    instance_id: str
-
-
-@dataclass(frozen=True)
-class RemovalPlan:
-    replicas: tuple[str, ...]  # ids of the replicas to stop, in order
-    release: tuple[InstanceRef, ...]  # instances these removals leave empty, to stop
-
-
-def choose_removals(
-    count: int,
-    replicas: Sequence[PlacedReplica],
-    nodepools: Sequence[NodepoolView],
-    request: Resources,
-) -> RemovalPlan:
-    """Which ``count`` replicas to stop and which instances that frees; see the module
-    docstring. ``request`` is what one replica of the deployment uses."""
-    if count < 0:
-        raise ValueError(f"count must be 0 or more, got {count}")
-    pools = {np.key: np for np in nodepools}
-    instances: dict[InstanceRef, InstanceView] = {
-        InstanceRef(np.key, i.id): i for np in nodepools for i in np.instances
-    }
-    remaining = list(replicas)
-    removed: list[str] = []
-    emptied: list[InstanceRef] = []
-
-    def rank(replica: PlacedReplica) -> tuple[object, ...]:
-        pool = pools.get(replica.nodepool)
-        instance = instances.get(InstanceRef(replica.nodepool, replica.instance_id))
-        return (
-            pool.priority if pool is not None else -1,
-            instance.fullness if instance is not None else 0.0,
-            instance.replicas if instance is not None else 0,
-            replica.nodepool,
-            replica.instance_id,
-            replica.id,
-        )
-
-    for _ in range(min(count, len(remaining))):
-        victim = min(remaining, key=rank)
-        remaining.remove(victim)
-        removed.append(victim.id)
-        ref = InstanceRef(victim.nodepool, victim.instance_id)
-        instance = instances.get(ref)
-        if instance is None:
-            continue
-        left = max(0, instance.replicas - 1)
-        instances[ref] = replace(
-            instance,
-            used=instance.used - request,
-            replicas=left,
-            exclusive=instance.exclusive and left > 0,
-        )
-        if left == 0:
-            emptied.append(ref)
-
-    release: list[InstanceRef] = []
-    for key, pool in sorted(pools.items()):
-        mine = sorted((ref for ref in emptied if ref.nodepool == key), key=lambda r: r.instance_id)
-        spare = max(0, len(pool.instances) - pool.min_instances)
-        release.extend(mine[:spare])
-    return RemovalPlan(tuple(removed), tuple(release))

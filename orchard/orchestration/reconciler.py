@@ -1,56 +1,29 @@
 """The orchestrator: the loop that makes running replicas match the deployments in the store.
 
 Each round (every ``tick`` seconds, and at once when something changed: a write to the store,
-a request that began waiting for a replica) it loads, decides, then applies:
+a request that began waiting for a replica):
 
-1. load: the orchestrated deployments (:mod:`~orchard.orchestration.snapshot`), what the
-   providers say of the replicas they run, which replicas are connected to the dispatcher,
-   and each deployment's load (items in flight and calls waiting);
-2. decide: the desired replica count (:func:`~orchard.orchestration.autoscale.decide_replicas`),
-   where new replicas go (:func:`~orchard.orchestration.placement.place`) and which go when
-   there are too many (:func:`~orchard.orchestration.placement.choose_removals`); these are
-   pure functions of what was loaded and ``now``;
-3. apply: start instances and replicas through the providers, ask surplus replicas to drain,
-   release instances nobody uses (down to their nodepool's ``min_instances``), write what the
-   replicas printed to the runner log and what was done, and why, to the event log.
+1. load the orchestrated deployments (:mod:`~orchard.orchestration.store_edge`,
+   :mod:`~orchard.orchestration.snapshot`) and tell the providers their nodepools;
+2. observe (:mod:`~orchard.orchestration.observe`, read only): which replicas are connected,
+   which ended, which instances were lost, each deployment's load, and the nodepools the last
+   round found without room; then take that in: lost instances and ended replicas are
+   forgotten (an end before the replica ever connected is a failed start: its deployment backs
+   off 1, 2, 4 ... 60 s, its last output in the event), connections make replicas ready, and a
+   ready replica away for ``lost_grace`` is stopped, so replaced;
+3. per deployment, decide (:func:`~orchard.orchestration.decide.decide`, pure: its situation
+   in, its new autoscaling state and actions out: the desired count, what its user's quota lets
+   it add, where new replicas go and which go), then apply: have
+   :meth:`~orchard.orchestration.apply.Apply.carry_out`, the only code that changes what
+   providers run, do the actions. A provider with no room for a new instance is a fact for the
+   next round (run at once), whose placement then skips that nodepool for ``NO_ROOM_BACKOFF``;
+4. release idle instances (down to ``min_instances``), write the journal's lines (events, what
+   replicas printed) to the store and publish the :mod:`~orchard.orchestration.view`.
 
-Room. A nodepool whose provider answers "no capacity" when asked for a new instance (its
-machines are all held, its Ray node group has no free node) gets no new instance for
-``NO_ROOM_BACKOFF`` seconds: placement then puts the replica in another nodepool of the
-deployment when one can take it. An instance the provider reports lost (its machine died) is
-forgotten; its replicas are reported ended and replaced like any other.
-
-GPUs. Placement sees each instance's GPUs as its provider reports them
-(:class:`~orchard.providers.gpus.SharesDevices`: the provider assigns devices, by the same rules
-placement plans with); for a provider that does not, as the instance's shape with the devices
-placement planned for its replicas. A launch carries the replica's GPU need as its deployment
-decides it (``ReplicaLaunch.gpus``: shared only when the deployment allows packing and the model
-states its ``accelerator_memory``), and the provider assigns devices for that need; replicas of a
-deployment that disables packing also get instances of their own.
-
-Health. A replica that exits, or is killed by its provider, is replaced on the next round:
-its deployment now has fewer replicas than desired. A ready replica whose stream to the server
-is gone (it reconnects by itself when it can) is stopped, and so replaced, once it has stayed
-away for ``lost_grace``. One that exits before it ever connected
-(a broken environment, a crash in ``load_model``) counts as a failed start: the deployment
-backs off (1, 2, 4 ... up to 60 seconds between tries) and the event log says why, with the
-last lines the replica printed, instead of restarting it in a silent loop. A connection
-resets the count.
-
-Quotas. A round starts no replica beyond its user's headroom (:func:`orchard.quotas.headroom`:
-what all that user's replicas hold, draining ones too, across its deployments, against its
-quota in ``settings.quotas``); a deployment held back says so, with the quota and its use, as
-its problem and in its events. Deployments of other users scale as before.
-
-Failures stay with their deployment. A deployment that cannot run (its version was made
-without an upload, its package is unreadable, its stored spec no longer validates) says why, with
-the fix, as its problem and in its events, whether or not it wants a replica, and starts none;
-one whose round raises gets the reason as its problem; every other deployment carries on. A
-deployment that cannot be planned keeps its last plan (and its replicas), blocked. A failure
-that repeats every round is logged once, then counted (:mod:`~orchard.orchestration.repeats`).
-
-Replicas authenticate with a token the orchestrator makes for each one (never a user's PAT);
-it is valid for ``ProcessRunnerItems`` only, and only while this server process lives.
+Failures stay with their deployment: one that cannot run (``DeploymentPlan.blocked``) says why
+as its problem and starts nothing; one whose round raises gets the reason as its problem; the
+others carry on. One that cannot be planned keeps its last plan, blocked. A failure that
+repeats every round is logged once, then counted (:mod:`~orchard.orchestration.repeats`).
 """
 
 from __future__ import annotations
@@ -58,179 +31,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import secrets
 import shutil
 import time
-import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any, TypeVar
-
-from sqlalchemy.orm import Session
+from collections.abc import Callable
+from dataclasses import replace
 
 from orchard.dispatch.dispatcher import Dispatcher
 from orchard.dispatch.sessions import PoolKey
-from orchard.orchestration import snapshot
-from orchard.orchestration.autoscale import (
-    AutoscalePolicy,
-    LoadSample,
-    ScaleState,
-    decide_replicas,
-)
-from orchard.orchestration.placement import (
-    InstanceView,
-    NodepoolView,
-    PlacedReplica,
-    Resources,
-    choose_removals,
-    place,
-)
+from orchard.orchestration.apply import Apply
+from orchard.orchestration.capacity import nodepool_views
+from orchard.orchestration.decide import RunningReplica, Situation, decide
+from orchard.orchestration.journal import Journal
+from orchard.orchestration.observe import Observation, observe
+from orchard.orchestration.placement import NodepoolView
 from orchard.orchestration.repeats import Repeats, reason_of
-from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
-from orchard.providers import ProviderRegistry
-from orchard.providers.base import (
-    Instance,
-    NoCapacity,
-    NodepoolInfo,
-    ReplicaBundle,
-    ReplicaLaunch,
+from orchard.orchestration.replica_logs import last_lines
+from orchard.orchestration.snapshot import DeploymentPlan
+from orchard.orchestration.store_edge import StoreEdge
+from orchard.orchestration.view import View, publish
+from orchard.orchestration.world import (
+    MAX_BACKOFF,
+    NO_ROOM_BACKOFF,
+    DeploymentState,
+    OrchestratorSettings,
+    Replica,
+    still_wanted,
+    usage,
 )
-from orchard.providers.gpus import Device, GpuNeed, SharesDevices, devices_of, take_devices
-from orchard.providers.sandbox import Jail, replica_environment
-from orchard.quotas import Quotas, Usage, capped, headroom, total
-from orchard.services import logs
-from orchard.services.builds import base_interpreter, env_commands, runtime_copy
-from orchard.services.models import VersionRef
-from orchard.services.packages import PackageStore
+from orchard.providers import ProviderRegistry
+from orchard.providers.base import ReplicaStatus
+from orchard.quotas import Headroom, headroom, total
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-InSession = Callable[[Callable[[Session], T]], Awaitable[T]]
-
-MAX_BACKOFF = 60.0
-LOG_LINES_PER_ROUND = 2000  # per replica; the rest waits for the next round
-LAST_LINES = 15  # of a replica's output, in the event that reports its failed start
-EVENTS_KEPT = 50  # per deployment, in memory, for `orchard deployment get`
-NO_ROOM_BACKOFF = 10.0  # a nodepool whose provider had no instance for it is skipped this long
-
-
-@dataclass(frozen=True)
-class OrchestratorSettings:
-    home: Path
-    server: str  # the address replicas on this host connect to (maybe a Unix socket)
-    network_server: str = ""  # host:port for replicas on other machines (default: server)
-    find_links: tuple[str, ...] = ()  # how environments are built (for other machines)
-    offline: bool = False
-    tick: float = 1.0
-    drain_grace: float = 30.0  # a stopped replica's time to finish what it holds
-    server_gone_grace: float = 30.0  # replicas exit when the server is gone this long
-    lost_grace: float = 15.0  # a ready replica without its stream this long is replaced
-    link_socket: Path | None = None  # the local link's socket, which sandboxed replicas get
-    egress: bool = True  # replicas may reach the network (a nodepool may still deny it)
-    mounts: tuple[Path, ...] = ()  # host folders every replica may read
-    quotas: Quotas = field(default_factory=Quotas)  # what each user's replicas may hold
-    max_message_bytes: int = 64 << 20  # the server's message limit, which replicas' outputs fit
-
-
-@dataclass
-class Replica:
-    id: str
-    deployment: tuple[str, str]
-    plan_pool: PoolPlan
-    version: VersionRef
-    instance: Instance
-    request: Resources
-    exclusive: bool
-    token: str
-    log_path: Path
-    started: float
-    gpus: GpuNeed  # what it holds of its instance's GPUs
-    devices: tuple[int, ...]  # which of them, as placement planned it
-    log_offset: int = 0
-    ready: bool = False
-    connected: bool = False
-    lost_since: float | None = None
-    stopping: bool = False
-
-
-@dataclass
-class DeploymentState:
-    scale: ScaleState = field(default_factory=ScaleState)
-    samples: deque[LoadSample] = field(default_factory=deque)
-    failures: int = 0
-    retry_at: float = 0.0
-    last_problem: str = ""
-    blocked: str = ""  # why its plan let no replica start, as of the last round
-    in_flight: int = 0
-    queued: int = 0
-    events: deque[str] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
-
-
-@dataclass(frozen=True)
-class ReplicaView:
-    id: str
-    deployment_id: str
-    nodepool: PoolKey
-    runner_id: str
-    instance_id: str
-    where: str
-    state: str  # starting, ready, draining
-
-
-@dataclass(frozen=True)
-class DeploymentView:
-    desired: int
-    live: int
-    in_flight: int  # items running on its replicas
-    queued: int  # calls waiting for a replica
-    replicas: tuple[ReplicaView, ...]
-    events: tuple[str, ...]
-    problem: str
-
-
-@dataclass(frozen=True)
-class View:
-    """What the orchestrator last saw, for the API (immutable: handlers read it from threads)."""
-
-    deployments: dict[tuple[str, str], DeploymentView] = field(default_factory=dict)
-    nodepools: dict[PoolKey, int] = field(default_factory=dict)  # instances running
-    runners: dict[str, int] = field(default_factory=dict)  # replicas per runner id
-
-
-class StoreEdge:
-    """The orchestrator's reads and writes of the store, each in a worker thread's session."""
-
-    def __init__(
-        self,
-        in_session: InSession[Any],
-        providers: ProviderRegistry,
-        packages: PackageStore,
-        envs: Path,
-    ) -> None:
-        self.in_session, self.providers, self.packages, self.envs = (
-            in_session,
-            providers,
-            packages,
-            envs,
-        )
-
-    async def load(self) -> list[DeploymentPlan]:
-        return list(
-            await self.in_session(
-                lambda session: snapshot.load(session, self.providers, self.packages, self.envs)
-            )
-        )
-
-    async def append_logs(self, entries: list[tuple[logs.LogRef, list[str]]]) -> None:
-        def write(session: Session) -> None:
-            for ref, lines in entries:
-                logs.append_logs(session, ref, lines)
-
-        await self.in_session(write)
 
 
 class Orchestrator:
@@ -242,24 +76,31 @@ class Orchestrator:
         store: StoreEdge,
         tokens: dict[str, str],
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,  # only for the times events show
     ) -> None:
-        self.settings = settings
         self.providers = providers
         self.dispatcher = dispatcher
         self.store = store
         self.tokens = tokens
         self.clock = clock
         self.view = View()
-        self._replicas: dict[str, Replica] = {}
-        self._instances: dict[str, tuple[str, PoolKey, Instance]] = {}  # id: provider, pool
-        self._states: dict[tuple[str, str], DeploymentState] = {}
+        self.journal = Journal(log, wall_clock)
+        self.apply = Apply(settings, providers, tokens, self.journal, clock)
         self._plans: list[DeploymentPlan] = []
+        self._seen = Observation(frozenset(), (), ())
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._rng = random.Random()
-        self._pending_logs: list[tuple[logs.LogRef, list[str]]] = []
         self._no_room: dict[PoolKey, float] = {}  # nodepool: until when it gets no new instance
         self._repeats = Repeats(log)
+
+    @property
+    def settings(self) -> OrchestratorSettings:
+        return self.apply.settings
+
+    @settings.setter
+    def settings(self, settings: OrchestratorSettings) -> None:
+        self.apply.settings = settings
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -278,13 +119,7 @@ class Orchestrator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for provider in self.providers.all():
-            if provider.orchestrated:
-                await asyncio.to_thread(provider.shutdown, self.settings.drain_grace)
-        for replica in self._replicas.values():
-            self.tokens.pop(replica.token, None)
-        self._replicas.clear()
-        self._instances.clear()
+        await self.apply.shutdown()
 
     async def _loop(self) -> None:
         while True:
@@ -307,23 +142,25 @@ class Orchestrator:
 
     async def round(self) -> None:
         self._plans = self._planned(await self.store.load())
-        self._tell_nodepools()
+        self.apply.tell_nodepools(self._plans)
         now = self.clock()
-        self._observe(now)
+        self._seen = observe(self.providers, self.dispatcher, self._plans, self._no_room)
+        self._take_in(self._seen, now)
         plans = {plan.key: plan for plan in self._plans}
-        for key in list(self._states):
-            if key not in plans:
-                del self._states[key]
-        for replica in list(self._replicas.values()):
+        self.journal.keep_only(set(plans))
+        for replica in list(self.apply.replicas.values()):
             plan = plans.get(replica.deployment)
-            if plan is None or not _still_wanted(replica, plan):
-                self._stop(replica, "its deployment no longer runs it here")
+            if plan is None or not still_wanted(replica, plan):
+                self.apply.stop(replica, "its deployment no longer runs it here")
         for plan in self._plans:
             self._reconcile_apart(plan, now)
         self._repeats.forget({k for p in self._plans for k in (("plan", p.key), ("run", p.key))})
-        self._release_idle_instances()
-        await self._write_logs()
-        self._publish()
+        self.apply.release_idle_instances(self._plans)
+        pending = self.journal.take()
+        if pending:
+            await self.store.append_logs(pending)
+        pools = (pool_key for _, pool_key, _ in self.apply.instances.values())
+        self.view = publish(self._plans, self.apply.replicas.values(), pools, self.journal.states)
 
     def _planned(self, loaded: list[DeploymentPlan]) -> list[DeploymentPlan]:
         """This round's plans: a deployment that could not be planned keeps its last plan (when
@@ -342,64 +179,53 @@ class Orchestrator:
             plans.append(plan if known is None else replace(known, blocked=plan.blocked))
         return plans
 
-    def _tell_nodepools(self) -> None:
-        pools: dict[str, dict[str, NodepoolInfo]] = {}
-        for plan in self._plans:
-            for pool in plan.pools:
-                pools.setdefault(pool.provider, {})[_pool_name(pool)] = NodepoolInfo(
-                    _pool_name(pool),
-                    pool.region,
-                    pool.instance_type,
-                    pool.shape,
-                    pool.min_instances,
-                    pool.max_instances,
-                )
-        for provider in self.providers.all():
-            if provider.orchestrated:
-                provider.set_nodepools(list(pools.get(provider.id, {}).values()))
+    # -- what the observation means --------------------------------------------------------
 
-    def _observe(self, now: float) -> None:
-        """What happened since the last round: exits, lost instances, connections, output."""
-        connected = {s.hello.replica_id for s in self.dispatcher.sessions()}
-        for provider in self.providers.all():
-            for instance_id, why in provider.lost_instances():
-                held = self._instances.pop(instance_id, None)
-                if held is not None:
-                    log.warning("instance %s of %s is gone: %s", instance_id, held[1], why)
-        for provider in self.providers.all():
-            for status in provider.poll():
-                replica = self._replicas.get(status.id)
-                if replica is None or status.running:
-                    continue
-                self._read_output(replica)
-                if not replica.stopping:
-                    self._exited(replica, status.exit_code, status.reason, now)
-                self._forget(replica)
-        for replica in list(self._replicas.values()):
-            self._read_output(replica)
-            replica.connected = replica.id in connected
+    def _take_in(self, seen: Observation, now: float) -> None:
+        """Lost instances are forgotten, ended replicas too (a failed start backs off), and
+        connections mark replicas ready; one lost for ``lost_grace`` is stopped."""
+        for instance_id, why in seen.lost_instances:
+            held = self.apply.instances.pop(instance_id, None)
+            if held is not None:
+                log.warning("instance %s of %s is gone: %s", instance_id, held[1], why)
+        for status in seen.ended:
+            replica = self.apply.replicas.get(status.id)
+            if replica is not None:
+                self._ended(replica, status, now)
+        for replica in list(self.apply.replicas.values()):
+            self.journal.replica_output(replica)
+            replica.connected = replica.id in seen.connected
             if replica.connected:
                 replica.lost_since = None
                 if not replica.ready:
                     replica.ready = True
-                    state = self._state(replica.deployment)
+                    state = self.journal.state(replica.deployment)
                     state.failures, state.last_problem = 0, ""
-                    self._event(replica, f"replica {replica.id} connected and is ready")
+                    self.journal.replica_event(
+                        replica, f"replica {replica.id} connected and is ready"
+                    )
             elif replica.ready and not replica.stopping:
                 replica.lost_since = replica.lost_since or now
                 if now - replica.lost_since >= self.settings.lost_grace:
-                    self._stop(replica, "it lost its stream to the server and did not reconnect")
+                    why = "it lost its stream to the server and did not reconnect"
+                    self.apply.stop(replica, why)
+
+    def _ended(self, replica: Replica, status: ReplicaStatus, now: float) -> None:
+        self.journal.replica_output(replica)
+        if not replica.stopping:
+            self._exited(replica, status.exit_code, status.reason, now)
+        self.apply.forget(replica)
 
     def _exited(self, replica: Replica, code: int | None, reason: str, now: float) -> None:
-        state = self._state(replica.deployment)
+        state = self.journal.state(replica.deployment)
         what = reason or f"exited with code {code}"
         if replica.ready:
-            self._event(replica, f"replica {replica.id} {what}; replacing it")
+            self.journal.replica_event(replica, f"replica {replica.id} {what}; replacing it")
             return
         state.failures += 1
         delay = min(MAX_BACKOFF, 2.0 ** (state.failures - 1))
         state.retry_at = now + delay
-        tail = _last_lines(replica.log_path, LAST_LINES)
+        tail = last_lines(replica.log_path)
         state.last_problem = (
             f"replica {replica.id} {what} before it connected (failed start "
             f"{state.failures}); next try in {delay:g} s"
@@ -407,8 +233,10 @@ class Orchestrator:
         message = state.last_problem
         if tail:
             message += "; its last output:\n" + "\n".join(tail)
-        self._event(replica, message)
+        self.journal.replica_event(replica, message)
         log.warning("deployment %s: %s", replica.deployment[1], state.last_problem)
+
+    # -- deciding, deployment by deployment --------------------------------------------------
 
     def _reconcile_apart(self, plan: DeploymentPlan, now: float) -> None:
         """Reconcile ``plan``; what it raises becomes its problem, and the others carry on."""
@@ -418,9 +246,8 @@ class Orchestrator:
         except Exception as exc:
             reason = reason_of(exc)
             self._repeats.failed(("run", plan.key), what, reason, exc)
-            self._problem(
+            self.journal.problem(
                 plan,
-                self._state(plan.key),
                 f"Orchard failed to run this deployment ({reason}); it tries again every "
                 "round; the server log has the details",
             )
@@ -428,466 +255,68 @@ class Orchestrator:
             self._repeats.succeeded(("run", plan.key), what)
 
     def _reconcile(self, plan: DeploymentPlan, now: float) -> None:
-        state = self._state(plan.key)
-        self._say_blocked(plan, state)
-        mine = [r for r in self._replicas.values() if r.deployment == plan.key and not r.stopping]
-        ready = [r for r in mine if r.connected]
-        in_flight, queued = self.dispatcher.load([p.key for p in plan.pools], plan.version)
-        state.in_flight, state.queued = in_flight, queued
-        state.samples.append(LoadSample(now, in_flight, queued))
-        policy = AutoscalePolicy.from_spec(plan.autoscale)
-        while state.samples and state.samples[0].at < now - policy.traffic_history_seconds:
-            state.samples.popleft()
-        decision = decide_replicas(
-            policy,
-            plan.capacity,
-            list(state.samples),
-            state.scale,
-            now,
-            disabled=plan.disabled,
-            waiting=queued > 0 and not ready,
-        )
-        state.scale = decision.state
-        if decision.changed:
-            self._deployment_event(plan, f"desired replicas: {decision.reason}")
-        desired = decision.desired
-        if len(mine) > desired:
-            self._scale_down(plan, mine, len(mine) - desired)
-        elif len(mine) < desired and not plan.blocked and now >= state.retry_at:
-            self._scale_up(plan, state, desired - len(mine))
-
-    def _say_blocked(self, plan: DeploymentPlan, state: DeploymentState) -> None:
-        """A deployment that can start no replica says why at once, whether or not it wants
-        one, and stops saying it once it can."""
-        if plan.blocked:
-            self._problem(plan, state, plan.blocked)
-        elif state.blocked and state.last_problem == state.blocked:
-            state.last_problem = ""
+        """Decide for ``plan`` (:func:`~orchard.orchestration.decide.decide`), then apply."""
+        state = self.journal.state(plan.key)
+        if not plan.blocked and state.blocked and state.last_problem == state.blocked:
+            state.last_problem = ""  # it was blocked, and is no longer
         state.blocked = plan.blocked
+        load = self._seen.load.get(plan.key, (0, 0))
+        if isinstance(load, Exception):
+            raise load
+        state.in_flight, state.queued = load
+        decision = decide(self._situation(plan, state, now))
+        state.scale, state.samples = decision.scale, deque(decision.samples)
+        no_room = self.apply.carry_out(plan, decision.actions)
+        if no_room is not None:
+            # A fact for the next round (now), whose placement counts on this nodepool for new
+            # instances no more for a while and puts the replica in another one if it may.
+            self._no_room[no_room] = self.clock() + NO_ROOM_BACKOFF
+            self.wake()
 
-    def _scale_up(self, plan: DeploymentPlan, state: DeploymentState, count: int) -> None:
-        count = self._within_quota(plan, state, count)
-        if count == 0:
-            return
-        views = self._nodepool_views(plan)
-        result = place(
-            plan.id,
-            plan.request,
-            count,
-            views,
-            scheduling_choice=plan.scheduling_choice,
-            disable_packing=plan.autoscale.disable_packing,
-            rng=self._rng,
-        )
-        pools = {(p.key.compute_cluster_id, p.key.nodepool_id): p for p in plan.pools}
-        started: dict[tuple[tuple[str, str], str], Instance] = {}
-        for placement in result.placed:
-            assert placement.nodepool is not None and placement.instance_id is not None
-            pool = pools[placement.nodepool]
-            try:
-                if placement.new_instance:
-                    slot = (placement.nodepool, placement.instance_id)
-                    if slot not in started:
-                        started[slot] = self._start_instance(plan, pool)
-                    instance = started[slot]
-                else:
-                    instance = self._instances[placement.instance_id][2]
-                self._start_replica(plan, pool, instance, placement.devices)
-            except NoCapacity as exc:
-                self._problem(plan, state, f"no room for a replica in {_pool_name(pool)}: {exc}")
-                if placement.new_instance:
-                    # Placement counts on this nodepool for new instances no more for a while,
-                    # so the next round (now) puts the replica in another one if it may.
-                    self._no_room[pool.key] = self.clock() + NO_ROOM_BACKOFF
-                    self.wake()
-                return
-        for placement in result.unplaced:
-            self._problem(plan, state, placement.reason)
-            return
-
-    def _within_quota(self, plan: DeploymentPlan, state: DeploymentState, count: int) -> int:
-        """``count``, or the fewer replicas its user's quota has room for (then the problem)."""
-        quota = self.settings.quotas.for_user(plan.user_id)
-        if quota.unlimited:
-            return count
-        held = total(
-            _usage(r.request) for r in self._replicas.values() if r.deployment[0] == plan.user_id
-        )
-        room = headroom(plan.user_id, quota, held, _usage(plan.request))
-        if room.replicas is None or room.replicas >= count:
-            return count
-        self._problem(plan, state, capped(room, count))
-        return room.replicas
-
-    def _scale_down(self, plan: DeploymentPlan, mine: list[Replica], count: int) -> None:
-        placed = [
-            PlacedReplica(
+    def _situation(self, plan: DeploymentPlan, state: DeploymentState, now: float) -> Situation:
+        mine = tuple(
+            RunningReplica(
                 r.id,
                 (r.plan_pool.key.compute_cluster_id, r.plan_pool.key.nodepool_id),
                 r.instance.id,
+                r.connected,
             )
-            for r in mine
-        ]
-        # Replicas that are not connected go first: stopping them loses no capacity.
-        starting = [r for r in mine if not r.connected][:count]
-        chosen = [r.id for r in starting]
-        rest = [p for p in placed if p.id not in chosen]
-        plan_removals = choose_removals(
-            count - len(chosen), rest, self._nodepool_views(plan), plan.request
+            for r in self.apply.replicas.values()
+            if r.deployment == plan.key and not r.stopping
         )
-        for replica_id in [*chosen, *plan_removals.replicas]:
-            self._stop(self._replicas[replica_id], "the deployment needs fewer replicas")
-
-    # -- applying ----------------------------------------------------------------------------
-
-    def _start_instance(self, plan: DeploymentPlan, pool: PoolPlan) -> Instance:
-        provider = self.providers.get(pool.provider)
-        assert provider is not None
-        instance = provider.start_instance(_pool_name(pool), pool.shape)
-        self._instances[instance.id] = (pool.provider, pool.key, instance)
-        self._deployment_event(
+        return Situation(
             plan,
-            f"started instance {instance.id} ({instance.where}) of nodepool {pool.key.nodepool_id}",
-            pool,
-        )
-        return instance
-
-    def _start_replica(
-        self, plan: DeploymentPlan, pool: PoolPlan, instance: Instance, devices: tuple[int, ...]
-    ) -> None:
-        provider = self.providers.get(pool.provider)
-        assert provider is not None
-        replica_id = f"{plan.id[:40]}-{uuid.uuid4().hex[:8]}"
-        token = secrets.token_urlsafe(32)
-        launch = self._launch(plan, pool, instance, replica_id, token)
-        self.tokens[token] = plan.user_id
-        try:
-            provider.start_replica(launch)
-        except BaseException:
-            self.tokens.pop(token, None)
-            raise
-        replica = Replica(
-            id=replica_id,
-            deployment=plan.key,
-            plan_pool=pool,
-            version=plan.version,
-            instance=instance,
-            request=plan.request,
-            exclusive=plan.autoscale.disable_packing,
-            token=token,
-            log_path=launch.log_path,
-            started=self.clock(),
-            gpus=launch.gpus,
-            devices=devices,
-        )
-        self._replicas[replica_id] = replica
-        self._event(replica, f"starting replica {replica_id} on instance {instance.id}")
-
-    def _launch(
-        self, plan: DeploymentPlan, pool: PoolPlan, instance: Instance, replica_id: str, token: str
-    ) -> ReplicaLaunch:
-        """How the provider is to run replica ``replica_id`` of ``plan`` in ``pool``."""
-        assert plan.package is not None and plan.python is not None
-        args = self._runner_args(plan, pool, replica_id)
-        argv = (str(plan.python), "-m", "orchard.runners.serve", "--package", str(plan.package))
-        server = ("--server", self.settings.server)
-        jail = Jail(
-            private=self.settings.home / "sandboxes" / replica_id,
-            read_only=(*_read_only(plan, self.settings.home / "runtime"), *self.settings.mounts),
-            socket=self.settings.link_socket,
-            egress=self.settings.egress and pool.egress,
-        )
-        return ReplicaLaunch(
-            replica_id,
-            instance.id,
-            (*argv, *server, *args),
-            replica_environment(jail, dict(plan.declared), path=[str(plan.python.parent)]),
-            plan.request.memory_bytes,
-            self.settings.home / "logs" / "replicas" / f"{replica_id}.log",
-            gpus=plan.request.gpus(packing=not plan.autoscale.disable_packing),
-            cpus=plan.request.cpus,
-            bundle=self._bundle(plan, args),
-            token=token,
-            tenant=plan.user_id,
-            jail=jail,
+            mine,
+            state.in_flight,
+            state.queued,
+            state.scale,
+            tuple(state.samples),
+            state.retry_at,
+            self._headroom(plan),
+            tuple(self._nodepool_views(plan)),
+            now,
+            self._rng,
         )
 
-    def _runner_args(
-        self, plan: DeploymentPlan, pool: PoolPlan, replica_id: str
-    ) -> tuple[str, ...]:
-        """``orchard.runners.serve``'s arguments but its package and server (which differ on
-        machines that share no disk with this one)."""
-        return (
-            "--runner-id",
-            pool.runner_id,
-            "--user-id",
-            plan.user_id,
-            "--nodepool-id",
-            pool.key.nodepool_id,
-            "--compute-cluster-id",
-            pool.key.compute_cluster_id,
-            "--replica-id",
-            replica_id,
-            "--concurrency",
-            str(plan.capacity),
-            "--server-gone-grace",
-            f"{self.settings.server_gone_grace:g}",
-            "--drain-timeout",
-            f"{self.settings.drain_grace:g}",
-            "--max-output-bytes",
-            str(self.settings.max_message_bytes),
-            "--pat-stdin",
+    def _headroom(self, plan: DeploymentPlan) -> Headroom:
+        """What ``plan``'s user may still add: all its replicas, draining ones too, count."""
+        quota = self.settings.quotas.for_user(plan.user_id)
+        if quota.unlimited:
+            return Headroom(None)
+        held = total(
+            usage(r.request)
+            for r in self.apply.replicas.values()
+            if r.deployment[0] == plan.user_id
         )
-
-    def _bundle(self, plan: DeploymentPlan, args: tuple[str, ...]) -> ReplicaBundle | None:
-        source = plan.source
-        if source is None:
-            return None
-        commands = env_commands(
-            "{uv}",
-            "{python}",
-            "{env}",
-            "{requirements}",
-            list(source.pins),
-            list(self.settings.find_links),
-            self.settings.offline,
-        )
-        return ReplicaBundle(
-            server=self.settings.network_server or self.settings.server,
-            package=source.archive,
-            package_digest=source.digest,
-            env_key=source.env_key,
-            python_version=source.python_version,
-            commands=tuple(tuple(c) for c in commands),
-            runtime=runtime_copy(self.settings.home / "runtime"),
-            args=args,
-            declared=plan.declared,
-        )
-
-    def _stop(self, replica: Replica, why: str) -> None:
-        if replica.stopping:
-            return
-        replica.stopping = True
-        provider = self.providers.get(replica.plan_pool.provider)
-        if provider is not None:
-            provider.stop_replica(replica.id, self.settings.drain_grace)
-        self._event(replica, f"stopping replica {replica.id}: {why}")
-
-    def _forget(self, replica: Replica) -> None:
-        self._replicas.pop(replica.id, None)
-        self.tokens.pop(replica.token, None)
-        with contextlib.suppress(OSError):
-            replica.log_path.unlink()
-
-    def _release_idle_instances(self) -> None:
-        used = {r.instance.id for r in self._replicas.values()}
-        keep: dict[PoolKey, int] = {}
-        for plan in self._plans:
-            for pool in plan.pools:
-                keep[pool.key] = max(keep.get(pool.key, 0), pool.min_instances)
-        by_pool: dict[PoolKey, list[str]] = {}
-        for instance_id, (_, pool_key, _) in self._instances.items():
-            by_pool.setdefault(pool_key, []).append(instance_id)
-        for pool_key, ids in by_pool.items():
-            idle = [i for i in ids if i not in used]
-            extra = len(ids) - keep.get(pool_key, 0)
-            for instance_id in sorted(idle)[: max(0, extra)]:
-                provider_id, _, _ = self._instances.pop(instance_id)
-                provider = self.providers.get(provider_id)
-                if provider is not None:
-                    provider.stop_instance(instance_id)
-
-    # -- what placement sees ---------------------------------------------------------------
+        return headroom(plan.user_id, quota, held, usage(plan.request))
 
     def _nodepool_views(self, plan: DeploymentPlan) -> list[NodepoolView]:
-        views = []
-        now = self.clock()
-        for pool in plan.pools:
-            instances = [
-                self._instance_view(instance_id, provider_id, instance)
-                for instance_id, (provider_id, pool_key, instance) in self._instances.items()
-                if pool_key == pool.key
-            ]
-            views.append(
-                NodepoolView(
-                    key=(pool.key.compute_cluster_id, pool.key.nodepool_id),
-                    shape=pool.shape,
-                    priority=pool.priority,
-                    price=pool.price,
-                    capacity_type=pool.capacity_type,
-                    can_add=0
-                    if self._no_room.get(pool.key, 0.0) > now
-                    else max(0, pool.max_instances - len(instances)),
-                    instances=tuple(instances),
-                    min_instances=pool.min_instances,
-                )
-            )
-        return views
-
-    def _instance_view(
-        self, instance_id: str, provider_id: str, instance: Instance
-    ) -> InstanceView:
-        """An instance as placement sees it: what the replicas of every deployment on it use."""
-        held = [r for r in self._replicas.values() if r.instance.id == instance_id]
-        used = Resources(0.0, 0)
-        for r in held:
-            used += r.request
-        return InstanceView(
-            instance_id,
-            instance.shape,
-            used,
-            len(held),
-            exclusive=any(r.exclusive for r in held),
-            devices=self._devices(provider_id, instance, held),
+        """``plan``'s nodepools as placement sees them now, with the room this round observed."""
+        return nodepool_views(
+            plan,
+            self.apply.instances,
+            list(self.apply.replicas.values()),
+            self.providers,
+            self._seen.no_room,
+            self.clock(),
         )
-
-    def _devices(
-        self, provider_id: str, instance: Instance, held: list[Replica]
-    ) -> tuple[Device, ...]:
-        """The instance's GPUs with what holds them: as its provider says, where it says (it
-        assigns them); else its shape's devices with the replicas placed on them."""
-        provider = self.providers.get(provider_id)
-        if isinstance(provider, SharesDevices):
-            return provider.devices(instance.id)
-        shape = instance.shape
-        devices = devices_of(shape.num_accelerators, shape.accelerator_memory_bytes)
-        for replica in held:
-            devices = take_devices(devices, replica.devices, replica.gpus)
-        return devices
-
-    # -- logs, events and the published view -------------------------------------------------
-
-    def _state(self, key: tuple[str, str]) -> DeploymentState:
-        return self._states.setdefault(key, DeploymentState())
-
-    def _problem(self, plan: DeploymentPlan, state: DeploymentState, problem: str) -> None:
-        if problem != state.last_problem:
-            state.last_problem = problem
-            self._deployment_event(plan, problem)
-
-    def _deployment_event(
-        self, plan: DeploymentPlan, message: str, pool: PoolPlan | None = None
-    ) -> None:
-        pool = pool or plan.pools[0]
-        self._record(plan.key, plan.version, pool, message)
-
-    def _event(self, replica: Replica, message: str) -> None:
-        self._record(replica.deployment, replica.version, replica.plan_pool, message)
-
-    def _record(
-        self, key: tuple[str, str], version: VersionRef, pool: PoolPlan, message: str
-    ) -> None:
-        stamped = f"{time.strftime('%H:%M:%S')} {message}"
-        self._state(key).events.append(stamped)
-        log.info("deployment %s: %s", key[1], message)
-        ref = logs.LogRef(
-            key[0],
-            version.model_id,
-            version.version_id,
-            logs.EVENTS,
-            pool.key.compute_cluster_id,
-            pool.key.nodepool_id,
-            pool.runner_id,
-        )
-        self._pending_logs.append((ref, [stamped]))
-
-    def _read_output(self, replica: Replica) -> None:
-        try:
-            with open(replica.log_path, "rb") as handle:
-                handle.seek(replica.log_offset)
-                data = handle.read(1 << 20)
-        except OSError:
-            return
-        end = data.rfind(b"\n") + 1
-        if not end:
-            return
-        replica.log_offset += end
-        lines = data[:end].decode("utf-8", "replace").splitlines()[-LOG_LINES_PER_ROUND:]
-        ref = logs.LogRef(
-            replica.deployment[0],
-            replica.version.model_id,
-            replica.version.version_id,
-            logs.RUNNER,
-            replica.plan_pool.key.compute_cluster_id,
-            replica.plan_pool.key.nodepool_id,
-            replica.plan_pool.runner_id,
-        )
-        self._pending_logs.append((ref, [f"[{replica.id}] {line}" for line in lines]))
-
-    async def _write_logs(self) -> None:
-        pending, self._pending_logs = self._pending_logs, []
-        if pending:
-            await self.store.append_logs(pending)
-
-    def _publish(self) -> None:
-        deployments = {}
-        runners: dict[str, int] = {}
-        nodepools: dict[PoolKey, int] = {}
-        for _, pool_key, _ in self._instances.values():
-            nodepools[pool_key] = nodepools.get(pool_key, 0) + 1
-        for plan in self._plans:
-            state = self._state(plan.key)
-            mine = [r for r in self._replicas.values() if r.deployment == plan.key]
-            views = tuple(
-                ReplicaView(
-                    r.id,
-                    plan.id,
-                    r.plan_pool.key,
-                    r.plan_pool.runner_id,
-                    r.instance.id,
-                    r.instance.where,
-                    "draining" if r.stopping else "ready" if r.connected else "starting",
-                )
-                for r in mine
-            )
-            for r in mine:
-                if not r.stopping:
-                    runners[r.plan_pool.runner_id] = runners.get(r.plan_pool.runner_id, 0) + 1
-            deployments[plan.key] = DeploymentView(
-                desired=state.scale.desired,
-                live=sum(1 for r in mine if r.connected and not r.stopping),
-                in_flight=state.in_flight,
-                queued=state.queued,
-                replicas=views,
-                events=tuple(state.events),
-                problem=state.last_problem,
-            )
-        self.view = View(deployments, nodepools, runners)
-
-
-def _still_wanted(replica: Replica, plan: DeploymentPlan) -> bool:
-    pool = next((p for p in plan.pools if p.key == replica.plan_pool.key), None)
-    return (
-        pool is not None
-        and pool.runner_id == replica.plan_pool.runner_id
-        and replica.version == plan.version
-    )
-
-
-def _usage(request: Resources) -> Usage:
-    """One replica of ``request``, as quotas count it."""
-    return Usage(1, request.cpus, request.memory_bytes, request.accelerators)
-
-
-def _pool_name(pool: PoolPlan) -> str:
-    return f"{pool.key.user_id}/{pool.key.compute_cluster_id}/{pool.key.nodepool_id}"
-
-
-def _read_only(plan: DeploymentPlan, runtime: Path) -> tuple[Path, ...]:
-    """What a replica reads: its environment, the interpreter that environment was made from,
-    its package and Orchard's runtime copies (which the environment's ``.pth`` names)."""
-    assert plan.python is not None and plan.package is not None
-    env = plan.python.parent.parent
-    return (env, *base_interpreter(env), plan.package, runtime)
-
-
-def _last_lines(path: Path, count: int) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 16384))
-            text = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return [line for line in text.splitlines() if line.strip()][-count:]

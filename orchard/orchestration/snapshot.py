@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from orchard.configs import SCHEDULING_PERFORMANCE, AutoscaleSpec, ComputeInfoSpec, RunnerSpec
 from orchard.dispatch.sessions import PoolKey
-from orchard.orchestration.placement import Resources
 from orchard.orchestration.repeats import reason_of
+from orchard.orchestration.resources import Resources
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import ComputeShape
 from orchard.services import nodepools as nodepool_service
@@ -211,7 +211,6 @@ def _plan(
         )
     if not pools or version_row is None:
         return None
-    autoscale = AutoscaleSpec.model_validate(row.spec.get("autoscale_config") or {})
     blocked, files = _version_files(version_row, packages, envs)
     blocked = next((r for r in refusals if r), blocked)
     return DeploymentPlan(
@@ -219,7 +218,7 @@ def _plan(
         id=row.id,
         version=VersionRef.of(version_row),
         disabled=row.disabled,
-        autoscale=autoscale,
+        autoscale=AutoscaleSpec.model_validate(row.spec.get("autoscale_config") or {}),
         scheduling_choice=int(row.spec.get("scheduling_choice") or SCHEDULING_PERFORMANCE),
         pools=tuple(pools),
         blocked=blocked,

@@ -215,16 +215,9 @@ class ReplicaActor:
         env = self._environment(package_dir, locks)
         for site in env.glob("lib/python*/site-packages"):
             (site / "_orchard_runtime.pth").write_text(f"{code_dir}\n")
-        argv = [
-            str(env / "bin" / "python"),
-            "-m",
-            "orchard.runners.serve",
-            "--package",
-            str(package_dir),
-            "--server",
-            spec["server"],
-            *spec["args"],
-        ]
+        argv = serve_argv(
+            str(env / "bin" / "python"), str(package_dir), spec["server"], spec["args"]
+        )
         private = self.root / "homes" / spec["id"]
         for folder in (private / "home", private / "tmp"):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -369,3 +362,9 @@ def request_resources(bundles: list[dict[str, float]], selectors: list[dict[str,
     )
 
     ask(bundles=bundles, bundle_label_selectors=selectors)
+
+
+def serve_argv(python: str, package: str, server: str, args: list[str]) -> list[str]:
+    """The runner's command line on a Ray node: :func:`orchard.runners.command.serve_command`,
+    which this stdlib-only module cannot import (a test holds the two equal)."""
+    return [python, "-m", "orchard.runners.serve", "--package", package, "--server", server, *args]

@@ -5,7 +5,8 @@
   from :mod:`orchard.authoring`; numpy and Pillow are optional (``orchard[models]``);
 - loading a package's model class (``models.loading``) and the request adapter that calls its
   methods for V2 requests (``models.request_adapter``, ``adapters``, ``batching``);
-- the runner process: ``serve`` (its command line), ``runner`` (connecting out and
+- the runner process: ``command`` (the one builder of its command line, for every place that
+  starts one), ``serve`` (its parser and main), ``runner`` (connecting out and
   reconnecting), ``session`` and ``items`` (serving the items of one open work stream, see
   :mod:`orchard.work_protocol`), ``link`` (the local link), ``health`` and ``threads``.
 """

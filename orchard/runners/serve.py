@@ -31,10 +31,9 @@ from typing import Any
 import yaml
 
 from orchard import errors
-from orchard.packaging import CONFIG
-from orchard.packaging.inspect import load_model_class
 from orchard.runners.adapters import adapter_for
 from orchard.runners.health import LIVENESS, READINESS, STARTUP, HealthServer
+from orchard.runners.models.loading import load_model_class
 from orchard.runners.runner import (
     MAX_OUTPUT_BYTES,
     Exit,
@@ -46,6 +45,7 @@ from orchard.runners.runner import (
 log = logging.getLogger("orchard.runners")
 
 DEFAULT_CONCURRENCY = 16  # config.yaml's num_threads default (orchard.packaging.config)
+CONFIG = "config.yaml"  # the package's config (orchard.packaging.CONFIG, which packaging owns)
 EXIT_CODES = {Exit.DRAINED: 0, Exit.REFUSED: 1, Exit.SERVER_GONE: 3}
 LOAD_FAILED = 1
 EXTRA_THREADS = 4  # beyond one per slot: loading, closing abandoned generators

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from orchard.configs import ComputeClusterSpec, NodepoolSpec
 from orchard.dispatch.dispatcher import Dispatcher, DispatchSettings
-from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings, StoreEdge
+from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
+from orchard.orchestration.store_edge import StoreEdge
 from orchard.providers import ProviderRegistry
 from orchard.providers.local import LocalProvider
 from orchard.providers.ray import RayClusterConfig, RayProvider

@@ -49,7 +49,8 @@ from orchard.wire import SERVICE
 
 if TYPE_CHECKING:  # the parts themselves import this module
     from orchard.dispatch.dispatcher import Dispatcher
-    from orchard.orchestration.reconciler import Orchestrator, View
+    from orchard.orchestration.reconciler import Orchestrator
+    from orchard.orchestration.view import View
     from orchard.server.builds import BuildQueue
     from orchard.server.metrics import Metrics
     from orchard.server.predictions import UrlFetcher

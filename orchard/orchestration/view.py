@@ -1,0 +1,90 @@
+"""The read model the API serves: what the orchestrator last saw, made once per round."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from orchard.dispatch.sessions import PoolKey
+from orchard.orchestration.snapshot import DeploymentPlan
+from orchard.orchestration.world import DeploymentState, Replica
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    id: str
+    deployment_id: str
+    nodepool: PoolKey
+    runner_id: str
+    instance_id: str
+    where: str
+    state: str  # starting, ready, draining
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    desired: int
+    live: int
+    in_flight: int  # items running on its replicas
+    queued: int  # calls waiting for a replica
+    replicas: tuple[ReplicaView, ...]
+    events: tuple[str, ...]
+    problem: str
+
+
+@dataclass(frozen=True)
+class View:
+    """What the orchestrator last saw, for the API (immutable: handlers read it from threads)."""
+
+    deployments: dict[tuple[str, str], DeploymentView] = field(default_factory=dict)
+    nodepools: dict[PoolKey, int] = field(default_factory=dict)  # instances running
+    runners: dict[str, int] = field(default_factory=dict)  # replicas per runner id
+
+
+def publish(
+    plans: Iterable[DeploymentPlan],
+    replicas: Iterable[Replica],
+    instance_pools: Iterable[PoolKey],
+    states: Mapping[tuple[str, str], DeploymentState],
+) -> View:
+    """The view of this round's ``plans``, ``replicas``, instances (by nodepool) and states."""
+    replicas = list(replicas)
+    nodepools: dict[PoolKey, int] = {}
+    for pool_key in instance_pools:
+        nodepools[pool_key] = nodepools.get(pool_key, 0) + 1
+    runners: dict[str, int] = {}
+    for r in replicas:
+        if not r.stopping:
+            runners[r.plan_pool.runner_id] = runners.get(r.plan_pool.runner_id, 0) + 1
+    deployments = {}
+    for plan in plans:
+        mine = [r for r in replicas if r.deployment == plan.key]
+        deployments[plan.key] = _deployment_view(plan, mine, states.get(plan.key))
+    return View(deployments, nodepools, runners)
+
+
+def _deployment_view(
+    plan: DeploymentPlan, mine: list[Replica], state: DeploymentState | None
+) -> DeploymentView:
+    state = state or DeploymentState()
+    return DeploymentView(
+        desired=state.scale.desired,
+        live=sum(1 for r in mine if r.connected and not r.stopping),
+        in_flight=state.in_flight,
+        queued=state.queued,
+        replicas=tuple(_replica_view(plan, r) for r in mine),
+        events=tuple(state.events),
+        problem=state.last_problem,
+    )
+
+
+def _replica_view(plan: DeploymentPlan, r: Replica) -> ReplicaView:
+    return ReplicaView(
+        r.id,
+        plan.id,
+        r.plan_pool.key,
+        r.plan_pool.runner_id,
+        r.instance.id,
+        r.instance.where,
+        "draining" if r.stopping else "ready" if r.connected else "starting",
+    )
