@@ -101,6 +101,18 @@ def make_stack(api: Any) -> str:
     return make_model(api)
 
 
+def make_runner(api: Any, model: str = "m", app: str = "app") -> r.Runner:
+    """A runner record of ``model`` in cc/np (replicas attached by hand serve under its id)."""
+    return ok(
+        api.call(
+            "PostRunners",
+            compute_cluster_id="cc",
+            nodepool_id="np",
+            runners=[r.Runner(worker=r.Worker(model=r.Model(id=model, app_id=app)))],
+        )
+    ).runners[0]
+
+
 def make_deployment(api: Any, id: str = "dep", **fields: Any) -> r.Deployment:
     return ok(api.call("PostDeployments", deployments=[deployment(id, **fields)])).deployments[0]
 

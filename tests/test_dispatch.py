@@ -17,7 +17,7 @@ from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard import wire, work_protocol
-from tests.resources import make_deployment, make_stack, ok
+from tests.resources import make_deployment, make_runner, make_stack, ok
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
@@ -74,14 +74,7 @@ class FakeReplica:
 def deployed(server, api):
     version = make_stack(api)
     make_deployment(api, "dep", version=version)
-    runner = ok(
-        api.call(
-            "PostRunners",
-            compute_cluster_id="cc",
-            nodepool_id="np",
-            runners=[r.Runner(worker=r.Worker(model=r.Model(id="m", app_id="app")))],
-        )
-    ).runners[0]
+    runner = make_runner(api)
     return runner.id
 
 

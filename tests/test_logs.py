@@ -4,25 +4,17 @@ the official CLI's `deployment logs` and `model logs` send)."""
 from __future__ import annotations
 
 import pytest
-from clarifai_grpc.grpc.api import resources_pb2 as r
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard.services import logs
-from tests.resources import make_stack, ok
+from tests.resources import make_runner, make_stack, ok
 
 
 @pytest.fixture
 def runner(server, api):
     """Runner of model m in cc/np, with two replica lines, an event and another runner's line."""
     version = make_stack(api)
-    made = ok(
-        api.call(
-            "PostRunners",
-            compute_cluster_id="cc",
-            nodepool_id="np",
-            runners=[r.Runner(worker=r.Worker(model=r.Model(id="m", app_id="app")))],
-        )
-    ).runners[0]
+    made = make_runner(api)
     with server.server.store.session() as session:
         where = ("cc", "np", made.id)
         logs.append_logs(

@@ -17,7 +17,7 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from clarifai_grpc.grpc.api.status import status_pb2
 
 from orchard import wire, work_protocol
-from tests.resources import make_deployment, make_stack, ok
+from tests.resources import make_deployment, make_runner, make_stack
 from tests.test_dispatch import client_call, predict_request, text_response
 from tests.waiting import wait_for
 
@@ -96,14 +96,7 @@ class OfficialCall:
 def deployed(server, api):
     """Deployment dep of model m in cc/np, and a runner for it; the runner's id."""
     make_deployment(api, "dep", version=make_stack(api))
-    runner = ok(
-        api.call(
-            "PostRunners",
-            compute_cluster_id="cc",
-            nodepool_id="np",
-            runners=[r.Runner(worker=r.Worker(model=r.Model(id="m", app_id="app")))],
-        )
-    ).runners[0]
+    runner = make_runner(api)
     return runner.id
 
 
