@@ -102,7 +102,7 @@ orc() { # FILE SECONDS ARGS...: the orchard CLI
 start_server() { # HOME LOG: `orchard serve` on loopback; sets SERVER_PID and PORT
   local home=$1 log=$2 from
   from=$(($(cat "$log" 2>/dev/null | wc -l) + 1))
-  local args=(--home "$home" --host 127.0.0.1 --port 0 --metrics-port -1 --hold-seconds 20)
+  local args=(--home "$home" --host 127.0.0.1 --port 0 --http-port -1 --hold-seconds 20)
   [[ -n "$FIND_LINKS" ]] && args+=(--find-links "$FIND_LINKS" --offline)
   # shellcheck disable=SC2206
   [[ -n "${SERVE_ARGS:-}" ]] && args+=($SERVE_ARGS)

@@ -49,7 +49,7 @@ class ServerThread:
         # Tests attach their replicas by hand and make their own clusters unless they ask.
         settings.setdefault("orchestrate", False)
         settings.setdefault("default_cluster", False)
-        settings.setdefault("metrics_port", None)
+        settings.setdefault("http_port", None)
         self.settings = Settings(
             home=home,
             port=0,

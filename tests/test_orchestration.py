@@ -105,7 +105,7 @@ def orchestrating(tmp_path: Path, gates: Path) -> Iterator[ServerThread]:
         offline=True,
         orchestrate=True,
         drain_seconds=5.0,
-        metrics_port=0,
+        http_port=0,
         replica_mounts=[gates],
     ) as running:
         yield running
@@ -274,7 +274,7 @@ def test_metrics_count_calls_and_replicas(stack: Stack) -> None:
     wait_for(lambda: stack.live() == 1, timeout=60, what="one live replica")
     ok(stack.predict())
     assert stack.server.server is not None
-    url = f"http://127.0.0.1:{stack.server.server.metrics_port}/metrics"
+    url = f"http://127.0.0.1:{stack.server.server.http_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as answer:
         text = answer.read().decode()
     samples = {

@@ -32,8 +32,9 @@ async def _serve(settings: Settings) -> None:
     port = await server.start()
     base = f"http://{settings.host}:{port}"
     click.echo(f"Orchard listening on {settings.host}:{port} (state in {settings.home})", err=True)
-    if settings.metrics_port is not None:
-        click.echo(f"Metrics at http://{settings.host}:{server.metrics_port}/metrics", err=True)
+    if settings.http_port is not None:
+        http = f"http://{settings.host}:{server.http_port}"
+        click.echo(f"HTTP (REST, OpenAI, dashboard, /metrics) at {http}/", err=True)
     if server.pat_file:
         click.echo(
             f"Created user '{settings.bootstrap_user}'; its PAT is in {server.pat_file}.\n"
@@ -182,11 +183,14 @@ def _quotas(path: Path | None, given: dict[str, Any]) -> Quotas:
     help="How long a prediction waits for a replica before MODEL_DEPLOYING.",
 )
 @click.option(
+    "--http-port",
     "--metrics-port",
+    "http_port",
     type=int,
     default=None,
-    help="Port of the Prometheus /metrics endpoint (default: --port + 1, or a free port when "
-    "--port is 0; -1: no endpoint).",
+    help="Port of the HTTP listener: REST/JSON, the OpenAI-compatible API, /metrics and the "
+    "dashboard (default: --port + 1, or a free port when --port is 0; -1: no listener). "
+    "--metrics-port is an alias.",
 )
 @click.option(
     "--ray-cluster",
@@ -250,7 +254,7 @@ def serve(
     max_request_bytes: int,
     orchestrate: bool,
     hold_seconds: float,
-    metrics_port: int | None,
+    http_port: int | None,
     ray_clusters: tuple[str, ...],
     ray_config: Path | None,
     advertise_address: str | None,
@@ -290,7 +294,7 @@ def serve(
         replica_mounts=[path.resolve() for path in replica_mounts],
         quotas=quotas,
     )
-    if metrics_port is None:
-        metrics_port = port + 1 if port else 0
-    settings.metrics_port = metrics_port if metrics_port >= 0 else None
+    if http_port is None:
+        http_port = port + 1 if port else 0
+    settings.http_port = http_port if http_port >= 0 else None
     asyncio.run(_serve(settings))

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import uv
-from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -39,7 +38,9 @@ from orchard.server import (
 )
 from orchard.server.builds import BuildQueue
 from orchard.server.home import prepare_home
-from orchard.server.metrics import Metrics, serve_metrics
+from orchard.server.http.app import HttpContext, build_app
+from orchard.server.http.listener import HttpListener
+from orchard.server.metrics import Metrics
 from orchard.server.predictions import UrlFetcher
 from orchard.server.rpc import GrpcAdapter, Router, Runtime
 from orchard.server.work import LinkServer
@@ -90,8 +91,9 @@ class Settings:
     orchestrate: bool = True
     drain_seconds: float = 10.0
     default_cluster: bool = True
-    # Prometheus metrics at http://host:metrics_port/metrics (0: a free port; None: off).
-    metrics_port: int | None = DEFAULT_PORT + 1
+    # The HTTP listener (REST/JSON, the OpenAI-compatible API, /metrics, the dashboard) at
+    # http://host:http_port/ (0: a free port; None: off).
+    http_port: int | None = DEFAULT_PORT + 1
     # Ray clusters the `ray` provider may run replicas on (compute clusters name them as their
     # region), and the host:port replicas on other machines reach this server at (default:
     # host:port, with a wildcard host read as loopback).
@@ -283,8 +285,8 @@ class OrchardServer:
         for provider in runtime.providers.all():
             provider.on_out_of_memory = self.dispatcher.out_of_memory
         self.runtime = runtime
-        self._metrics_runner: web.AppRunner | None = None
-        self.metrics_port = 0
+        self._http: HttpListener | None = None
+        self.http_port = 0
         self.port = 0
         self.local_address: str | None = None
         self._grpc: grpc.aio.Server | None = None
@@ -316,10 +318,12 @@ class OrchardServer:
                 ensure_default_cluster(session, self.settings.bootstrap_user, self.runtime)
         if self.settings.orchestrate:
             self._start_orchestrator()
-        if self.settings.metrics_port is not None:
-            self._metrics_runner, self.metrics_port = await serve_metrics(
-                self.runtime.metrics, self.settings.host, self.settings.metrics_port
+        if self.settings.http_port is not None:
+            context = HttpContext(self.adapter, self.runtime, self.port)
+            self._http = HttpListener(
+                build_app(context), self.settings.host, self.settings.http_port
             )
+            self.http_port = await self._http.start()
         return self.port
 
     def _start_orchestrator(self) -> None:
@@ -384,9 +388,9 @@ class OrchardServer:
         if self._link is not None:
             await self._link.close()
             self._link = None
-        if self._metrics_runner is not None:
-            await self._metrics_runner.cleanup()
-            self._metrics_runner = None
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
         if self._grpc is not None:
             await self._grpc.stop(grace)
             self._grpc = None

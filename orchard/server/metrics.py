@@ -1,10 +1,10 @@
-"""Prometheus metrics on an HTTP port (``/metrics``): prediction calls and their latency by
-target and call shape, and per deployment its replicas (desired, live), items in flight and
-calls waiting, with the instances of each nodepool.
+"""Prometheus metrics, served at ``/metrics`` of the HTTP listener: prediction calls and their
+latency by target and call shape, and per deployment its replicas (desired, live), items in
+flight and calls waiting, with the instances of each nodepool.
 
 Counters and histograms are updated on the request path; the gauges are read at scrape time
-from the orchestrator's last published view (an immutable snapshot), so a scrape never touches
-the event loop's state from the HTTP thread.
+from the orchestrator's last published view (an immutable snapshot), so a scrape never reads
+state the orchestrator is changing.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -84,20 +83,3 @@ class _LiveCollector(Collector):
                 label = f"{pool.user_id}/{pool.compute_cluster_id}/{pool.nodepool_id}"
                 instances.add_metric([label], count)
         yield from (replicas, in_flight, queued, instances)
-
-
-async def serve_metrics(metrics: Metrics, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """``GET /metrics`` on ``host:port`` (0 picks a free port); returns the runner to clean up
-    and the bound port."""
-
-    async def scrape(request: web.Request) -> web.Response:
-        return web.Response(
-            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    app = web.Application()
-    app.router.add_get("/metrics", scrape)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner, int(runner.addresses[0][1])

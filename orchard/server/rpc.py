@@ -328,7 +328,7 @@ class GrpcAdapter:
 
         return await asyncio.get_running_loop().run_in_executor(self.executor, run)
 
-    async def _authenticate(self, token: str) -> str:
+    async def authenticate(self, token: str) -> str:
         """The PAT's user, remembered for a few seconds (and forgotten on any change)."""
         key = users.hash_token(token)
         cached = self.runtime.memo.get(("pat", key))
@@ -348,24 +348,28 @@ class GrpcAdapter:
             req_id=request_id,
         ).to_status()
 
-    async def _unary(
-        self, method: MethodDescriptor, request: Message, context: grpc.aio.ServicerContext
+    async def serve_unary(
+        self, name: str, request: Message, metadata: Sequence[tuple[str, Any]]
     ) -> Message:
-        handler = self.router.handlers[method.name]
+        """The response of unary handler ``name`` to ``request`` from the caller that
+        ``metadata`` authenticates; any error is the response's status. The one entry of
+        every unary call, whatever carried it (gRPC or HTTP)."""
+        method = SERVICE.methods_by_name[name]
+        handler = self.router.handlers[name]
         request_id = new_request_id()
         try:
-            token = _token(context.invocation_metadata() or ())
+            token = _token(metadata)
 
             def run(session: Session) -> Message:
                 call = Call(users.authenticate(session, token), request_id, session, self.runtime)
                 return handler(request, call)
 
             response = _with_status(await self.in_session(run), request_id)
-            if method.name.startswith(MUTATING):
+            if name.startswith(MUTATING):
                 self.runtime.changed()
             return response
         except Exception as exc:
-            return _answer(method, self._error_status(exc, method.name, request_id))
+            return _answer(method, self._error_status(exc, name, request_id))
 
     async def serve_stream(
         self,
@@ -388,13 +392,33 @@ class GrpcAdapter:
             if replica_user is not None and name == RUNNER_STREAM:
                 user_id = replica_user
             else:
-                user_id = await self._authenticate(token)
+                user_id = await self.authenticate(token)
             deadline = time.monotonic() + (remaining if remaining is not None else DEFAULT_DEADLINE)
             call = StreamCall(user_id, request_id, self.runtime, self, deadline, deliver)
             async for response in handler(requests, call):
                 yield response
         except Exception as exc:
             yield _answer(method, self._error_status(exc, name, request_id))
+
+    async def responses(
+        self,
+        name: str,
+        request: Message,
+        metadata: Sequence[tuple[str, Any]],
+        remaining: float | None = None,
+    ) -> AsyncGenerator[Message, None]:
+        """The responses of RPC ``name`` to one ``request``, whatever its handler's kind: one
+        for a unary RPC, the stream's for a server-streaming one, and "not implemented" for
+        an RPC Orchard does not serve. The entry of transports that carry single requests
+        (HTTP)."""
+        method = SERVICE.methods_by_name[name]
+        if name in self.router.handlers:
+            yield await self.serve_unary(name, request, metadata)
+        elif name in self.router.stream_handlers:
+            async for response in self.serve_stream(name, _one(request), metadata, remaining):
+                yield response
+        else:
+            yield _answer(method, _not_implemented_status(method))
 
     def _refuse_malformed(
         self, method: MethodDescriptor, request: Malformed, context: grpc.aio.ServicerContext
@@ -436,13 +460,7 @@ class GrpcAdapter:
 
     def _not_implemented(self, method: MethodDescriptor) -> grpc.RpcMethodHandler:
         def answer() -> Message:
-            return _answer(
-                method,
-                errors.NotImplementedByOrchard(
-                    f"{method.name} is not implemented by Orchard; "
-                    "see docs/ARCHITECTURE.md for the RPCs it serves"
-                ).to_status(),
-            )
+            return _answer(method, _not_implemented_status(method))
 
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Message:
             return answer()
@@ -459,7 +477,8 @@ class GrpcAdapter:
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Message:
                 await self._abort_if_malformed(method, request, context)
-                return await self._unary(method, request, context)
+                metadata = context.invocation_metadata() or ()
+                return await self.serve_unary(method.name, request, metadata)
 
             return _method_handler(method, unary, None)
 
@@ -498,6 +517,13 @@ class GrpcAdapter:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _not_implemented_status(method: MethodDescriptor) -> status_pb2.Status:
+    return errors.NotImplementedByOrchard(
+        f"{method.name} is not implemented by Orchard; "
+        "see docs/ARCHITECTURE.md for the RPCs it serves"
+    ).to_status()
 
 
 async def _one(request: Any) -> AsyncIterator[Any]:

@@ -1,0 +1,40 @@
+"""The HTTP app: the routes of every part that answers on the HTTP listener.
+
+Each part (``rest``, ``openai``, ``dashboard``) contributes its routes given one
+:class:`HttpContext`; this module puts them together, with ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from orchard.server.rpc import GrpcAdapter, Runtime
+
+
+@dataclass(frozen=True)
+class HttpContext:
+    """What HTTP routes reach: the adapter every call goes through, and the runtime."""
+
+    adapter: GrpcAdapter
+    runtime: Runtime
+    grpc_port: int = 0  # the server's gRPC port (for links and examples the pages show)
+
+
+def metrics_routes(context: HttpContext) -> list[BaseRoute]:
+    async def scrape(request: Request) -> Response:
+        body = context.runtime.metrics.exposition()
+        return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return [Route("/metrics", scrape, methods=["GET"])]
+
+
+def build_app(context: HttpContext) -> Starlette:
+    """Every route of the HTTP listener."""
+    routes: list[BaseRoute] = [*metrics_routes(context)]
+    return Starlette(routes=routes)
