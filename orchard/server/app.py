@@ -17,6 +17,7 @@ from orchard.configs import ComputeClusterSpec, NodepoolSpec
 from orchard.dispatch.dispatcher import Dispatcher, DispatchSettings
 from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
 from orchard.orchestration.store_edge import StoreEdge
+from orchard.orchestration.view import View
 from orchard.providers import ProviderRegistry
 from orchard.providers.local import LocalProvider
 from orchard.providers.ray import RayClusterConfig, RayProvider
@@ -43,6 +44,7 @@ from orchard.server.http.listener import HttpListener
 from orchard.server.metrics import Metrics
 from orchard.server.predictions import UrlFetcher
 from orchard.server.rpc import GrpcAdapter, Router, Runtime
+from orchard.server.timeseries import TimeSeries
 from orchard.server.work import LinkServer
 from orchard.services import compute_clusters as cluster_service
 from orchard.services import nodepools as nodepool_service
@@ -285,6 +287,7 @@ class OrchardServer:
         for provider in runtime.providers.all():
             provider.on_out_of_memory = self.dispatcher.out_of_memory
         self.runtime = runtime
+        self.timeseries = TimeSeries(runtime.metrics.latency, self._view)
         self._http: HttpListener | None = None
         self.http_port = 0
         self.port = 0
@@ -319,12 +322,17 @@ class OrchardServer:
         if self.settings.orchestrate:
             self._start_orchestrator()
         if self.settings.http_port is not None:
-            context = HttpContext(self.adapter, self.runtime, self.port)
+            context = HttpContext(self.adapter, self.runtime, self.port, self.timeseries)
             self._http = HttpListener(
                 build_app(context), self.settings.host, self.settings.http_port
             )
             self.http_port = await self._http.start()
+        self.timeseries.start()
         return self.port
+
+    def _view(self) -> View | None:
+        orchestrator = self.runtime.orchestrator
+        return orchestrator.view if orchestrator is not None else None
 
     def _start_orchestrator(self) -> None:
         loopback = "127.0.0.1" if self.settings.host in ("0.0.0.0", "") else self.settings.host
@@ -380,6 +388,7 @@ class OrchardServer:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the replicas this server started (each drains up to ``drain_seconds``), finish
         in-flight calls (up to ``grace`` seconds), then release everything."""
+        await self.timeseries.stop()
         if self.runtime.orchestrator is not None:
             await self.runtime.orchestrator.close()
             self.runtime.orchestrator = None

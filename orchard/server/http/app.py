@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from orchard.server.http.dashboard import dashboard_routes
 from orchard.server.rpc import GrpcAdapter, Runtime
+from orchard.server.timeseries import TimeSeries
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class HttpContext:
     adapter: GrpcAdapter
     runtime: Runtime
     grpc_port: int = 0  # the server's gRPC port (for links and examples the pages show)
+    timeseries: TimeSeries | None = None  # each deployment's last hour, for the dashboard
 
 
 def metrics_routes(context: HttpContext) -> list[BaseRoute]:
@@ -37,4 +40,5 @@ def metrics_routes(context: HttpContext) -> list[BaseRoute]:
 def build_app(context: HttpContext) -> Starlette:
     """Every route of the HTTP listener."""
     routes: list[BaseRoute] = [*metrics_routes(context)]
+    routes += dashboard_routes(context)  # last: `/`, `/ui/...` (never `/v2/...`)
     return Starlette(routes=routes)
