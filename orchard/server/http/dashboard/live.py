@@ -21,8 +21,8 @@ POLL_SECONDS = 1.0
 STREAM_SECONDS = 300.0  # a page's EventSource reconnects after, from where it was
 LOG_PAGE = 200
 METHOD_KEY = "_method_name"  # Input.data.metadata: the model method to call
-STREAMING = resources_pb2.MethodSignature.UNARY_STREAMING
-UNARY = resources_pb2.MethodSignature.UNARY_UNARY
+STREAMING = resources_pb2.RunnerMethodType.UNARY_STREAMING
+UNARY = resources_pb2.RunnerMethodType.UNARY_UNARY
 TRY_SECONDS = 120.0
 
 

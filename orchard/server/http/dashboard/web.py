@@ -75,10 +75,13 @@ class Dashboard:
 
         async def serve(request: Request) -> Response:
             try:
+                writes = request.method == "POST"
+                if writes:  # another site's write is refused before anything else
+                    self.check_write(request, None, "")
                 session = self.session_of(request)
                 if session is None:
                     raise Refused(401, "not signed in, or the session expired; sign in again")
-                if request.method == "POST":
+                if writes:
                     self.check_write(request, session, request.headers.get(CSRF_HEADER, ""))
                 answer = await handler(request, self.api(session))
             except Exception as exc:
