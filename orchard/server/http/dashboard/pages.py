@@ -31,7 +31,8 @@ def _document(title: str, body: str, head: str = "") -> str:
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title>"
-        f'<link rel="icon" href="data:,"><link rel="stylesheet" href="{ASSETS}/app.css">{head}</head>'
+        '<link rel="icon" href="data:,">'
+        f'<link rel="stylesheet" href="{ASSETS}/app.css">{head}</head>'
         f"<body>{body}</body></html>"
     )
 
