@@ -170,6 +170,16 @@ def ray_serve_child(tmp_path: Path) -> None:
         run(PYTHON, "-m", "py_compile", child)
 
 
+def dashboard_cost(tmp_path: Path) -> None:
+    """One round of each condition with a page open in Debian's chromium; where chromium is
+    not installed, --help and imports."""
+    if not Path("/usr/bin/chromium").exists():
+        help_and_imports("dashboard_cost.py")(tmp_path)
+        return
+    tiny = ["--rounds", "1", "--seconds", "0.5", "--calls", "20"]
+    figures("dashboard_cost.py", *tiny, timeout=300)(tmp_path)
+
+
 @dataclass(frozen=True)
 class Smoke:
     check: Check
@@ -182,6 +192,7 @@ SMOKES: dict[str, Smoke] = {
     "coldstart.py": Smoke(figures("coldstart.py", "--rounds", "1", "--no-ray")),
     "common.py": Smoke(common),
     "control_plane.py": Smoke(figures("control_plane.py", "--rounds", "2", "--stored", "12")),
+    "dashboard_cost.py": Smoke(dashboard_cost),
     "dataplane.py": Smoke(
         figures("dataplane.py", "--no-ray", "--rounds", "1", "--seconds", "0.5", "--calls", "20")
     ),

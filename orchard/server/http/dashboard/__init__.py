@@ -13,10 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from orchard.server.http.dashboard import live, reads, writes
+from orchard.server.http.dashboard.calls import Api
 from orchard.server.http.dashboard.pages import Pages
 from orchard.server.http.dashboard.web import Dashboard
 
@@ -46,7 +49,12 @@ def _api_routes(dashboard: Dashboard) -> list[BaseRoute]:
         Route("/ui/api/forms/{kind}", json(writes.save), methods=["POST"]),
         Route("/ui/api/forms/{kind}/yaml", json(writes.as_yaml), methods=["POST"]),
         Route("/ui/api/forms/{kind}/delete", json(writes.delete), methods=["POST"]),
+        Route("/ui/api/{rest:path}", json(_unknown), methods=["GET", "POST"]),
     ]
+
+
+async def _unknown(request: Request, api: Api) -> Response:
+    return JSONResponse({"error": f"no dashboard endpoint at {request.url.path}"}, 404)
 
 
 def dashboard_routes(context: HttpContext) -> list[BaseRoute]:

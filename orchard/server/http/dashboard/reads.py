@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from orchard.server.http.dashboard.calls import Api, to_json
+from orchard.server.http.dashboard.calls import Api, ApiError, to_json
 from orchard.server.http.dashboard.web import Dashboard
 from orchard.server.timeseries import Point
 
@@ -138,10 +138,15 @@ class DeploymentPage:
 
     @staticmethod
     async def _version(api: Api, worker: Any) -> dict[str, Any]:
-        found = await api.call(
-            "GetModelVersion",
-            user_app_id={"user_id": api.user_id, "app_id": worker.app_id},
-            model_id=worker.id,
-            version_id=worker.model_version.id,
-        )
+        """The deployed version (its signatures name the methods "try it" offers); empty
+        when it cannot be read."""
+        try:
+            found = await api.call(
+                "GetModelVersion",
+                user_app_id={"user_id": api.user_id, "app_id": worker.app_id},
+                model_id=worker.id,
+                version_id=worker.model_version.id,
+            )
+        except ApiError:
+            return {}
         return to_json(found.model_version)

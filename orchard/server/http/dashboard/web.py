@@ -74,6 +74,7 @@ class Dashboard:
         """A JSON endpoint of the pages: signed in, writes checked, errors as JSON."""
 
         async def serve(request: Request) -> Response:
+            session = None
             try:
                 writes = request.method == "POST"
                 if writes:  # another site's write is refused before anything else
@@ -84,6 +85,10 @@ class Dashboard:
                 if writes:
                     self.check_write(request, session, request.headers.get(CSRF_HEADER, ""))
                 answer = await handler(request, self.api(session))
+            except ApiError as exc:
+                if exc.http_status == 401 and session is not None:  # the PAT was revoked
+                    self.sessions.end(session.id)
+                return self.failure(exc)
             except Exception as exc:
                 return self.failure(exc)
             return answer if isinstance(answer, Response) else JSONResponse(answer)

@@ -36,7 +36,7 @@ function facts(pairs) {
 
 function table(caption, columns, rows, empty) {
   return h("table", {},
-    h("caption", {}, caption),
+    h("caption", { class: "sr-only" }, caption),
     h("thead", {}, h("tr", {}, columns.map(([label]) => h("th", { scope: "col" }, label)))),
     h("tbody", {}, rows.length
       ? rows.map((row) => h("tr", {}, columns.map(([, cell]) => h("td", {}, cell(row)))))
@@ -200,7 +200,8 @@ function clusterPage(cc) {
   MAIN.append(h("p", { class: "crumbs" }, link("/", "Compute"), " / ", cc),
     h("h1", {}, `Compute cluster ${cc}`),
     h("div", { class: "actions" }, link(`/ui/new/nodepool?cluster=${enc(cc)}`, "New nodepool", { class: "button" }),
-      link(`/ui/edit/cluster?id=${enc(cc)}`, "Edit", { class: "button secondary" }), del), box, info, pools);
+      link(`/ui/edit/cluster?id=${enc(cc)}`, "Edit", { class: "button secondary" }), del), box, info,
+    h("h2", {}, "Nodepools"), pools);
   live(async () => {
     const data = await getJSON(`/ui/api/clusters/${enc(cc)}`);
     const c = data.cluster;
@@ -229,7 +230,8 @@ function nodepoolPage(cc, np) {
   MAIN.append(h("p", { class: "crumbs" }, link("/", "Compute"), " / ", link(`/ui/clusters/${enc(cc)}`, cc), " / ", np),
     h("h1", {}, `Nodepool ${np}`),
     h("div", { class: "actions" }, link(`/ui/new/deployment?nodepool=${enc(cc)}/${enc(np)}`, "New deployment", { class: "button" }),
-      link(`/ui/edit/nodepool?cluster=${enc(cc)}&id=${enc(np)}`, "Edit", { class: "button secondary" }), del), box, info, deps);
+      link(`/ui/edit/nodepool?cluster=${enc(cc)}&id=${enc(np)}`, "Edit", { class: "button secondary" }), del), box, info,
+    h("h2", {}, "Deployments"), deps);
   live(async () => {
     const data = await getJSON(`/ui/api/clusters/${enc(cc)}/nodepools/${enc(np)}`);
     const n = data.nodepool;
@@ -372,7 +374,7 @@ function modelsPage() {
 
 function modelPage(app, model) {
   const list = h("section");
-  MAIN.append(h("p", { class: "crumbs" }, link("/ui/models", "Models"), " / ", `${app}/${model}`), h("h1", {}, `Model ${model}`), list);
+  MAIN.append(h("p", { class: "crumbs" }, link("/ui/models", "Models"), " / ", `${app}/${model}`), h("h1", {}, `Model ${model}`), h("h2", {}, "Versions"), list);
   live(async () => {
     const data = await getJSON(`/ui/api/models/${enc(app)}/${enc(model)}`);
     update(list, data.versions, (rows) => table("Versions", [

@@ -25,8 +25,12 @@
   }
 
   /* points: [{at, ...}], lines: [{key, name}], window: seconds shown, up to now */
-  function drawChart(title, unit, points, lines, windowSeconds) {
-    const now = Date.now() / 1000, start = now - windowSeconds;
+  function drawChart(title, unit, points, lines, maxSeconds) {
+    /* the last hour at most; less while the series is younger (at least five minutes) */
+    const now = Date.now() / 1000;
+    const first = points.length ? points[0].at : now;
+    const windowSeconds = Math.min(maxSeconds, Math.max(300, now - first));
+    const start = now - windowSeconds;
     let top = 0;
     for (const p of points) for (const l of lines) if (p[l.key] != null) top = Math.max(top, p[l.key]);
     top = niceMax(top);
@@ -37,12 +41,12 @@
       return `${l.name} ${last ? fmt(last[l.key]) : "–"} ${unit}`;
     });
     const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img",
-      "aria-label": `${title}, last hour; now: ${latest.join(", ")}` });
+      "aria-label": `${title}, last ${Math.round(windowSeconds / 60)} minutes; now: ${latest.join(", ")}` });
     svg.append(el("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
     svg.append(el("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
     svg.append(el("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, fmt(top)));
     svg.append(el("text", { x: L - 4, y: H - B, "text-anchor": "end" }, "0"));
-    svg.append(el("text", { x: L, y: H - 4 }, "−60 min"));
+    svg.append(el("text", { x: L, y: H - 4 }, `−${Math.round(windowSeconds / 60)} min`));
     svg.append(el("text", { x: W - R, y: H - 4, "text-anchor": "end" }, "now"));
     lines.forEach((l, i) => {
       const coords = points.filter((p) => p[l.key] != null && p.at >= start)

@@ -1,0 +1,135 @@
+"""What an open dashboard costs the prediction path: ``dataplane.py``'s figures (Orchard and the
+bare grpc.aio floor, same client) with no page open, and with a headless chromium page open on
+the deployment's page (which polls its JSON every 2 s and follows its replica logs), in
+alternating rounds on one server, so that both conditions see the same machine.
+
+    .venv/bin/python benchmarks/dashboard_cost.py [--rounds 3] [--seconds 5] [--calls 400]
+
+Prints JSON: the medians of each condition, Orchard over bare in each, and with-page over
+without-page for Orchard (1.0: no cost; these machines are noisy, so read it against the
+spread of the rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import socket
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from clarifai_grpc.grpc.api import resources_pb2
+from common import start_server, stop_server
+from dataplane import Target, deploy_noop, measure, start_bare
+from playwright.async_api import async_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CONDITIONS = ("no_page", "page_open")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def open_page(browser: Any, base: str, pat: str) -> Any:
+    page = await browser.new_page()
+    await page.goto(base + "/")
+    await page.get_by_label("Personal access token").fill(pat)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("heading", name="Compute clusters").wait_for()
+    return page
+
+
+async def rounds(
+    args: argparse.Namespace, page: Any, base: str, orchard: Target, floor: Target
+) -> dict[str, dict[str, list[dict[str, float]]]]:
+    found: dict[str, dict[str, list[dict[str, float]]]] = {
+        c: {"bare": [], "orchard": []} for c in CONDITIONS
+    }
+    for _ in range(args.rounds):
+        for condition in CONDITIONS:
+            if condition == "page_open":
+                await page.goto(base + "/ui/deployments/noop-dep")
+                await page.get_by_text("ready").first.wait_for()
+            else:
+                await page.goto("about:blank")
+            found[condition]["bare"].append(await measure(floor, args))
+            found[condition]["orchard"].append(await measure(orchard, args))
+    return found
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+
+
+def summarize(found: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, object]:
+    med = {c: {side: medians(runs) for side, runs in sides.items()} for c, sides in found.items()}
+    without, with_page = med["no_page"]["orchard"], med["page_open"]["orchard"]
+    over_bare = {
+        c: {k: round(m["orchard"][k] / m["bare"][k], 3) for k in m["orchard"]}
+        for c, m in med.items()
+    }
+    return {
+        "benchmark": "dashboard_cost",
+        "median": med,
+        "orchard_over_bare": over_bare,
+        "page_open_over_no_page": {k: round(with_page[k] / without[k], 3) for k in without},
+        "rounds": found,
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    pat, http_port = secrets.token_hex(16), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server, port = start_server(
+            Path(tmp) / "home", pat, "--offline", "--http-port", str(http_port)
+        )
+        bare, bare_port = start_bare()
+        try:
+            deploy_noop(f"http://127.0.0.1:{port}", pat)
+            selector = resources_pb2.RunnerSelector(
+                deployment=resources_pb2.Deployment(id="noop-dep", user_id="bench")
+            )
+            orchard = Target(f"127.0.0.1:{port}", pat, selector)
+            await orchard.unary()  # held until the server's replica is connected
+            floor = Target(f"127.0.0.1:{bare_port}", None, None)
+            base = f"http://127.0.0.1:{http_port}"
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                page = await open_page(browser, base, pat)
+                found = await rounds(args, page, base, orchard, floor)
+                await browser.close()
+            await orchard.close()
+            await floor.close()
+        finally:
+            bare.communicate("", timeout=30)
+            stop_server(server)
+    return summarize(found)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3)
+    print(json.dumps(asyncio.run(run(parser.parse_args())), indent=2))
+
+
+if __name__ == "__main__":
+    main()
