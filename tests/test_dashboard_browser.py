@@ -156,6 +156,13 @@ def test_create_try_it_scale_from_zero_and_delete(
     expect(page.locator("#live-desired")).to_have_text("1 / 1", timeout=WAIT_MS)
     expect(page.get_by_role("table", name="Replicas")).to_contain_text("ready")
 
+    page.get_by_role("link", name="Edit").click()
+    expect(page.get_by_label("Id", exact=True)).to_have_attribute("readonly", "")
+    expect(page.get_by_label("Min replicas", exact=True)).to_have_value("0")
+    page.get_by_label("Max replicas", exact=True).fill("2")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#autoscale")).to_contain_text("Max replicas2")
+
     page.get_by_role("button", name="Delete deployment…").click()
     page.get_by_label("Type the name").fill("echo")
     page.get_by_role("button", name="Delete deployment", exact=True).click()

@@ -41,10 +41,14 @@ class ApiError(Exception):
         }
 
 
-def to_json(message: Message) -> dict[str, Any]:
-    """A message as the pages read it: protobuf field names, zeros included."""
+def to_json(message: Message, *, enum_numbers: bool = False) -> dict[str, Any]:
+    """A message as the pages read it: protobuf field names, zeros included; enums by name
+    (or, with ``enum_numbers``, by number, as the YAML writes them)."""
     return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=True,
+        use_integers_for_enums=enum_numbers,
     )
 
 

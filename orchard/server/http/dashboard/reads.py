@@ -101,8 +101,8 @@ class DeploymentPage:
         dep_id = _param(request, "deployment")
         found = await api.call("GetDeployment", deployment_id=dep_id)  # not found: not yours
         answer = {"deployment": to_json(found.deployment), **self.live(api.user_id, dep_id)}
-        worker = found.deployment.worker.model
-        answer["version"] = await self._version(api, worker)
+        if request.query_params.get("version"):  # the page asks once, for "try it"
+            answer["version"] = await self._version(api, found.deployment.worker.model)
         return answer
 
     def live(self, user_id: str, dep_id: str) -> dict[str, Any]:

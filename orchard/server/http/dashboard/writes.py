@@ -34,16 +34,16 @@ async def _current(api: Api, kind: str, ids: dict[str, str]) -> dict[str, Any]:
     """The resource an edit starts from, as the API answers it."""
     if kind == "cluster":
         found = await api.call("GetComputeCluster", compute_cluster_id=ids.get("id", ""))
-        return to_json(found.compute_cluster)
+        return to_json(found.compute_cluster, enum_numbers=True)
     if kind == "nodepool":
         found = await api.call(
             "GetNodepool",
             compute_cluster_id=ids.get("cluster", ""),
             nodepool_id=ids.get("id", ""),
         )
-        return to_json(found.nodepool)
+        return to_json(found.nodepool, enum_numbers=True)
     found = await api.call("GetDeployment", deployment_id=ids.get("id", ""))
-    return to_json(found.deployment)
+    return to_json(found.deployment, enum_numbers=True)
 
 
 async def describe(request: Request, api: Api) -> dict[str, Any]:

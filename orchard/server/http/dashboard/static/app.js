@@ -53,11 +53,10 @@ function update(section, data, draw) {
 
 function badge(text, kind) { return h("span", { class: `badge ${kind || ""}` }, text); }
 
-function ago(seconds) {
+function since(seconds) {
   if (!seconds) return "";
-  const s = Math.max(0, Math.round(Date.now() / 1000 - seconds));
-  const text = s < 90 ? `${s} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
-  return h("time", { datetime: new Date(seconds * 1000).toISOString(), title: new Date(seconds * 1000).toLocaleString() }, text);
+  const at = new Date(seconds * 1000);
+  return h("time", { datetime: at.toISOString(), title: at.toLocaleString() }, at.toLocaleTimeString());
 }
 
 /* -- the API -------------------------------------------------------------------------- */
@@ -263,7 +262,7 @@ function deploymentPage(id) {
     followLog(`/ui/api/deployments/${enc(id)}/logs`, "logs-h", "No replica output yet."));
   let tryDrawn = false;
   live(async () => {
-    const data = await getJSON(`/ui/api/deployments/${enc(id)}`);
+    const data = await getJSON(`/ui/api/deployments/${enc(id)}${tryDrawn ? "" : "?version=1"}`);
     drawDeployment(parts, data);
     if (!tryDrawn) { tryBox.append(tryIt(id, data.version)); tryDrawn = true; }
   });
@@ -284,16 +283,15 @@ function drawDeployment(parts, data) {
   update(parts.replicas, data.replicas, (rows) => table("Replicas", [
     ["Replica", (r) => r.id], ["Nodepool", (r) => r.nodepool], ["Instance", (r) => r.instance_id],
     ["Where", (r) => r.where], ["State", (r) => badge(r.state, r.state === "ready" ? "" : "wait")],
-    ["Since", (r) => ago(r.since)],
+    ["Since", (r) => since(r.since)],
   ], rows, data.orchestrated ? "No replicas: scaled to zero." : "This server does not start replicas."));
   const charts = window.OrchardCharts;
-  const points = data.series;
   parts.charts.className = "charts";
-  parts.charts.replaceChildren(
+  update(parts.charts, data.series, (points) => [
     charts.drawChart("Request rate", "req/s", points, [{ key: "rate", name: "rate" }], 3600),
     charts.drawChart("Latency", "ms", points, [{ key: "p50", name: "p50" }, { key: "p99", name: "p99" }], 3600),
     charts.drawChart("Queue depth", "calls", points, [{ key: "queued", name: "queued" }], 3600),
-    charts.drawChart("Replicas", "replicas", points, [{ key: "live", name: "live" }, { key: "desired", name: "desired" }], 3600));
+    charts.drawChart("Replicas", "replicas", points, [{ key: "live", name: "live" }, { key: "desired", name: "desired" }], 3600)]);
   update(parts.events, data.events, (events) => events.length
     ? h("ol", { class: "events", tabindex: "0", "aria-label": "Scaling events, oldest first" }, events.map((e) => h("li", {}, e)))
     : h("p", { class: "help" }, "No events yet."));
@@ -435,7 +433,7 @@ async function formPage(mode, kind) {
   const values = editing ? spec.values : { ...DEFAULTS[kind] };
   if (!editing && query.get("cluster")) values["compute_cluster.id"] = query.get("cluster");
   if (!editing && query.get("nodepool")) values.nodepools = query.get("nodepool");
-  const top = h("p", { class: "error", role: "alert", id: "form-error" });
+  const top = h("p", { class: "error", role: "alert", id: "form-error", tabindex: "-1" });
   const form = h("form", { class: "resource", novalidate: true }, spec.fields.map((f) => h("div", { class: "field" },
     h("label", { for: fieldId(f.name) }, f.label),
     h("div", { class: "control" }, control(f, values[f.name], editing),
@@ -476,7 +474,7 @@ function showErrors(form, top, err) {
     first = first || input;
   }
   if (!Object.keys(fields).length) top.textContent = err.message;
-  (first || top).focus && first ? first.focus() : null;
+  if (first) first.focus(); else top.focus();
 }
 
 async function downloadYaml(kind, form) {
