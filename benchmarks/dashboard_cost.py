@@ -7,7 +7,10 @@ alternating rounds on one server, so that both conditions see the same machine.
 
 Prints JSON: the medians of each condition, Orchard over bare in each, and with-page over
 without-page for Orchard (1.0: no cost; these machines are noisy, so read it against the
-spread of the rounds).
+spread of the rounds). Each round also measures, with no calls, the CPU time the server
+process and the browser spend per second (``idle_*_cpu_ms_per_s``): what the open page costs
+the server itself, and the CPU the browser takes from the same cores, which the throughput
+figures' noise can hide.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import secrets
 import socket
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from clarifai_grpc.grpc.api import resources_pb2
 from common import start_server, stop_server
 from dataplane import Target, deploy_noop, measure, start_bare
@@ -39,6 +44,7 @@ FLAGS = [
     "--disable-sync",
 ]
 CONDITIONS = ("no_page", "page_open")
+IDLE_SECONDS = 4.0
 
 
 def free_port() -> int:
@@ -56,9 +62,48 @@ async def open_page(browser: Any, base: str, pat: str) -> Any:
     return page
 
 
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def browser_processes() -> list[psutil.Process]:
+    """This run's chromium processes (under Playwright's driver, a child of this process)."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "chromium" in proc.name() or "chrome" in proc.name():
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+async def idle_cpu(server: psutil.Process) -> dict[str, float]:
+    """Milliseconds of CPU per second that the server process and the browser use while no
+    call is made."""
+    browser = browser_processes()
+    before = cpu_seconds([server]), cpu_seconds(browser)
+    began = time.perf_counter()
+    await asyncio.sleep(IDLE_SECONDS)
+    took = time.perf_counter() - began
+    after = cpu_seconds([server]), cpu_seconds(browser)
+    return {
+        "idle_server_cpu_ms_per_s": round((after[0] - before[0]) * 1000 / took, 2),
+        "idle_browser_cpu_ms_per_s": round((after[1] - before[1]) * 1000 / took, 2),
+    }
+
+
 async def rounds(
-    args: argparse.Namespace, page: Any, base: str, orchard: Target, floor: Target
+    args: argparse.Namespace, page: Any, base: str, targets: tuple[Target, Target], pid: int
 ) -> dict[str, dict[str, list[dict[str, float]]]]:
+    orchard, floor = targets
     found: dict[str, dict[str, list[dict[str, float]]]] = {
         c: {"bare": [], "orchard": []} for c in CONDITIONS
     }
@@ -69,8 +114,10 @@ async def rounds(
                 await page.get_by_text("ready").first.wait_for()
             else:
                 await page.goto("about:blank")
+            idle = await idle_cpu(psutil.Process(pid))
             found[condition]["bare"].append(await measure(floor, args))
-            found[condition]["orchard"].append(await measure(orchard, args))
+            figures = await measure(orchard, args)
+            found[condition]["orchard"].append({**figures, **idle})
     return found
 
 
@@ -82,14 +129,15 @@ def summarize(found: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, 
     med = {c: {side: medians(runs) for side, runs in sides.items()} for c, sides in found.items()}
     without, with_page = med["no_page"]["orchard"], med["page_open"]["orchard"]
     over_bare = {
-        c: {k: round(m["orchard"][k] / m["bare"][k], 3) for k in m["orchard"]}
-        for c, m in med.items()
+        c: {k: round(m["orchard"][k] / m["bare"][k], 3) for k in m["bare"]} for c, m in med.items()
     }
     return {
         "benchmark": "dashboard_cost",
         "median": med,
         "orchard_over_bare": over_bare,
-        "page_open_over_no_page": {k: round(with_page[k] / without[k], 3) for k in without},
+        "page_open_over_no_page": {
+            k: round(with_page[k] / without[k], 3) for k in without if without[k]
+        },
         "rounds": found,
     }
 
@@ -113,7 +161,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
                 page = await open_page(browser, base, pat)
-                found = await rounds(args, page, base, orchard, floor)
+                found = await rounds(args, page, base, (orchard, floor), server.pid)
                 await browser.close()
             await orchard.close()
             await floor.close()

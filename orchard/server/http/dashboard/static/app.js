@@ -80,7 +80,7 @@ function post(url, data) {
   });
 }
 
-function say(text) { STATUS.textContent = text; }
+function say(text) { if (STATUS.textContent !== text) STATUS.textContent = text; }
 
 /* Load now and every POLL_MS while the page is shown; errors draw once, in the page. */
 function live(load) {
