@@ -1,10 +1,11 @@
 """The dashboard in a real headless browser (Debian's chromium, driven by Playwright).
 
-These are e2e tests: what is tested is what a person does in the pages (sign in, walk the
-compute tree, fill a form, read a validation message beside its field, try a prediction and
-watch the replicas go from 0 to 1, delete with the name) and what a browser enforces with the
-server (the session cookie's flags, a forged cross-site POST refused). One orchestrating
-server for the module, with the echo example uploaded; one browser, a fresh context per test.
+These are e2e tests: what is tested is what a person does in the pages (sign in with the
+keyboard, walk the compute tree and a model version, fill a form, read a validation message
+beside its field, edit, try a prediction and watch the replicas go from 0 to 1, delete with
+the name) and what a browser enforces with the server (the session cookie's flags, a forged
+cross-site POST refused). One orchestrating server for the module, with the echo example
+uploaded; one browser, a fresh context per test.
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ def test_sign_in_walk_the_tree_and_sign_out(page: Any, base: str, server: Server
     page.get_by_label("Personal access token").fill("not-a-token")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("PAT")
-    sign_in(page, base, server.pat)
+    page.get_by_label("Personal access token").focus()  # the keyboard alone signs in
+    page.keyboard.type(server.pat)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Compute clusters")).to_be_visible()
     cookie = next(c for c in page.context.cookies() if c["name"] == "orchard_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["expires"] > 0
     assert server.pat not in page.content()
@@ -112,6 +116,11 @@ def test_sign_in_walk_the_tree_and_sign_out(page: Any, base: str, server: Server
     nodepools.get_by_role("link", name="default").click()
     expect(page.get_by_role("heading", name="Nodepool default")).to_be_visible()
     expect(page.get_by_role("table", name="Deployments")).to_be_visible()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Models").click()
+    page.get_by_role("table", name="Models").get_by_role("link", name="echo").click()
+    page.get_by_role("table", name="Versions").get_by_role("link").first.click()
+    expect(page.get_by_role("table", name="Methods")).to_contain_text("unary → streaming")
+    expect(page.locator("pre.log")).to_contain_text("methods: predict, generate, stream")
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("Personal access token")).to_be_visible()
     page.goto(base + "/ui/clusters/local")
