@@ -3,8 +3,15 @@ the seed's YAML and the API's messages back to fields), and the in-memory time s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,6 +29,7 @@ from orchard.server.http.dashboard.sessions import (
 )
 from orchard.server.metrics import LATENCY_BUCKETS
 from orchard.server.timeseries import TimeSeries, difference, quantile
+from orchard.testing import ServerThread
 
 ORIGIN = "http://127.0.0.1:7601"
 
@@ -277,3 +285,73 @@ def test_replicas_are_dated_by_state() -> None:
     series.sample()
     clock.now += 1
     assert series.since("r1", "ready") == 1008.0  # gone, then seen again: a new date
+
+
+# -- the routes over HTTP, without a browser ------------------------------------------------
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+def _send(url: str, data: bytes | None = None, **headers: str) -> tuple[int, dict[str, str], str]:
+    request = urllib.request.Request(url, data=data, headers=headers)
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[tuple[ServerThread, str]]:
+    with ServerThread(tmp_path / "home", default_cluster=True, http_port=0) as running:
+        assert running.server is not None
+        yield running, f"http://127.0.0.1:{running.server.http_port}"
+
+
+def _sign_in(base: str, pat: str) -> tuple[str, str]:
+    """The session cookie and the page's CSRF token."""
+    status, headers, _ = _send(base + "/ui/signin", urllib.parse.urlencode({"pat": pat}).encode())
+    assert status == 303, headers
+    cookie = headers["set-cookie"].split(";")[0]
+    _, _, page = _send(base + "/", Cookie=cookie)
+    match = re.search(r'name="csrf-token" content="([^"]+)"', page)
+    assert match is not None
+    return cookie, match.group(1)
+
+
+def test_the_routes_check_sessions_tokens_and_sites(web: tuple[ServerThread, str]) -> None:
+    server, base = web
+    assert _send(base + "/ui/api/overview")[0] == 401
+    status, _, page = _send(base + "/ui/signin", b"pat=wrong")
+    assert status == 401 and "Personal access token" in page and "Traceback" not in page
+    cookie, csrf = _sign_in(base, server.pat)
+    status, _, body = _send(base + "/ui/api/overview", Cookie=cookie)
+    assert status == 200 and json.loads(body)["clusters"][0]["id"] == "local"
+    assert server.pat not in _send(base + "/", Cookie=cookie)[2]
+    delete = base + "/ui/api/forms/cluster/delete"
+    body_bytes = json.dumps({"id": "local", "confirm": "local"}).encode()
+    json_type, token = "application/json", "X-CSRF-Token"
+    refused = [
+        _send(delete, body_bytes, Cookie=cookie, **{"Content-Type": json_type}),
+        _send(delete, body_bytes, Cookie=cookie, **{"X-CSRF-Token": "x" + csrf}),
+        _send(delete, body_bytes, Cookie=cookie, Origin="http://forger.test", **{token: csrf}),
+    ]
+    assert [r[0] for r in refused] == [403, 403, 403]
+    assert _send(base + "/ui/api/clusters/local", Cookie=cookie)[0] == 200
+    assert _send(base + "/ui/api/nothing-here", Cookie=cookie)[0] == 404
+
+
+def test_a_second_user_gets_not_found_and_sign_out_ends_the_session(
+    web: tuple[ServerThread, str],
+) -> None:
+    server, base = web
+    cookie, csrf = _sign_in(base, server.create_user("bob"))
+    status, _, body = _send(base + "/ui/api/clusters/local", Cookie=cookie)
+    assert status == 404 and "not found" in json.loads(body)["error"]
+    form = urllib.parse.urlencode({"csrf": csrf}).encode()
+    assert _send(base + "/ui/signout", form, Cookie=cookie)[0] == 303
+    assert _send(base + "/ui/api/overview", Cookie=cookie)[0] == 401
