@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from orchard import errors
 from orchard.server.http import openai_wire as wire
 from orchard.server.http.openai_wire import OpenAIError, bad_request, require
 
@@ -106,6 +107,7 @@ class OpenAIRoutes:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
+                await self._authenticate(request)
                 body = wire.parse_body(await request.body())
                 stream = _wants_stream(body, streams)
                 v2 = wire.prediction(body, path, stream)
@@ -120,6 +122,20 @@ class OpenAIRoutes:
                 return error_response(_internal(exc))
 
         return endpoint
+
+    async def _authenticate(self, request: Request) -> None:
+        """A call without a valid key is refused before its body is read (401)."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() not in ("bearer", "key") or not token.strip():
+            raise OpenAIError(
+                401,
+                "no API key: send 'Authorization: Bearer <PAT>' (the openai client's api_key)",
+                code="invalid_api_key",
+            )
+        try:
+            await self.context.adapter.authenticate(token.strip())
+        except errors.OrchardError as exc:
+            raise wire.from_status(exc.to_status()) from None
 
     def _responses(
         self, name: str, request: Message, metadata: Metadata
