@@ -260,9 +260,7 @@ def chat_answer(
     }
 
 
-def chat_chunk(
-    request: Answer, chunk_id: str, delta: Answer, finish: str | None = None
-) -> Answer:
+def chat_chunk(request: Answer, chunk_id: str, delta: Answer, finish: str | None = None) -> Answer:
     """One ``chat.completion.chunk`` (``delta``: ``{"role": ...}`` or ``{"content": ...}``)."""
     return {
         "id": chunk_id,
