@@ -175,20 +175,24 @@ class TinyLM:
         stop: tuple[int, ...] = (EOS,),
     ) -> Iterator[int]:
         """The next tokens after ``prompt``, one at a time, with a KV cache: each step runs
-        the one new token. Greedy at temperature 0; ends at a ``stop`` token (not yielded)."""
+        the one new token. Greedy at temperature 0; ends at a ``stop`` token (not yielded).
+        ``EOS`` is never picked unless it stops."""
         rng = np.random.default_rng(seed)
         cache = Cache()
+        banned = [BOS] if EOS in stop else [BOS, EOS]
         logits = self.logits(self.forward(prompt, cache))[-1]
         for _ in range(max_tokens):
-            token = self._pick(logits, temperature, rng)
+            token = self._pick(logits, temperature, rng, banned)
             if token in stop:
                 return
             yield token
             logits = self.logits(self.forward([token], cache))[-1]
 
-    def _pick(self, logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    def _pick(
+        self, logits: np.ndarray, temperature: float, rng: np.random.Generator, banned: list[int]
+    ) -> int:
         logits = logits.copy()
-        logits[BOS] = -np.inf
+        logits[banned] = -np.inf
         if temperature <= 0:
             return int(np.argmax(logits))
         scaled = (logits - logits.max()) / (temperature * 0.05)  # readout logits are small
