@@ -10,6 +10,7 @@ and one set of deployments serve the whole module.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -41,12 +42,22 @@ pytestmark = pytest.mark.e2e
 HERE = Path(__file__).resolve().parent
 DRIBBLE = '''
 import time
+from pathlib import Path
 
 from orchard.authoring import OpenAIModelClass, chat_chunk
 
 
 class Dribble(OpenAIModelClass):
-    """Streams a chunk every 20 ms until its client goes away (at most two minutes)."""
+    """Streams a chunk every 20 ms until its client goes away (at most two minutes); answers a
+    unary chat once the file its message names exists."""
+
+    def chat_completion(self, request):
+        gate = Path(request["messages"][-1]["content"])
+        print("unary chat started", flush=True)
+        deadline = time.monotonic() + 120
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return {"object": "chat.completion", "choices": []}
 
     def chat_completion_stream(self, request):
         deadline, sent = time.monotonic() + 120, 0
@@ -257,6 +268,29 @@ def test_a_client_that_goes_away_cancels_the_item(stack):
         timeout=60,
         what="the replica to log the cancelled item",
     )
+
+
+def test_a_unary_call_whose_client_goes_away_is_cancelled(stack):
+    dribble = next(r for r in stack.replicas if r.replica_id == "dribble")
+    gate = stack.tmp / "unary-gate"
+    body = {"model": stack.model("dribble"), "messages": [{"role": "user", "content": str(gate)}]}
+    connection = http.client.HTTPConnection("127.0.0.1", stack.server.server.http_port, timeout=60)
+    headers = {"Authorization": f"Bearer {stack.server.pat}", "Content-Type": "application/json"}
+    connection.request("POST", "/v2/ext/openai/v1/chat/completions", json.dumps(body), headers)
+    wait_for(
+        lambda: "unary chat started" in dribble.output(),
+        timeout=60,
+        what="the model to start the call",
+    )
+    connection.close()
+    try:
+        wait_for(
+            lambda: "predict openai_transport cancelled" in dribble.output(),
+            timeout=60,
+            what="the replica to log the cancelled item",
+        )
+    finally:
+        gate.write_text("")  # the model's thread returns
 
 
 def test_raw_sse_and_error_shape(stack):

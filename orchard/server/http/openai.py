@@ -16,6 +16,8 @@ the cancel reaches the dispatcher through the adapter's generator).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -113,9 +115,8 @@ class OpenAIRoutes:
                 v2 = wire.prediction(body, path, stream)
                 check(body)
                 metadata = _metadata(request)
-                if stream:
-                    return await self._stream(v2, metadata)
-                return await self._unary(v2, metadata)
+                work = self._stream(v2, metadata) if stream else self._unary(v2, metadata)
+                return await _unless_disconnected(request, work)
             except OpenAIError as error:
                 return error_response(error)
             except Exception as exc:
@@ -201,6 +202,29 @@ class OpenAIRoutes:
             if len(response.deployments) < MAX_PER_PAGE:
                 return
             page += 1
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
+    """``work``'s response, or, when the client disconnects first, ``work`` cancelled (and with
+    it the item on the replica: a long unary call, or a stream still waiting for its first
+    chunk). Once a stream's response has begun, Starlette watches for the disconnect."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        return await task
+    return Response(status_code=499)  # nobody is there to read it
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client has gone (the body is read by then: nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _disabled(deployment: resources_pb2.Deployment) -> bool:
