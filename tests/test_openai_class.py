@@ -210,3 +210,11 @@ def test_a_model_error_answer_fails_the_call():
     with pytest.raises(wire.OpenAIError) as error:
         wire.answers(response)
     assert error.value.status == 422 and "bad" in error.value.message
+
+
+def test_responses_and_embeddings_forward_to_their_paths(forwarding):
+    for endpoint, fields in (("/responses", {"input": "hi"}), ("/embeddings", {"input": ["a"]})):
+        text = json.dumps({"model": "u/a/models/m", "openai_endpoint": endpoint, **fields})
+        assert "usage" in json.loads(forwarding.openai_transport(text))
+    assert [s["path"] for s in Backend.seen] == ["/v1/responses", "/v1/embeddings"]
+    assert all(s["model"] == "served-name" and "openai_endpoint" not in s for s in Backend.seen)

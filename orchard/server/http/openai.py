@@ -32,13 +32,13 @@ from starlette.routing import BaseRoute, Route
 from orchard import errors
 from orchard.server.http import openai_wire as wire
 from orchard.server.http.openai_wire import OpenAIError, bad_request, require
+from orchard.services.common import MAX_PER_PAGE
 
 if TYPE_CHECKING:  # app.py includes these routes
     from orchard.server.http.app import HttpContext
 
 log = logging.getLogger(__name__)
 PREFIX = "/v2/ext/openai/v1"
-MAX_PER_PAGE = 1000
 Metadata = list[tuple[str, str]]
 Checker = Callable[[dict[str, Any]], None]
 
@@ -147,9 +147,11 @@ class OpenAIRoutes:
         self, request: service_pb2.PostModelOutputsRequest, metadata: Metadata
     ) -> Response:
         answer: list[str] = []
-        async for response in self._responses("PostModelOutputs", request, metadata):
-            assert isinstance(response, service_pb2.MultiOutputResponse)
-            answer = wire.answers(response)
+        responses = self._responses("PostModelOutputs", request, metadata)
+        async with contextlib.aclosing(responses):
+            async for response in responses:
+                assert isinstance(response, service_pb2.MultiOutputResponse)
+                answer = wire.answers(response)
         if len(answer) != 1:
             raise OpenAIError(502, "the model gave no answer", type="server_error")
         return Response(answer[0], media_type="application/json")
