@@ -10,6 +10,7 @@ and one set of deployments serve the whole module.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -380,3 +381,15 @@ def _official_upload(official_python: Path, stack: Stack, package: Path) -> None
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert CLARIFAI in (package / "requirements.txt").read_text()
+
+
+def test_a_body_over_the_request_limit_is_413(stack):
+    fetcher = stack.server.server.fetcher
+    saved = fetcher.policy
+    fetcher.policy = dataclasses.replace(saved, max_request_bytes=1000)
+    try:
+        body = {"model": stack.model("tiny-chat"), "input": "x" * 2000}
+        status, text = _post(stack, "/embeddings", body, stack.server.pat)
+    finally:
+        fetcher.policy = saved
+    assert status == 413 and json.loads(text)["error"]["code"] == "request_too_large"

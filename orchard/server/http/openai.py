@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # app.py includes these routes
 
 log = logging.getLogger(__name__)
 PREFIX = "/v2/ext/openai/v1"
+DEFAULT_LIMIT = 64 << 20  # bytes of a request body, when the server sets none
 Metadata = list[tuple[str, str]]
 Checker = Callable[[dict[str, Any]], None]
 
@@ -110,7 +111,7 @@ class OpenAIRoutes:
         async def endpoint(request: Request) -> Response:
             try:
                 await self._authenticate(request)
-                body = wire.parse_body(await request.body())
+                body = wire.parse_body(await self._body(request))
                 stream = _wants_stream(body, streams)
                 v2 = wire.prediction(body, path, stream)
                 check(body)
@@ -137,6 +138,26 @@ class OpenAIRoutes:
             await self.context.adapter.authenticate(token.strip())
         except errors.OrchardError as exc:
             raise wire.from_status(exc.to_status()) from None
+
+    async def _body(self, request: Request) -> bytes:
+        """The request's body, refused (413) past the server's ``--max-request-bytes``."""
+        fetcher = self.context.runtime.fetcher
+        limit = fetcher.policy.max_request_bytes if fetcher is not None else DEFAULT_LIMIT
+        too_large = OpenAIError(
+            413,
+            f"the request body is over the server's limit of {limit} bytes",
+            code="request_too_large",
+        )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        pieces, size = [], 0
+        async for piece in request.stream():
+            size += len(piece)
+            if size > limit:
+                raise too_large
+            pieces.append(piece)
+        return b"".join(pieces)
 
     def _responses(
         self, name: str, request: Message, metadata: Metadata
