@@ -10,8 +10,10 @@ error mapping are in :mod:`orchard.server.http.openai_wire`.
 
 Streaming (``"stream": true``) answers Server-Sent Events: ``data: <chunk JSON>`` per chunk,
 then ``data: [DONE]``; a failure once the stream has begun is a last ``data: {"error": ...}``.
-A client that disconnects cancels the item on its replica (Starlette cancels the stream, and
-the cancel reaches the dispatcher through the adapter's generator).
+A client that disconnects cancels the call, and so its item on the replica: before the answer
+(a unary call, or a stream still waiting for its first chunk) the route watches for it; once a
+stream has begun Starlette cancels it, and the cancel reaches the dispatcher through the
+adapter's generator. A body over the server's ``--max-request-bytes`` is refused (413).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 from orchard import errors
 from orchard.server.http import openai_wire as wire
 from orchard.server.http.openai_wire import OpenAIError, bad_request, require
+from orchard.server.rpc import new_request_id
 from orchard.services.common import MAX_PER_PAGE
 
 if TYPE_CHECKING:  # app.py includes these routes
@@ -54,8 +57,12 @@ def error_response(error: OpenAIError) -> JSONResponse:
 
 
 def _internal(exc: Exception) -> OpenAIError:
-    log.error("internal error in the OpenAI-compatible API", exc_info=exc)
-    return OpenAIError(500, "internal error; the server log has the details", type="server_error")
+    request_id = new_request_id()
+    log.error(
+        "internal error in the OpenAI-compatible API (request id %s)", request_id, exc_info=exc
+    )
+    message = f"internal error (request id {request_id}); the server log has the details"
+    return OpenAIError(500, message, type="server_error")
 
 
 def _check_chat(body: dict[str, Any]) -> None:
