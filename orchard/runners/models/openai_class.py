@@ -170,7 +170,10 @@ class OpenAIModelClass(ModelClass):
 
     def _count(self, answer: Answer) -> None:
         """The answer's token counts, for the output that carries it."""
-        usage = answer.get("usage") or (answer.get("response") or {}).get("usage")
+        usage = answer.get("usage")
+        response = answer.get("response")  # a /responses stream's events carry it here
+        if usage is None and isinstance(response, dict):
+            usage = response.get("usage")
         if not isinstance(usage, dict):
             return
         prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
