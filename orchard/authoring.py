@@ -28,6 +28,11 @@ result per input, in order; an ``Exception`` in a result's place fails that inpu
 see ``shout(text: str) -> str``, like any unary method. Only unary methods can be batched; the
 policy and its latency trade-off are in :mod:`orchard.runners.batching`.
 
+``OpenAIModelClass`` is a model the OpenAI-compatible endpoint calls: it forwards to an
+OpenAI-compatible server the model starts, or answers in Python (``chat_completion`` and the
+other hooks; ``chat_answer`` and ``chat_chunk`` build the shapes); see
+:mod:`orchard.runners.models.openai_class`.
+
 ``signatures(MyModel)`` gives the ``MethodSignature`` protos stored on a model version. Types
 beyond Python's own: :class:`Text`, :class:`Image`, :class:`Audio`, :class:`Video`,
 :class:`Concept`, :class:`Region`, :class:`Frame`, :class:`NamedFields`, :class:`JSON`;
@@ -36,6 +41,12 @@ the model's requirements.txt).
 """
 
 from orchard.runners.models.model_class import ModelClass, signatures, signatures_json
+from orchard.runners.models.openai_class import (
+    OpenAIModelClass,
+    OpenAIRequestError,
+    chat_answer,
+    chat_chunk,
+)
 from orchard.runners.utils.data_types import (
     JSON,
     Audio,
@@ -57,10 +68,14 @@ __all__ = [
     "Image",
     "ModelClass",
     "NamedFields",
+    "OpenAIModelClass",
+    "OpenAIRequestError",
     "Param",
     "Region",
     "Text",
     "Video",
+    "chat_answer",
+    "chat_chunk",
     "signatures",
     "signatures_json",
 ]

@@ -200,6 +200,9 @@ SMOKES: dict[str, Smoke] = {
     "gpu_batching.py": Smoke(gpu_batching),
     "gpu_wheels.sh": Smoke(gpu_wheels),
     "h200_check.sh": Smoke(h200_check),
+    "openai_stream.py": Smoke(
+        figures("openai_stream.py", "--tokens", "8", "--calls", "1", "--rounds", "1")
+    ),
     "ray_provider.py": Smoke(help_and_imports("ray_provider.py")),
     "ray_serve.py": Smoke(help_and_imports("ray_serve.py")),
     "ray_serve_child.py": Smoke(ray_serve_child),
