@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from orchard.server.http.rest import rest_routes
 from orchard.server.rpc import GrpcAdapter, Runtime
 
 
@@ -37,4 +38,5 @@ def metrics_routes(context: HttpContext) -> list[BaseRoute]:
 def build_app(context: HttpContext) -> Starlette:
     """Every route of the HTTP listener."""
     routes: list[BaseRoute] = [*metrics_routes(context)]
+    routes += rest_routes(context)
     return Starlette(routes=routes)
