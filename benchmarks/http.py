@@ -1,0 +1,194 @@
+"""The REST/JSON view against gRPC on the same server, deployment and replica, in one run.
+
+Orchard (``orchard serve``, with the no-op model deployed as in ``dataplane.py``) answers
+PostModelOutputs by deployment twice: over gRPC (``dataplane.Target``) and over HTTP/1.1 JSON
+at ``POST /v2/users/bench/deployments/noop-dep/outputs`` from an aiohttp client with a
+keep-alive connection pool (one connection per call in flight). The request is the same
+300-byte text input; each round measures both sides, alternating.
+
+- unary_c1_p50_ms: p50 latency, one call at a time;
+- unary_c64_per_s: calls/s with 64 calls in flight.
+
+Other parts add sections to the same run (e.g. the OpenAI-compatible streaming path) by passing
+``sections`` to :func:`run`: each gets the running :class:`Stack` and returns its figures.
+
+    .venv/bin/python benchmarks/http.py [--seconds 5] [--calls 400] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file's name is the standard library's `http`: run as a script, its folder comes first on
+# sys.path, and aiohttp's `import http` would find this file. Take the standard one first, then
+# put the folder back (last) for `common` and `dataplane`.
+HERE = str(Path(__file__).resolve().parent)
+sys.path[:] = [p for p in sys.path if p not in (HERE, "")]
+import http.cookies  # noqa: E402, F401
+
+sys.path.append(HERE)
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import aiohttp  # noqa: E402
+from clarifai_grpc.grpc.api import resources_pb2  # noqa: E402
+from common import start_server, stop_server  # noqa: E402
+from dataplane import Target, deploy_noop  # noqa: E402
+
+HTTP_LISTENING = re.compile(r"HTTP \(.*\) at http://127\.0\.0\.1:(\d+)/")
+DEPLOYMENT = "noop-dep"
+USER = "bench"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The running server a section measures: its addresses, the PAT and the deployment."""
+
+    grpc_address: str
+    http_base: str
+    pat: str
+    user_id: str = USER
+    deployment_id: str = DEPLOYMENT
+
+
+Section = Callable[[Stack, argparse.Namespace], Awaitable[dict[str, object]]]
+
+
+class RestTarget:
+    """PostModelOutputs by deployment over REST, from one keep-alive connection pool."""
+
+    def __init__(self, stack: Stack, pool: int = 64) -> None:
+        self.url = (
+            f"{stack.http_base}/v2/users/{stack.user_id}/deployments/{stack.deployment_id}/outputs"
+        )
+        self.headers = {"Authorization": f"Key {stack.pat}", "Content-Type": "application/json"}
+        self.body = json.dumps({"inputs": [{"data": {"text": {"raw": "x" * 300}}}]}).encode()
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=pool))
+
+    async def unary(self) -> None:
+        async with self.session.post(self.url, data=self.body, headers=self.headers) as answer:
+            reply = await answer.json()
+        assert answer.status == 200 and reply["status"]["code"] == 10000, reply
+
+    async def unary_c1(self, calls: int) -> float:
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            await self.unary()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1000
+
+    async def unary_rate(self, concurrency: int, seconds: float) -> float:
+        done = 0
+        stop = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                await self.unary()
+                done += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+async def measure(target: Target | RestTarget, args: argparse.Namespace) -> dict[str, float]:
+    await target.unary_rate(8, 0.5)  # warm up both ends (and fill the pool)
+    return {
+        "unary_c1_p50_ms": round(await target.unary_c1(args.calls), 3),
+        "unary_c64_per_s": round(await target.unary_rate(64, args.seconds), 1),
+    }
+
+
+def http_port(home: Path) -> int:
+    """The HTTP port `orchard serve` printed in its log."""
+    match = HTTP_LISTENING.search((home / "serve.log").read_text(errors="replace"))
+    if match is None:
+        raise RuntimeError(f"orchard serve did not print its HTTP port (see {home / 'serve.log'})")
+    return int(match.group(1))
+
+
+async def compare(stack: Stack, args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+    selector = resources_pb2.RunnerSelector(
+        deployment=resources_pb2.Deployment(id=stack.deployment_id, user_id=stack.user_id)
+    )
+    grpc_side = Target(stack.grpc_address, stack.pat, selector)
+    rest_side = RestTarget(stack)
+    await grpc_side.unary()  # held until the server's replica is connected
+    rounds: dict[str, list[dict[str, float]]] = {"grpc": [], "rest": []}
+    try:
+        for _ in range(args.rounds):
+            rounds["grpc"].append(await measure(grpc_side, args))
+            rounds["rest"].append(await measure(rest_side, args))
+    finally:
+        await grpc_side.close()
+        await rest_side.close()
+    return rounds
+
+
+async def run(
+    args: argparse.Namespace, sections: Sequence[tuple[str, Section]] = ()
+) -> dict[str, object]:
+    """One server, the REST/gRPC comparison, then each extra ``(name, section)`` in turn."""
+    pat = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        server, port = start_server(home, pat, "--offline", "--http-port", "0")
+        try:
+            deploy_noop(f"http://127.0.0.1:{port}", pat)
+            stack = Stack(f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port(home)}", pat)
+            rounds = await compare(stack, args)
+            extra = {name: await section(stack, args) for name, section in sections}
+        finally:
+            stop_server(server)
+    return summarize(rounds) | extra
+
+
+def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, object]:
+    med = {
+        side: {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+        for side, runs in rounds.items()
+    }
+    rest, grpc = med["rest"], med["grpc"]
+    return {
+        "benchmark": "http",
+        "median": med,
+        "rounds": rounds,
+        "ratios": {
+            "unary_c1_p50_rest_over_grpc": round(
+                rest["unary_c1_p50_ms"] / grpc["unary_c1_p50_ms"], 3
+            ),
+            "unary_c64_rest_over_grpc": round(rest["unary_c64_per_s"] / grpc["unary_c64_per_s"], 3),
+        },
+        "targets": {"unary_c1_p50_rest_over_grpc_max": 1.2, "unary_c64_rest_over_grpc_min": 0.9},
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per concurrency-64 round")
+    parser.add_argument("--calls", type=int, default=400, help="per concurrency-1 round")
+    parser.add_argument("--rounds", type=int, default=3)
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    print(json.dumps(asyncio.run(run(parse_args())), indent=2))
+
+
+if __name__ == "__main__":
+    main()
