@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clarifai_grpc.grpc.api.status import status_code_pb2
 from google.protobuf.message import Message
@@ -198,7 +198,7 @@ class RestRoute(BaseRoute):
         if binding.streaming:
             await self._stream(binding, request, exchange, receive, send)
         else:
-            await self._unary(binding, request, exchange, send)
+            await self._unary(binding, request, exchange, receive, send)
 
     def _codec(self, binding: Binding) -> codec.RequestCodec:
         found = self.codecs.get(binding.order)
@@ -230,13 +230,17 @@ class RestRoute(BaseRoute):
         )
 
     async def _unary(
-        self, binding: Binding, request: Message, exchange: Exchange, send: Send
+        self, binding: Binding, request: Message, exchange: Exchange, receive: Receive, send: Send
     ) -> None:
         name, metadata = binding.rpc, exchange.metadata()
-        if name in self.adapter.router.handlers:
+        if name in self.adapter.router.handlers:  # control plane: short, in one transaction
             response = await self.adapter.serve_unary(name, request, metadata)
-        else:  # a stream handler serving one request, or an RPC Orchard does not serve
-            response = await _last(self.adapter.responses(name, request, metadata))
+        else:  # a prediction (a stream handler serving one request), or not served
+            responses = self.adapter.responses(name, request, metadata)
+            last = asyncio.ensure_future(_last(responses))
+            if not await _until_done_or_gone(last, receive, responses):
+                return
+            response = last.result()
         await respond_json(send, codec.http_status(response), codec.encode(response))
 
     async def _stream(
@@ -285,20 +289,25 @@ async def _pump(
 
 
 async def _until_done_or_gone(
-    pump: asyncio.Future[None], receive: Receive, responses: AsyncGenerator[Message, None]
-) -> None:
-    """Wait for ``pump``; if the client goes away first, cancel it, which cancels the call
-    (the handler's generator gets the cancellation, and its replica the item's cancel)."""
+    work: asyncio.Future[Any], receive: Receive, responses: AsyncGenerator[Message, None]
+) -> bool:
+    """Wait for ``work`` (which consumes ``responses``); True when it is done. If the client
+    goes away first, cancel it, which cancels the call: the handler's generator gets the
+    cancellation, and the replica running the call the item's cancel."""
     gone = asyncio.ensure_future(_disconnected(receive))
     try:
-        await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (pump, gone):
+        for task in (work, gone):
             task.cancel()
-        await asyncio.gather(pump, gone, return_exceptions=True)
+        await asyncio.gather(work, gone, return_exceptions=True)
         await responses.aclose()
-    if not pump.cancelled() and pump.exception() is not None:
-        raise pump.exception()  # type: ignore[misc]
+    if work.cancelled():
+        return False
+    error = work.exception()
+    if error is not None:
+        raise error
+    return True
 
 
 def rest_routes(context: HttpContext) -> list[BaseRoute]:
