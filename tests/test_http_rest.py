@@ -8,6 +8,7 @@ away, and the official JSON client (clarifai_grpc's ``get_json_channel``) for th
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from clarifai_grpc.grpc.api import service_pb2, service_pb2_grpc
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard.server.app import build_router
-from orchard.server.http import codec
+from orchard.server.http import codec, rest
 from orchard.server.http.routes import Binding, RouteTable, bindings, parse_template, split_path
 from orchard.testing import ServerThread
 from orchard.wire import SERVICE
@@ -123,6 +124,49 @@ def test_a_field_of_the_wrong_type_is_named_in_the_problem():
 def _binding(method: Any, template: str, order: int) -> Binding:
     segments, variables = parse_template(template, method.input_type)
     return Binding(method, "GET", template, segments, variables, "", order)
+
+
+async def test_a_stream_that_fails_after_its_first_response_ends_with_a_status_line():
+    async def responses():
+        yield service_pb2.MultiOutputResponse(status={"code": sc.SUCCESS})
+        raise RuntimeError("boom")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await rest._pump(responses(), send, rest.ndjson_frame, rest.NDJSON)
+    assert sent[0]["status"] == 200
+    lines = [json.loads(m["body"]) for m in sent[1:] if m.get("body")]
+    assert [line["status"]["code"] for line in lines] == [sc.SUCCESS, sc.INTERNAL_UNCATEGORIZED]
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+async def test_a_client_that_goes_away_cancels_the_calls_generator():
+    first, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def responses():
+        try:
+            yield service_pb2.MultiOutputResponse(status={"code": sc.SUCCESS})
+            await asyncio.Event().wait()  # a replica that has more to say, later
+            yield service_pb2.MultiOutputResponse()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("body"):
+            first.set()
+
+    async def receive() -> dict[str, Any]:
+        await first.wait()
+        return {"type": "http.disconnect"}
+
+    generator = responses()
+    pump = asyncio.ensure_future(rest._pump(generator, send, rest.ndjson_frame, rest.NDJSON))
+    assert await rest._until_done_or_gone(pump, receive, generator) is False
+    assert cancelled.is_set()
 
 
 # -- one live server -------------------------------------------------------------------

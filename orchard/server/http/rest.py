@@ -275,15 +275,25 @@ async def _pump(
     framing: Callable[[bytes], bytes],
     media: bytes,
 ) -> None:
-    """Send each response as it comes; the HTTP status follows the first one's status."""
+    """Send each response as it comes; the HTTP status follows the first one's status. An
+    error of the server's own after the first response ends the stream there (the status line
+    is gone): it is logged with a request id, which the last line carries."""
     started = False
-    async for response in responses:
+    try:
+        async for response in responses:
+            if not started:
+                headers = [(b"content-type", media), (b"cache-control", b"no-cache")]
+                status = codec.http_status(response)
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                started = True
+            chunk = framing(codec.encode(response))
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except Exception:
         if not started:
-            headers = [(b"content-type", media), (b"cache-control", b"no-cache")]
-            status = codec.http_status(response)
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            started = True
-        chunk = framing(codec.encode(response))
+            raise  # answered as a 500 by the route
+        request_id = new_request_id()
+        log.exception("internal error in a REST stream (request id %s)", request_id)
+        chunk = framing(internal_error_body(request_id))
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
