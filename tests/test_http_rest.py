@@ -121,6 +121,23 @@ def test_a_field_of_the_wrong_type_is_named_in_the_problem():
     assert "PostComputeClustersRequest" in refused.value.message
 
 
+def test_a_named_body_field_takes_the_body_and_bad_bodies_say_what_to_send():
+    method = SERVICE.methods_by_name["GetApp"]
+    named = Binding(method, "POST", "/v2/apps", ("v2", "apps"), (), "user_app_id", 0)
+    build = codec.RequestCodec(named, codec.QueryFields()).build
+    assert build((), b"", b'{"userId": "u", "app_id": "a"}').user_app_id.user_id == "u"
+    whole = Binding(method, "POST", "/v2/apps", ("v2", "apps"), (), "*", 1)
+    with pytest.raises(codec.BadRequest, match="the body is a JSON null; send a JSON object"):
+        codec.RequestCodec(whole, codec.QueryFields()).build((), b"", b"null")
+
+
+def test_a_query_parameter_of_the_wrong_type_is_named():
+    found = table().match("GET", split_path("/v2/users/me/compute_clusters"))
+    assert found is not None
+    with pytest.raises(codec.BadRequest, match="field 'page' of ListComputeClustersRequest"):
+        codec.RequestCodec(found.binding, codec.QueryFields()).build(found.values, b"page=x", b"")
+
+
 def _binding(method: Any, template: str, order: int) -> Binding:
     segments, variables = parse_template(template, method.input_type)
     return Binding(method, "GET", template, segments, variables, "", order)

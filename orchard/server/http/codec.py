@@ -75,6 +75,8 @@ def _set(data: dict[str, Any], target: Leaf, value: Any, append: bool = False) -
         node[key] = value
 
 
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+_JSON_KINDS[type(None)] = "null"
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 
 
@@ -164,8 +166,8 @@ class RequestCodec:
             return data
         if not isinstance(parsed, dict):
             raise BadRequest(
-                f"the body is a JSON {type(parsed).__name__}; send a JSON object of "
-                f"{self.binding.method.input_type.name}"
+                f"the body is a JSON {_JSON_KINDS.get(type(parsed), 'value')}; send a JSON "
+                f"object of {self.binding.method.input_type.name}"
             )
         return parsed  # body "*", and (leniently) a body sent where the rule names none
 
