@@ -159,6 +159,7 @@ class RestRoute(BaseRoute):
         self.table = route_table()
         self.query_fields = codec.QueryFields()
         self.codecs: dict[int, codec.RequestCodec] = {}
+        # The server's --max-request-bytes, which its URL-input policy holds too.
         self.limit = context.runtime.fetcher.policy.max_request_bytes
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
