@@ -545,3 +545,13 @@ def test_client_streaming_rpcs_say_to_use_grpc(live):
 def test_an_rpc_orchard_does_not_serve_answers_not_implemented(live):
     status, body = live.call("GET", "/v2/users/me/apps/a/concepts/c/relations")
     assert (status, body["status"]["code"]) == (200, sc.NOT_IMPLEMENTED)
+
+
+def test_a_stream_refused_at_once_takes_its_http_status_from_the_first_response(live):
+    status, body = live.call(
+        "POST",
+        "/v2/users/me/apps/examples/models/echo/outputs/generate",
+        generate_body("a", "echo-dep"),
+        key="wrong",
+    )
+    assert (status, body["status"]["code"]) == (401, sc.CONN_KEY_INVALID)
