@@ -4,10 +4,12 @@ Orchard (``orchard serve``, with the no-op model deployed as in ``dataplane.py``
 PostModelOutputs by deployment twice: over gRPC (``dataplane.Target``) and over HTTP/1.1 JSON
 at ``POST /v2/users/bench/deployments/noop-dep/outputs`` from an aiohttp client with a
 keep-alive connection pool (one connection per call in flight). The request is the same
-300-byte text input; each round measures both sides, alternating.
+300-byte text input. These machines are noisy, so each round interleaves the two sides (the
+concurrency-1 calls ten at a time, the concurrency-64 load in half-second windows) for both to
+see the same load from the rest of the machine; the figures are medians over the rounds.
 
 - unary_c1_p50_ms: p50 latency, one call at a time;
-- unary_c64_per_s: calls/s with 64 calls in flight.
+- unary_c64_per_s: calls/s with 64 calls in flight (``--seconds`` per side and round).
 
 Other parts add sections to the same run (e.g. the OpenAI-compatible streaming path) by passing
 ``sections`` to :func:`run`: each gets the running :class:`Stack` and returns its figures.
@@ -80,14 +82,6 @@ class RestTarget:
             reply = await answer.json()
         assert answer.status == 200 and reply["status"]["code"] == 10000, reply
 
-    async def unary_c1(self, calls: int) -> float:
-        times = []
-        for _ in range(calls):
-            start = time.perf_counter()
-            await self.unary()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1000
-
     async def unary_rate(self, concurrency: int, seconds: float) -> float:
         done = 0
         stop = time.perf_counter() + seconds
@@ -106,11 +100,42 @@ class RestTarget:
         await self.session.close()
 
 
-async def measure(target: Target | RestTarget, args: argparse.Namespace) -> dict[str, float]:
-    await target.unary_rate(8, 0.5)  # warm up both ends (and fill the pool)
+Side = Target | RestTarget
+WINDOW_S = 0.5  # the concurrency-64 measure alternates the sides in windows this long
+
+
+async def call_times(side: Side, calls: int) -> list[float]:
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        await side.unary()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+async def measure(
+    grpc_side: Side, rest_side: Side, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """One round of both sides, interleaved so that both see the same load from the rest of
+    the machine: the calls at concurrency 1 in batches of ten, the concurrency-64 windows
+    one after the other."""
+    sides = {"grpc": grpc_side, "rest": rest_side}
+    for side in sides.values():
+        await side.unary_rate(8, 0.25)  # warm up both ends (and fill the pool)
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(max(1, args.calls // 10)):
+        for name, side in sides.items():
+            times[name] += await call_times(side, 10)
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(max(1, round(args.seconds / WINDOW_S))):
+        for name, side in sides.items():
+            rates[name].append(await side.unary_rate(64, WINDOW_S))
     return {
-        "unary_c1_p50_ms": round(await target.unary_c1(args.calls), 3),
-        "unary_c64_per_s": round(await target.unary_rate(64, args.seconds), 1),
+        name: {
+            "unary_c1_p50_ms": round(statistics.median(times[name]) * 1000, 3),
+            "unary_c64_per_s": round(statistics.mean(rates[name]), 1),
+        }
+        for name in sides
     }
 
 
@@ -132,8 +157,9 @@ async def compare(stack: Stack, args: argparse.Namespace) -> dict[str, list[dict
     rounds: dict[str, list[dict[str, float]]] = {"grpc": [], "rest": []}
     try:
         for _ in range(args.rounds):
-            rounds["grpc"].append(await measure(grpc_side, args))
-            rounds["rest"].append(await measure(rest_side, args))
+            figures = await measure(grpc_side, rest_side, args)
+            rounds["grpc"].append(figures["grpc"])
+            rounds["rest"].append(figures["rest"])
     finally:
         await grpc_side.close()
         await rest_side.close()
@@ -159,20 +185,24 @@ async def run(
 
 
 def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, object]:
+    """Medians per side, and the ratios as the median of each round's ratio (a round's two
+    sides ran interleaved, under the same load)."""
     med = {
         side: {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
         for side, runs in rounds.items()
     }
-    rest, grpc = med["rest"], med["grpc"]
+
+    def ratio(key: str) -> float:
+        pairs = zip(rounds["rest"], rounds["grpc"], strict=True)
+        return round(statistics.median(rest[key] / grpc[key] for rest, grpc in pairs), 3)
+
     return {
         "benchmark": "http",
         "median": med,
         "rounds": rounds,
         "ratios": {
-            "unary_c1_p50_rest_over_grpc": round(
-                rest["unary_c1_p50_ms"] / grpc["unary_c1_p50_ms"], 3
-            ),
-            "unary_c64_rest_over_grpc": round(rest["unary_c64_per_s"] / grpc["unary_c64_per_s"], 3),
+            "unary_c1_p50_rest_over_grpc": ratio("unary_c1_p50_ms"),
+            "unary_c64_rest_over_grpc": ratio("unary_c64_per_s"),
         },
         "targets": {"unary_c1_p50_rest_over_grpc_max": 1.2, "unary_c64_rest_over_grpc_min": 0.9},
     }
@@ -180,8 +210,12 @@ def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, object]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="per concurrency-64 round")
-    parser.add_argument("--calls", type=int, default=400, help="per concurrency-1 round")
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="of concurrency-64 load per side and round"
+    )
+    parser.add_argument(
+        "--calls", type=int, default=400, help="concurrency-1 calls per side and round"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     return parser.parse_args(argv)
 
