@@ -9,7 +9,9 @@ concurrency-1 calls ten at a time, the concurrency-64 load in half-second window
 see the same load from the rest of the machine; the figures are medians over the rounds.
 
 - unary_c1_p50_ms: p50 latency, one call at a time;
-- unary_c64_per_s: calls/s with 64 calls in flight (``--seconds`` per side and round).
+- unary_c64_per_s: calls/s with 64 calls in flight (``--seconds`` per side and round);
+- server_cpu_us_per_call: the server process's CPU time per call at concurrency 1 (the
+  replica's not included), which the machine's other load disturbs least.
 
 Other parts add sections to the same run (e.g. the OpenAI-compatible streaming path) by passing
 ``sections`` to :func:`run`: each gets the running :class:`Stack` and returns its figures.
@@ -26,7 +28,7 @@ from pathlib import Path
 # sys.path, and aiohttp's `import http` would find this file. Take the standard one first, then
 # put the folder back (last) for `common` and `dataplane`.
 HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if p not in (HERE, "")]
+sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != HERE]
 import http.cookies  # noqa: E402, F401
 
 sys.path.append(HERE)
@@ -43,6 +45,7 @@ from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 import aiohttp  # noqa: E402
+import psutil  # noqa: E402
 from clarifai_grpc.grpc.api import resources_pb2  # noqa: E402
 from common import start_server, stop_server  # noqa: E402
 from dataplane import Target, deploy_noop  # noqa: E402
@@ -61,6 +64,7 @@ class Stack:
     pat: str
     user_id: str = USER
     deployment_id: str = DEPLOYMENT
+    server_pid: int = 0
 
 
 Section = Callable[[Stack, argparse.Namespace], Awaitable[dict[str, object]]]
@@ -113,19 +117,27 @@ async def call_times(side: Side, calls: int) -> list[float]:
     return times
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 async def measure(
-    grpc_side: Side, rest_side: Side, args: argparse.Namespace
+    grpc_side: Side, rest_side: Side, server: psutil.Process, args: argparse.Namespace
 ) -> dict[str, dict[str, float]]:
     """One round of both sides, interleaved so that both see the same load from the rest of
-    the machine: the calls at concurrency 1 in batches of ten, the concurrency-64 windows
-    one after the other."""
+    the machine: the calls at concurrency 1 in batches of ten (with the server process's CPU
+    time for each batch), the concurrency-64 windows one after the other."""
     sides = {"grpc": grpc_side, "rest": rest_side}
     for side in sides.values():
         await side.unary_rate(8, 0.25)  # warm up both ends (and fill the pool)
     times: dict[str, list[float]] = {name: [] for name in sides}
+    cpu = dict.fromkeys(sides, 0.0)
     for _ in range(max(1, args.calls // 10)):
         for name, side in sides.items():
+            before = cpu_seconds(server)
             times[name] += await call_times(side, 10)
+            cpu[name] += cpu_seconds(server) - before
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(max(1, round(args.seconds / WINDOW_S))):
         for name, side in sides.items():
@@ -134,6 +146,7 @@ async def measure(
         name: {
             "unary_c1_p50_ms": round(statistics.median(times[name]) * 1000, 3),
             "unary_c64_per_s": round(statistics.mean(rates[name]), 1),
+            "server_cpu_us_per_call": round(cpu[name] / len(times[name]) * 1e6, 1),
         }
         for name in sides
     }
@@ -153,11 +166,12 @@ async def compare(stack: Stack, args: argparse.Namespace) -> dict[str, list[dict
     )
     grpc_side = Target(stack.grpc_address, stack.pat, selector)
     rest_side = RestTarget(stack)
+    server = psutil.Process(stack.server_pid)
     await grpc_side.unary()  # held until the server's replica is connected
     rounds: dict[str, list[dict[str, float]]] = {"grpc": [], "rest": []}
     try:
         for _ in range(args.rounds):
-            figures = await measure(grpc_side, rest_side, args)
+            figures = await measure(grpc_side, rest_side, server, args)
             rounds["grpc"].append(figures["grpc"])
             rounds["rest"].append(figures["rest"])
     finally:
@@ -176,7 +190,8 @@ async def run(
         server, port = start_server(home, pat, "--offline", "--http-port", "0")
         try:
             deploy_noop(f"http://127.0.0.1:{port}", pat)
-            stack = Stack(f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port(home)}", pat)
+            http_base = f"http://127.0.0.1:{http_port(home)}"
+            stack = Stack(f"127.0.0.1:{port}", http_base, pat, server_pid=server.pid)
             rounds = await compare(stack, args)
             extra = {name: await section(stack, args) for name, section in sections}
         finally:
@@ -203,6 +218,7 @@ def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, object]:
         "ratios": {
             "unary_c1_p50_rest_over_grpc": ratio("unary_c1_p50_ms"),
             "unary_c64_rest_over_grpc": ratio("unary_c64_per_s"),
+            "server_cpu_per_call_rest_over_grpc": ratio("server_cpu_us_per_call"),
         },
         "targets": {"unary_c1_p50_rest_over_grpc_max": 1.2, "unary_c64_rest_over_grpc_min": 0.9},
     }
