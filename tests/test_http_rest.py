@@ -138,6 +138,15 @@ def test_a_query_parameter_of_the_wrong_type_is_named():
         codec.RequestCodec(found.binding, codec.QueryFields()).build(found.values, b"page=x", b"")
 
 
+def test_wrappers_and_timestamps_come_from_text_other_messages_do_not():
+    app = r.App.DESCRIPTOR.fields_by_name
+    wrapped = codec.text_field(app["is_template"])
+    assert wrapped is not None and wrapped.name == "value"
+    assert codec.text_field(app["created_at"]) is app["created_at"]
+    assert codec.text_field(app["metadata"]) is None  # a Struct
+    assert codec.scalar(wrapped, "true") is True
+
+
 def _binding(method: Any, template: str, order: int) -> Binding:
     segments, variables = parse_template(template, method.input_type)
     return Binding(method, "GET", template, segments, variables, "", order)

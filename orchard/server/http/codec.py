@@ -132,8 +132,9 @@ class RequestCodec:
         self.binding = binding
         self.request_class: Any = message_factory.GetMessageClass(binding.method.input_type)
         self.variables = tuple(leaf(v.fields) for v in binding.variables)
+        named = binding.body not in ("", "*")
         self.body_field = (
-            leaf(binding_body_chain(binding)) if binding.body not in ("", "*") else None
+            leaf(field_chain(binding.method.input_type, binding.body)) if named else None
         )
         self.query_fields = query_fields
 
@@ -175,24 +176,32 @@ class RequestCodec:
         message = self.binding.method.input_type
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=False):
             target = self.query_fields.resolve(message, name)
-            if target is None or (target.field.message_type is not None and not _wkt(target)):
+            typed = text_field(target.field) if target is not None else None
+            if target is None or typed is None:
                 continue  # unknown parameters are ignored; a message can't come from text
-            repeated = bool(target.field.is_repeated)
-            _set(data, target, scalar(target.field, value), append=repeated)
+            _set(data, target, scalar(typed, value), append=bool(target.field.is_repeated))
 
 
-def _wkt(target: Leaf) -> bool:
-    """Well-known types written as one JSON string (Timestamp, Duration, FieldMask)."""
-    message = target.field.message_type
-    return message is not None and message.full_name in (
-        "google.protobuf.Timestamp",
-        "google.protobuf.Duration",
-        "google.protobuf.FieldMask",
-    )
+_ONE_STRING = frozenset(
+    {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"}
+)
+_WRAPPERS = frozenset(
+    f"google.protobuf.{kind}Value"
+    for kind in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+)
 
 
-def binding_body_chain(binding: Binding) -> tuple[FieldDescriptor, ...]:
-    return field_chain(binding.method.input_type, binding.body)
+def text_field(field: FieldDescriptor) -> FieldDescriptor | None:
+    """The field whose type a query string's value has, for a field that can come from text:
+    a scalar or enum itself, a wrapper's ``value``, a well-known type written as one string;
+    None for any other message."""
+    message = field.message_type
+    if message is None or message.full_name in _ONE_STRING:
+        return field
+    if message.full_name in _WRAPPERS:
+        found: FieldDescriptor = message.fields_by_name["value"]
+        return found
+    return None
 
 
 def field_problem(parser_text: str, binding: Binding) -> str:
