@@ -339,6 +339,16 @@ def test_the_seed_flow_through_the_official_json_client(live, replicas, stub):
         )
     )
     assert got_dep.deployment.nodepools[0].id == "json-np"
+    change = r.Deployment(id="json-dep", autoscale_config=r.AutoscaleConfig(max_replicas=3))
+    patched = ok(
+        stub.PatchDeployments(
+            service_pb2.PatchDeploymentsRequest(
+                user_app_id=me, deployments=[change], action="merge"
+            ),
+            metadata=key,
+        )
+    )
+    assert patched.deployments[0].autoscale_config.max_replicas == 3
     ok(
         stub.DeleteDeployments(
             service_pb2.DeleteDeploymentsRequest(user_app_id=me, ids=["json-dep"]), metadata=key
