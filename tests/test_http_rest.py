@@ -4,6 +4,8 @@ The routing table and the codec are checked on their own; the rest against one l
 loopback for the module (HTTP on a free port), with two real replicas (the echo and the
 token-streamer examples, attached by hand) for predictions, streams and a client that goes
 away, and the official JSON client (clarifai_grpc's ``get_json_channel``) for the seed's CRUD.
+The tests that use the replicas are marked e2e: what they check crosses into the runner
+processes (a prediction's answer, a cancel that reaches the model).
 """
 
 from __future__ import annotations
@@ -284,6 +286,7 @@ def uid(live: Live, app: str = "") -> r.UserAppIDSet:
     return r.UserAppIDSet(user_id=live.server.user_id, app_id=app)
 
 
+@pytest.mark.e2e
 def test_the_seed_flow_through_the_official_json_client(live, replicas, stub):
     key = (("authorization", f"Key {live.server.pat}"),)
     me = uid(live)
@@ -374,6 +377,7 @@ def test_the_seed_flow_through_the_official_json_client(live, replicas, stub):
     assert gone.status.code == sc.COMPUTE_CLUSTER_DOES_NOT_EXIST
 
 
+@pytest.mark.e2e
 def test_a_prediction_by_deployment_through_the_official_json_client(live, replicas, stub):
     request = service_pb2.PostModelOutputsRequest(
         user_app_id=uid(live, "examples"),
@@ -422,6 +426,7 @@ def open_stream(
     return conn, conn.getresponse()
 
 
+@pytest.mark.e2e
 def test_generate_streams_newline_delimited_json(live, replicas):
     conn, answer = open_stream(live, "echo", generate_body("a b c", "echo-dep"))
     try:
@@ -434,6 +439,7 @@ def test_generate_streams_newline_delimited_json(live, replicas):
     assert [line["outputs"][0]["data"]["text"]["raw"] for line in lines] == ["a ", "b ", "c"]
 
 
+@pytest.mark.e2e
 def test_generate_streams_server_sent_events(live, replicas):
     conn, answer = open_stream(
         live, "echo", generate_body("x y", "echo-dep"), accept="text/event-stream"
@@ -448,6 +454,7 @@ def test_generate_streams_server_sent_events(live, replicas):
     assert texts == ["x ", "y"]
 
 
+@pytest.mark.e2e
 def test_a_client_that_goes_away_cancels_the_item_on_its_replica(live, replicas):
     body = generate_body("tell me", "tokens", delay_ms=100, max_tokens=500)
     conn, answer = open_stream(live, "token-streamer", body)
