@@ -189,7 +189,9 @@ SMOKES: dict[str, Smoke] = {
     "gpu_batching.py": Smoke(gpu_batching),
     "gpu_wheels.sh": Smoke(gpu_wheels),
     "h200_check.sh": Smoke(h200_check),
-    "http.py": Smoke(figures("http.py", "--rounds", "1", "--seconds", "0.5", "--calls", "20")),
+    "http_api.py": Smoke(
+        figures("http_api.py", "--rounds", "1", "--seconds", "0.5", "--calls", "20")
+    ),
     "ray_provider.py": Smoke(help_and_imports("ray_provider.py")),
     "ray_serve.py": Smoke(help_and_imports("ray_serve.py")),
     "ray_serve_child.py": Smoke(ray_serve_child),

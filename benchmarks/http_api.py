@@ -16,40 +16,29 @@ see the same load from the rest of the machine; the figures are medians over the
 Other parts add sections to the same run (e.g. the OpenAI-compatible streaming path) by passing
 ``sections`` to :func:`run`: each gets the running :class:`Stack` and returns its figures.
 
-    .venv/bin/python benchmarks/http.py [--seconds 5] [--calls 400] [--rounds 3]
+    .venv/bin/python benchmarks/http_api.py [--seconds 5] [--calls 400] [--rounds 3]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import secrets
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-# This file's name is the standard library's `http`: run as a script, its folder comes first on
-# sys.path, and aiohttp's `import http` would find this file. Take the standard one first, then
-# put the folder back (last) for `common` and `dataplane`.
-HERE = str(Path(__file__).resolve().parent)
-sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != HERE]
-import http.cookies  # noqa: E402, F401
-
-sys.path.append(HERE)
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import secrets  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Awaitable, Callable, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import aiohttp  # noqa: E402
-import psutil  # noqa: E402
-from clarifai_grpc.grpc.api import resources_pb2  # noqa: E402
-from common import start_server, stop_server  # noqa: E402
-from dataplane import Target, deploy_noop  # noqa: E402
+import aiohttp
+import psutil
+from clarifai_grpc.grpc.api import resources_pb2
+from common import start_server, stop_server
+from dataplane import Target, deploy_noop
 
 HTTP_LISTENING = re.compile(r"HTTP \(.*\) at http://127\.0\.0\.1:(\d+)/")
 DEPLOYMENT = "noop-dep"
@@ -222,7 +211,7 @@ def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, object]:
         return round(statistics.median(rest[key] / grpc[key] for rest, grpc in pairs), 3)
 
     return {
-        "benchmark": "http",
+        "benchmark": "http_api",
         "median": med,
         "rounds": rounds,
         "ratios": {
