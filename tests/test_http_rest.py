@@ -192,9 +192,10 @@ async def test_a_client_that_goes_away_cancels_the_calls_generator():
         return {"type": "http.disconnect"}
 
     generator = responses()
-    pump = asyncio.ensure_future(rest._pump(generator, send, rest.ndjson_frame, rest.NDJSON))
-    assert await rest._until_done_or_gone(pump, receive, generator) is False
+    pump = rest._pump(generator, send, rest.ndjson_frame, rest.NDJSON)
+    assert await rest.until_gone(pump, receive, generator) is None
     assert cancelled.is_set()
+    assert asyncio.current_task().cancelling() == 0  # the call's own cancel, not the task's
 
 
 # -- one live server -------------------------------------------------------------------

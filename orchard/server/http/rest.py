@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from clarifai_grpc.grpc.api.status import status_code_pb2
 from google.protobuf.message import Message
@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # app.py assembles the routes of every part, this one's too
     from orchard.server.http.app import HttpContext
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 JSON = b"application/json"
 NDJSON = b"application/x-ndjson"
 SSE = b"text/event-stream"
@@ -238,10 +239,10 @@ class RestRoute(BaseRoute):
             response = await self.adapter.serve_unary(name, request, metadata)
         else:  # a prediction (a stream handler serving one request), or not served
             responses = self.adapter.responses(name, request, metadata)
-            last = asyncio.ensure_future(_last(responses))
-            if not await _until_done_or_gone(last, receive, responses):
-                return
-            response = last.result()
+            answer = await until_gone(_last(responses), receive, responses)
+            if answer is None:
+                return  # the client went away; the call is cancelled
+            response = answer
         await respond_json(send, codec.http_status(response), codec.encode(response))
 
     async def _stream(
@@ -250,8 +251,7 @@ class RestRoute(BaseRoute):
         responses = self.adapter.responses(binding.rpc, request, exchange.metadata())
         framing = sse_frame if SSE in exchange.accept else ndjson_frame
         media = SSE if framing is sse_frame else NDJSON
-        pump = asyncio.ensure_future(_pump(responses, send, framing, media))
-        await _until_done_or_gone(pump, receive, responses)
+        await until_gone(_pump(responses, send, framing, media), receive, responses)
 
 
 async def _last(responses: AsyncGenerator[Message, None]) -> Message:
@@ -299,26 +299,39 @@ async def _pump(
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _until_done_or_gone(
-    work: asyncio.Future[Any], receive: Receive, responses: AsyncGenerator[Message, None]
-) -> bool:
-    """Wait for ``work`` (which consumes ``responses``); True when it is done. If the client
-    goes away first, cancel it, which cancels the call: the handler's generator gets the
-    cancellation, and the replica running the call the item's cancel."""
-    gone = asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (work, gone):
+async def until_gone(
+    work: Awaitable[T], receive: Receive, responses: AsyncGenerator[Message, None]
+) -> T | None:
+    """``work`` (which consumes ``responses``), run in this task; None if the client goes away
+    first. Then this task is cancelled at the point ``work`` waits, which cancels the call: the
+    handler's generator gets the cancellation, and the replica running the call the item's
+    cancel. One watching task, and no other, per call."""
+    task = asyncio.current_task()
+    assert task is not None
+    state = {"gone": False, "done": False}
+
+    def client_left(watch: asyncio.Future[None]) -> None:
+        if watch.cancelled():
+            return
+        watch.exception()  # a connection that failed is a client gone too (its error is read)
+        if not state["done"]:
+            state["gone"] = True
             task.cancel()
-        await asyncio.gather(work, gone, return_exceptions=True)
+
+    watch = asyncio.ensure_future(_disconnected(receive))
+    watch.add_done_callback(client_left)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not state["gone"]:
+            raise  # cancelled from elsewhere (the server stopping)
+        return None
+    finally:
+        state["done"] = True  # no await between work's end and here: no late cancel
+        watch.cancel()
+        if state["gone"]:
+            task.uncancel()  # the cancel was the call's, not this task's
         await responses.aclose()
-    if work.cancelled():
-        return False
-    error = work.exception()
-    if error is not None:
-        raise error
-    return True
 
 
 def rest_routes(context: HttpContext) -> list[BaseRoute]:
