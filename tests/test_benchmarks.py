@@ -200,6 +200,9 @@ SMOKES: dict[str, Smoke] = {
     "gpu_batching.py": Smoke(gpu_batching),
     "gpu_wheels.sh": Smoke(gpu_wheels),
     "h200_check.sh": Smoke(h200_check),
+    "http_api.py": Smoke(
+        figures("http_api.py", "--rounds", "1", "--seconds", "0.5", "--calls", "20")
+    ),
     "openai_stream.py": Smoke(
         figures("openai_stream.py", "--tokens", "8", "--calls", "1", "--rounds", "1")
     ),

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from orchard.server.http.dashboard import dashboard_routes
 from orchard.server.http.openai import openai_routes
+from orchard.server.http.rest import rest_routes
 from orchard.server.rpc import GrpcAdapter, Runtime
 from orchard.server.timeseries import TimeSeries
 
@@ -41,6 +42,7 @@ def metrics_routes(context: HttpContext) -> list[BaseRoute]:
 def build_app(context: HttpContext) -> Starlette:
     """Every route of the HTTP listener."""
     routes: list[BaseRoute] = [*metrics_routes(context)]
-    routes += openai_routes(context)
+    routes += openai_routes(context)  # before rest: `/v2/ext/openai/v1/...`
+    routes += rest_routes(context)
     routes += dashboard_routes(context)  # last: `/`, `/ui/...` (never `/v2/...`)
     return Starlette(routes=routes)
