@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 LISTENING = re.compile(r"Orchard listening on 127\.0\.0\.1:(\d+)")
+HTTP_LISTENING = re.compile(r"HTTP \(.*\) at http://127\.0\.0\.1:(\d+)/")
 
 
 def start_server(
@@ -57,6 +58,14 @@ def _listening_port(proc: subprocess.Popen[bytes], log: Path, timeout: float) ->
             tail = "\n".join(text.splitlines()[-20:])
             raise RuntimeError(f"orchard serve did not start listening (see {log}):\n{tail}")
         time.sleep(0.05)
+
+
+def http_port(home: Path) -> int:
+    """The HTTP port the server under ``home`` printed in its log (``--http-port 0``)."""
+    match = HTTP_LISTENING.search((home / "serve.log").read_text(errors="replace"))
+    if match is None:
+        raise RuntimeError(f"orchard serve did not print its HTTP port (see {home / 'serve.log'})")
+    return int(match.group(1))
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:

@@ -13,10 +13,13 @@ see the same load from the rest of the machine; the figures are medians over the
 - server_cpu_us_per_call: the server process's CPU time per call at concurrency 1 (the
   replica's not included), which the machine's other load disturbs least.
 
-Other parts add sections to the same run (e.g. the OpenAI-compatible streaming path) by passing
+The same run then measures the OpenAI-compatible path (``openai_stream``): tiny-chat's streamed
+completions through ``/v2/ext/openai/v1`` against its class called in this process, chunks/s
+(target ≥ 0.5x; ``--openai-tokens 0`` leaves it out). Other sections can be added by passing
 ``sections`` to :func:`run`: each gets the running :class:`Stack` and returns its figures.
 
     .venv/bin/python benchmarks/http_api.py [--seconds 5] [--calls 400] [--rounds 3]
+        [--openai-tokens 256] [--openai-calls 8]
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import secrets
 import statistics
 import tempfile
@@ -37,10 +39,11 @@ from pathlib import Path
 import aiohttp
 import psutil
 from clarifai_grpc.grpc.api import resources_pb2
-from common import start_server, stop_server
+from common import http_port, start_server, stop_server
 from dataplane import Target, deploy_noop
+from openai_stream import TINY_CHAT, deploy, medians
+from openai_stream import compare as compare_openai
 
-HTTP_LISTENING = re.compile(r"HTTP \(.*\) at http://127\.0\.0\.1:(\d+)/")
 DEPLOYMENT = "noop-dep"
 USER = "bench"
 
@@ -151,14 +154,6 @@ async def measure(
     }
 
 
-def http_port(home: Path) -> int:
-    """The HTTP port `orchard serve` printed in its log."""
-    match = HTTP_LISTENING.search((home / "serve.log").read_text(errors="replace"))
-    if match is None:
-        raise RuntimeError(f"orchard serve did not print its HTTP port (see {home / 'serve.log'})")
-    return int(match.group(1))
-
-
 async def compare(stack: Stack, args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
     selector = resources_pb2.RunnerSelector(
         deployment=resources_pb2.Deployment(id=stack.deployment_id, user_id=stack.user_id)
@@ -198,6 +193,18 @@ async def run(
     return summarize(rounds) | extra
 
 
+async def openai_section(stack: Stack, args: argparse.Namespace) -> dict[str, object]:
+    """tiny-chat streamed through the OpenAI-compatible endpoint against its class called in
+    this process (``openai_stream.py``'s comparison, on this run's server)."""
+    deploy(f"http://{stack.grpc_address}", stack.pat, TINY_CHAT, "tiny-chat")
+    sizes = argparse.Namespace(
+        tokens=args.openai_tokens, calls=args.openai_calls, rounds=args.rounds, concurrency=1
+    )
+    base_url = f"{stack.http_base}/v2/ext/openai/v1"
+    sides = await compare_openai(base_url, stack.pat, "tiny-chat", TINY_CHAT, sizes)
+    return medians(sides) | {"target": "orchard_vs_in_process >= 0.5"}
+
+
 def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, object]:
     """Medians per side, and the ratios as the median of each round's ratio (a round's two
     sides ran interleaved, under the same load)."""
@@ -232,11 +239,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--calls", type=int, default=400, help="concurrency-1 calls per side and round"
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--openai-tokens", type=int, default=256, help="chunks per OpenAI stream (0: no section)"
+    )
+    parser.add_argument("--openai-calls", type=int, default=8, help="streams per round and side")
     return parser.parse_args(argv)
 
 
 def main() -> None:
-    print(json.dumps(asyncio.run(run(parse_args())), indent=2))
+    args = parse_args()
+    sections = [("openai_stream", openai_section)] if args.openai_tokens else []
+    print(json.dumps(asyncio.run(run(args, sections)), indent=2))
 
 
 if __name__ == "__main__":

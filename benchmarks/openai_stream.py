@@ -18,7 +18,8 @@ number of streams one after another. Both sides run ``--rounds`` rounds, alterna
 are medians.
 
 :func:`measure` is the Orchard half alone, for a server someone else started with the models
-deployed (:func:`deploy`); ``benchmarks/http.py`` may include it as a section.
+deployed (:func:`deploy`); ``benchmarks/http_api.py`` runs tiny-chat's comparison
+(:func:`compare`) as a section of its own run.
 
     .venv/bin/python benchmarks/openai_stream.py [--tokens 256] [--calls 8] [--rounds 3]
         [--concurrency 1]
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import secrets
 import statistics
 import tempfile
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import start_server, stop_server
+from common import http_port, start_server, stop_server
 from openai import AsyncOpenAI
 
 from orchard.client.nodepool import Nodepool
@@ -66,7 +66,6 @@ build_info: {python_version: "3.11"}
 inference_compute_info: {cpu_limit: "0.5", cpu_memory: 256Mi}
 """
 PROMPT = "User: What is a deployment?\nAssistant:"
-HTTP = re.compile(r"HTTP \(REST, OpenAI, dashboard, /metrics\) at http://127\.0\.0\.1:(\d+)/")
 
 
 def _model(model_id: str) -> str:
@@ -185,13 +184,6 @@ def deploy(base: str, pat: str, package: Path, model_id: str) -> None:
     )
 
 
-def _http_port(home: Path) -> int:
-    found = HTTP.search((home / "serve.log").read_text())
-    if found is None:
-        raise RuntimeError(f"the server did not say its HTTP port (see {home / 'serve.log'})")
-    return int(found[1])
-
-
 def _loaded(package: Path) -> Any:
     model = load_model_class(package, stub_missing=False)()
     model.load_model()
@@ -200,7 +192,6 @@ def _loaded(package: Path) -> Any:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     pat = secrets.token_hex(16)
-    sizes = {"tokens": args.tokens, "calls": args.calls}
     rounds: dict[str, dict[str, list[dict[str, float]]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         packages = {"tiny-chat": TINY_CHAT, "chunks": chunks_package(Path(tmp))}
@@ -209,25 +200,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             for model_id, package in packages.items():
                 deploy(f"http://127.0.0.1:{port}", pat, package, model_id)
-            base_url = f"http://127.0.0.1:{_http_port(home)}/v2/ext/openai/v1"
+            base_url = f"http://127.0.0.1:{http_port(home)}/v2/ext/openai/v1"
             for model_id, package in packages.items():
-                model = _loaded(package)
-                # the first call is held until the model's replica is up
-                await measure(base_url, pat, model_id=model_id, tokens=2, calls=1)
-                sides: dict[str, list[dict[str, float]]] = {"orchard": [], "in_process": []}
-                for _ in range(args.rounds):
-                    sides["in_process"].append(measure_in_process(model, model_id, **sizes))
-                    orchard = measure(
-                        base_url, pat, model_id=model_id, **sizes, concurrency=args.concurrency
-                    )
-                    sides["orchard"].append(await orchard)
-                rounds[model_id] = sides
+                rounds[model_id] = await compare(base_url, pat, model_id, package, args)
         finally:
             stop_server(server)
     return summarize(rounds, args)
 
 
-def _medians(sides: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+async def compare(
+    base_url: str, pat: str, model_id: str, package: Path, args: argparse.Namespace
+) -> dict[str, list[dict[str, float]]]:
+    """``args.rounds`` rounds of the deployed model through the endpoint at ``base_url``
+    against its class loaded from ``package`` in this process, the two sides alternating."""
+    sizes = {"tokens": args.tokens, "calls": args.calls}
+    model = _loaded(package)
+    # the first call is held until the model's replica is up
+    await measure(base_url, pat, model_id=model_id, tokens=2, calls=1)
+    sides: dict[str, list[dict[str, float]]] = {"orchard": [], "in_process": []}
+    for _ in range(args.rounds):
+        sides["in_process"].append(measure_in_process(model, model_id, **sizes))
+        orchard = measure(base_url, pat, model_id=model_id, **sizes, concurrency=args.concurrency)
+        sides["orchard"].append(await orchard)
+    return sides
+
+
+def medians(sides: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
     median = {
         side: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         for side, runs in sides.items()
@@ -239,7 +237,7 @@ def _medians(sides: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
 def summarize(
     rounds: dict[str, dict[str, list[dict[str, float]]]], args: argparse.Namespace
 ) -> dict[str, Any]:
-    tiny, ceiling = _medians(rounds["tiny-chat"]), _medians(rounds["chunks"])
+    tiny, ceiling = medians(rounds["tiny-chat"]), medians(rounds["chunks"])
     return {
         "benchmark": "openai_stream",
         "settings": {

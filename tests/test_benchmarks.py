@@ -201,7 +201,11 @@ SMOKES: dict[str, Smoke] = {
     "gpu_wheels.sh": Smoke(gpu_wheels),
     "h200_check.sh": Smoke(h200_check),
     "http_api.py": Smoke(
-        figures("http_api.py", "--rounds", "1", "--seconds", "0.5", "--calls", "20")
+        figures(
+            "http_api.py",
+            *("--rounds", "1", "--seconds", "0.5", "--calls", "20"),
+            *("--openai-tokens", "8", "--openai-calls", "1"),
+        )
     ),
     "openai_stream.py": Smoke(
         figures("openai_stream.py", "--tokens", "8", "--calls", "1", "--rounds", "1")
