@@ -35,3 +35,11 @@ class VersionRef:
     @classmethod
     def of(cls, row: _VersionKeys) -> VersionRef:
         return cls(row.user_id, row.app_id, row.model_id, row.id)
+
+
+ME = "me"  # the V2 API's name for the caller's own user id, in paths and messages alike
+
+
+def names_caller(requested: str, caller: str) -> bool:
+    """Whether a request's user id (empty, ``me`` or an id) names the caller itself."""
+    return requested in ("", ME, caller)

@@ -394,6 +394,14 @@ def test_a_prediction_by_deployment_through_the_official_json_client(live, repli
     assert answer.outputs[0].data.text.raw == "hello over json"
 
 
+@pytest.mark.e2e
+def test_users_me_names_the_caller_in_a_prediction_by_deployment(live, replicas):
+    body = {"inputs": [{"data": {"text": {"raw": "hello me"}}}]}
+    status, answer = live.call("POST", "/v2/users/me/deployments/echo-dep/outputs", body)
+    assert status == 200, answer
+    assert answer["outputs"][0]["data"]["text"]["raw"] == "hello me"
+
+
 def test_the_json_client_gets_statuses_for_bad_keys_and_other_users(live, stub):
     request = service_pb2.ListComputeClustersRequest(user_app_id=uid(live))
     refused = stub.ListComputeClusters(request, metadata=(("authorization", "Key nope"),))

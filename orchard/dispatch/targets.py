@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from orchard import errors
 from orchard.dispatch.sessions import PoolKey
-from orchard.ids import VersionRef
+from orchard.ids import VersionRef, names_caller
 from orchard.services import deployments, nodepools, runners
 from orchard.services import models as model_service
 from orchard.store.models import DeploymentRow
@@ -81,9 +81,8 @@ def resolve_target(
 ) -> Target:
     selector = request.runner_selector
     if selector.HasField("deployment"):
-        owner = selector.deployment.user_id or caller
-        if owner != caller:
-            raise deployments.not_found(owner, selector.deployment.id)
+        if not names_caller(selector.deployment.user_id, caller):
+            raise deployments.not_found(selector.deployment.user_id, selector.deployment.id)
         target = _from_deployment(
             deployments.get_deployment(session, caller, selector.deployment.id)
         )
@@ -109,7 +108,7 @@ def _from_nodepool(
     session: Session, caller: str, request: service_pb2.PostModelOutputsRequest
 ) -> Target:
     ref = request.runner_selector.nodepool
-    if ref.compute_cluster.user_id and ref.compute_cluster.user_id != caller:
+    if not names_caller(ref.compute_cluster.user_id, caller):
         raise nodepools.not_found(ref.compute_cluster.user_id, ref.compute_cluster.id, ref.id)
     pool = nodepools.find_nodepool(session, caller, ref.compute_cluster.id, ref.id)
     key = PoolKey(pool.user_id, pool.compute_cluster_id, pool.id)
@@ -126,8 +125,8 @@ def _from_nodepool(
 def _from_model(
     session: Session, caller: str, request: service_pb2.PostModelOutputsRequest
 ) -> Target:
-    owner = request.user_app_id.user_id or caller
-    if owner != caller:
+    owner = request.user_app_id.user_id
+    if not names_caller(owner, caller):
         raise errors.ModelNotFound(f"model {request.model_id!r} of user {owner!r} not found")
     model = model_service.find_model(session, caller, request.user_app_id.app_id, request.model_id)
     rows = session.scalars(

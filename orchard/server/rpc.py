@@ -41,6 +41,7 @@ from google.protobuf.message import Message
 from sqlalchemy.orm import Session
 
 from orchard import errors
+from orchard.ids import names_caller
 from orchard.providers import ProviderRegistry
 from orchard.quotas import Quotas
 from orchard.services import users
@@ -57,7 +58,6 @@ if TYPE_CHECKING:  # the parts themselves import this module
     from orchard.services.packages import PackageStore
 
 log = logging.getLogger(__name__)
-ME = "me"
 MUTATING = ("Post", "Patch", "Delete")
 DEFAULT_DEADLINE = 600.0  # seconds a streaming call may run when its client sets no deadline
 RUNNER_STREAM = "ProcessRunnerItems"  # the one call a replica token may make
@@ -129,7 +129,7 @@ def new_request_id() -> str:
 def resolve_owner(caller: str, requested: str) -> str:
     """The user whose resources a request names; only the caller's own are reachable, and
     another user's id answers "not found" whether that user exists or not."""
-    if requested in ("", ME, caller):
+    if names_caller(requested, caller):
         return caller
     raise errors.UserNotFound(
         f"user {requested!r} not found or not accessible with this PAT; your user id is {caller!r}"
