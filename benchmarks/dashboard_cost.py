@@ -32,17 +32,8 @@ from common import start_server, stop_server
 from dataplane import Target, deploy_noop, measure, start_bare
 from playwright.async_api import async_playwright
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from orchard.testing import chromium_options
+
 CONDITIONS = ("no_page", "page_open")
 IDLE_SECONDS = 4.0
 
@@ -159,7 +150,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             floor = Target(f"127.0.0.1:{bare_port}", None, None)
             base = f"http://127.0.0.1:{http_port}"
             async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+                browser = await playwright.chromium.launch(**chromium_options())
                 page = await open_page(browser, base, pat)
                 found = await rounds(args, page, base, (orchard, floor), server.pid)
                 await browser.close()

@@ -3,8 +3,10 @@ pass these instead of loose strings. Neutral ground: it imports nothing of Orcha
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 
 class _VersionKeys(Protocol):
@@ -43,3 +45,29 @@ ME = "me"  # the V2 API's name for the caller's own user id, in paths and messag
 def names_caller(requested: str, caller: str) -> bool:
     """Whether a request's user id (empty, ``me`` or an id) names the caller itself."""
     return requested in ("", ME, caller)
+
+
+_MODEL_PATH = re.compile(
+    r"(?:^|/)(?P<user>[^/\s]+)/(?P<app>[^/\s]+)/models/(?P<model>[^/\s]+)"
+    r"(?:/versions/(?P<version>[^/\s]+))?/*$"
+)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model URL names: a model of a user's app, and maybe one of its versions."""
+
+    user_id: str
+    app_id: str
+    model_id: str
+    version_id: str = ""
+
+
+def model_ref(url: str) -> ModelRef | None:
+    """``https://HOST/USER/APP/models/MODEL[/versions/VERSION]`` (any host, or none: the
+    path alone), as the SDKs and the hosted OpenAI endpoint take it; None when it names none."""
+    path = urlsplit(url).path if "://" in url else url.split("?", 1)[0].split("#", 1)[0]
+    found = _MODEL_PATH.search(path.strip())
+    if found is None:
+        return None
+    return ModelRef(found["user"], found["app"], found["model"], found["version"] or "")

@@ -31,6 +31,26 @@ import psutil
 from orchard.server.app import OrchardServer, Settings
 from orchard.services import users
 
+# Debian's chromium, which the dashboard's browser tests, its screenshots and its benchmark drive
+# through Playwright (scripts/setup.sh installs it; no browser is ever downloaded). The flags
+# keep a headless start quiet and off the network, which it could not reach anyway.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def chromium_options() -> dict[str, Any]:
+    """Playwright's ``chromium.launch`` options for Debian's chromium."""
+    return {"executable_path": CHROMIUM, "args": list(CHROMIUM_FLAGS)}
+
 
 class ServerThread:
     def __init__(

@@ -23,21 +23,10 @@ from playwright.sync_api import sync_playwright
 from orchard.client.nodepool import Nodepool
 from orchard.client.uploads import upload_model
 from orchard.client.user import User
-from orchard.testing import ServerThread
+from orchard.testing import ServerThread, chromium_options
 from orchard.wire import callable_for
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def deploy(server: ServerThread) -> str:
@@ -98,7 +87,7 @@ def screenshots(server: ServerThread, out: Path, version: str) -> None:
     assert server.server is not None
     base = f"http://127.0.0.1:{server.server.http_port}"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = playwright.chromium.launch(**chromium_options())
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(base + "/")
         page.get_by_label("Personal access token").fill(server.pat)

@@ -18,20 +18,9 @@ from typing import Any
 import pytest
 
 from orchard.client.uploads import upload_model
-from orchard.testing import ServerThread
+from orchard.testing import CHROMIUM, ServerThread, chromium_options
 from tests.resources import EXAMPLES
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 120_000  # a deadline for what the server does (a replica starting), never a bound
 
 pytestmark = [
@@ -72,7 +61,7 @@ def base(server: ServerThread) -> str:
 def browser() -> Iterator[Any]:
     """Debian's chromium (each launch has a fresh, empty profile)."""
     with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        launched = playwright.chromium.launch(**chromium_options())
         yield launched
         launched.close()
 

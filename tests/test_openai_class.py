@@ -17,6 +17,7 @@ from clarifai_grpc.grpc.api.status import status_pb2
 from openai import OpenAI
 
 from orchard.authoring import OpenAIModelClass, OpenAIRequestError, chat_answer
+from orchard.ids import ModelRef
 from orchard.runners.models import request_adapter
 from orchard.server.http import openai_wire as wire
 
@@ -144,12 +145,12 @@ def test_a_plain_model_serves_chat_and_streams_it_as_one_chunk():
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("alice/app/models/m", wire.ModelName("alice", "app", "m")),
+        ("alice/app/models/m", ModelRef("alice", "app", "m")),
         (
             "https://host.example/alice/app/models/m/versions/v1",
-            wire.ModelName("alice", "app", "m", "v1"),
+            ModelRef("alice", "app", "m", "v1"),
         ),
-        ("http://127.0.0.1:8001/alice/app/models/m/", wire.ModelName("alice", "app", "m")),
+        ("http://127.0.0.1:8001/alice/app/models/m/", ModelRef("alice", "app", "m")),
     ],
 )
 def test_model_names(value, expected):

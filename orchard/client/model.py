@@ -25,12 +25,9 @@ model and error statuses: :mod:`orchard.client.predictions`.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Unpack
-from urllib.parse import urlsplit
 
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 
@@ -40,36 +37,21 @@ from orchard.client.lister import paginate
 from orchard.client.methods import GET_SIGNATURES, ModelMethod, signature_text, signatures_from_json
 from orchard.client.resource import Resource
 from orchard.client.routing import Route, RoutingArgs, SelectorCache, route_from
+from orchard.ids import ModelRef, model_ref
 
 Params = Mapping[str, Any] | None
-
-_URL_PATH = re.compile(
-    r"(?:^|/)(?P<user>[^/]+)/(?P<app>[^/]+)/models/(?P<model>[^/]+)"
-    r"(?:/versions/(?P<version>[^/]+))?/*$"
-)
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """What a model URL names."""
-
-    user_id: str
-    app_id: str
-    model_id: str
-    version_id: str = ""
 
 
 def parse_model_url(url: str) -> ModelRef:
     """``https://HOST/USER/APP/models/MODEL[/versions/VERSION]`` (any host, or none)."""
-    path = urlsplit(url).path if "://" in url else url.split("?", 1)[0].split("#", 1)[0]
-    found = _URL_PATH.search(path)
+    found = model_ref(url)
     if found is None:
         raise errors.UserError(
             f"{url!r} is not a model URL; expected https://HOST/USER_ID/APP_ID/models/MODEL_ID"
             "[/versions/VERSION_ID] or USER_ID/APP_ID/models/MODEL_ID, or pass model_id= and "
             "app_id= instead"
         )
-    return ModelRef(found["user"], found["app"], found["model"], found["version"] or "")
+    return found
 
 
 class Model(Resource):

@@ -20,6 +20,8 @@ from typing import Any
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
 
+from orchard.ids import ModelRef, model_ref
+
 SC = status_code_pb2.StatusCode
 UNARY_METHOD = "openai_transport"
 STREAM_METHOD = "openai_stream_transport"
@@ -30,10 +32,6 @@ RETRY_AFTER_DEPLOYING = 5  # seconds: a replica is starting
 MODEL_FORMS = (
     "http(s)://HOST/<user>/<app>/models/<model>[/versions/<id>] or "
     "<user>/<app>/models/<model>[/versions/<id>]"
-)
-_MODEL = re.compile(
-    r"^(?:https?://[^/]+/)?(?P<user>[^/\s]+)/(?P<app>[^/\s]+)/models/(?P<model>[^/\s]+)"
-    r"(?:/versions/(?P<version>[^/\s]+))?/?$"
 )
 
 
@@ -60,24 +58,14 @@ def bad_request(message: str, param: str | None) -> OpenAIError:
     return OpenAIError(400, message, param=param, code="invalid_request")
 
 
-@dataclass(frozen=True)
-class ModelName:
-    """What ``model`` names: a model of a user's app, and maybe one of its versions."""
-
-    user_id: str
-    app_id: str
-    model_id: str
-    version_id: str = ""
-
-
-def parse_model(value: object) -> ModelName:
+def parse_model(value: object) -> ModelRef:
     """``model`` as the hosted endpoint takes it (:data:`MODEL_FORMS`)."""
     if not isinstance(value, str) or not value:
         raise bad_request(f"'model' is required: a model's URL, {MODEL_FORMS}", "model")
-    found = _MODEL.match(value.strip())
+    found = model_ref(value)
     if found is None:
         raise bad_request(f"'model' {value!r} names no model; write it as {MODEL_FORMS}", "model")
-    return ModelName(found["user"], found["app"], found["model"], found["version"] or "")
+    return found
 
 
 def model_url(base: str, user_id: str, app_id: str, model_id: str) -> str:
