@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -68,6 +68,24 @@ def request(
     return req
 
 
+async def calls_per_second(
+    call: Callable[[], Awaitable[object]], concurrency: int, seconds: float
+) -> float:
+    """Completed ``call``s per second with ``concurrency`` of them in flight for ``seconds``."""
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            await call()
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - start)
+
+
 class Target:
     def __init__(
         self, address: str, pat: str | None, selector: resources_pb2.RunnerSelector | None
@@ -91,18 +109,7 @@ class Target:
         return statistics.median(times) * 1000
 
     async def unary_rate(self, concurrency: int, seconds: float) -> float:
-        done = 0
-        stop = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < stop:
-                await self.unary()
-                done += 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return done / (time.perf_counter() - start)
+        return await calls_per_second(self.unary, concurrency, seconds)
 
     async def generate(self, chunks: int) -> float:
         start = time.perf_counter()

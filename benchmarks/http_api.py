@@ -40,7 +40,7 @@ import aiohttp
 import psutil
 from clarifai_grpc.grpc.api import resources_pb2
 from common import http_port, start_server, stop_server
-from dataplane import Target, deploy_noop
+from dataplane import Target, calls_per_second, deploy_noop
 from openai_stream import TINY_CHAT, deploy, medians
 from openai_stream import compare as compare_openai
 
@@ -80,18 +80,7 @@ class RestTarget:
         assert answer.status == 200 and reply["status"]["code"] == 10000, reply
 
     async def unary_rate(self, concurrency: int, seconds: float) -> float:
-        done = 0
-        stop = time.perf_counter() + seconds
-
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < stop:
-                await self.unary()
-                done += 1
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return done / (time.perf_counter() - start)
+        return await calls_per_second(self.unary, concurrency, seconds)
 
     async def close(self) -> None:
         await self.session.close()
