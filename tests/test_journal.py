@@ -17,7 +17,7 @@ def test_events_are_stamped_by_the_injected_wall_clock(tmp_path: Path) -> None:
     deployment = plan(tmp_path)
     journal.deployment_event(deployment, "desired replicas: 0 → 1")
     stamped = f"{time.strftime('%H:%M:%S', time.localtime(A_YEAR))} desired replicas: 0 → 1"
-    assert list(journal.state(deployment.key).events) == [stamped]
+    assert list(journal.of(deployment.key).events) == [stamped]
     [(ref, lines)] = journal.take()
     assert (ref.log_type, lines) == ("runner.events", [stamped])
     assert journal.take() == []
@@ -28,8 +28,8 @@ def test_a_problem_is_an_event_only_when_it_changes(tmp_path: Path) -> None:
     deployment = plan(tmp_path)
     for problem in ("no room", "no room", "quota", "quota"):
         journal.problem(deployment, problem)
-    assert [e.split(" ", 1)[1] for e in journal.state(deployment.key).events] == [
+    assert [e.split(" ", 1)[1] for e in journal.of(deployment.key).events] == [
         "no room",
         "quota",
     ]
-    assert journal.state(deployment.key).last_problem == "quota"
+    assert journal.of(deployment.key).problem == "quota"

@@ -14,8 +14,10 @@ import pytest
 from orchard.configs import AutoscaleSpec
 from orchard.dispatch.sessions import PoolKey
 from orchard.ids import VersionRef
+from orchard.orchestration.capacity import Capacity
+from orchard.orchestration.observe import Started, observe
 from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
-from orchard.orchestration.resources import Resources
+from orchard.orchestration.resources import NodepoolView, Resources
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan, VersionSource
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import (
@@ -171,6 +173,20 @@ def with_autoscale(deployment: DeploymentPlan, **autoscale: Any) -> DeploymentPl
     return replace(deployment, autoscale=AutoscaleSpec(**({"max_replicas": 2} | autoscale)))
 
 
+def views(orchestrator: Orchestrator, deployment: DeploymentPlan) -> tuple[NodepoolView, ...]:
+    """``deployment``'s nodepools as the next round's placement would see them."""
+    world = observe(
+        [deployment],
+        orchestrator.providers,
+        orchestrator.dispatcher,
+        Started(orchestrator.apply.replicas, orchestrator.apply.instances),
+        orchestrator._carried,
+        orchestrator.settings,
+        orchestrator.clock(),
+    )
+    return Capacity(world).views(deployment)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -297,12 +313,12 @@ async def test_a_nodepool_without_room_sends_the_replica_to_another(rig: Any) ->
     await orchestrator.round()
     assert [p.instance_type for p in provider.told] == ["a", "b"]
     assert provider.launched == []  # np-a came first and had no room
-    assert any("no room for a replica in u/cc/np-a" in e for e in store.events())
     await orchestrator.round()  # the orchestrator woke itself for this round
+    assert any("no room for a replica in u/cc/np-a" in e for e in store.events())
     (launch,) = provider.launched
     assert "--nodepool-id np-b" in " ".join(launch.argv)
     clock.now += 10.0  # np-a may be tried again later
-    assert orchestrator._nodepool_views(store.plans[0])[0].can_add == 2
+    assert views(orchestrator, store.plans[0])[0].can_add == 2
 
 
 async def test_a_lost_instance_is_forgotten_and_its_replica_replaced(rig: Any) -> None:
@@ -435,7 +451,7 @@ async def test_replicas_that_state_gpu_memory_share_a_gpu(rig: Any) -> None:
     await orchestrator.round()
     assert [launch.instance_id for launch in provider.launched] == ["i-1", "i-1", "i-2"]
     assert {launch.gpus for launch in provider.launched} == {GpuNeed(1, 40 * GIB, shared=True)}
-    (view,) = orchestrator._nodepool_views(store.plans[0])
+    (view,) = views(orchestrator, store.plans[0])
     assert [i.devices for i in view.instances] == [
         (Device(0, 80 * GIB, 80 * GIB, sharers=2),),
         (Device(0, 80 * GIB, 40 * GIB, sharers=1),),
@@ -455,7 +471,7 @@ async def test_without_packing_or_a_stated_memory_a_replica_holds_its_gpu(
     await orchestrator.round()
     assert [launch.instance_id for launch in provider.launched] == ["i-1", "i-2"]
     assert {launch.gpus for launch in provider.launched} == {GpuNeed(1, gib * GIB, shared=False)}
-    (view,) = orchestrator._nodepool_views(store.plans[0])
+    (view,) = views(orchestrator, store.plans[0])
     assert [i.devices for i in view.instances] == [(Device(0, 80 * GIB, held=True),)] * 2
     assert any("raise max_instances of nodepool cc/np" in e for e in store.events())
 
