@@ -1,26 +1,33 @@
-"""The orchestrator's reads and writes of the store, each in a worker thread's session."""
+"""The orchestrator's reads and writes of the store, each in a worker thread's session.
+
+:meth:`StoreEdge.load` reads the deployments to run (:func:`~orchard.orchestration.snapshot.read`,
+which only reads); when the read found the store lacking (a runner row to make, runner rows to
+delete, a package to unpack) it makes those, in a transaction of their own
+(:func:`make_needed`), and reads again. :meth:`StoreEdge.append_logs` writes the journal's
+lines."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from orchard.configs import RunnerSpec
 from orchard.orchestration import snapshot
-from orchard.orchestration.snapshot import DeploymentPlan
+from orchard.orchestration.snapshot import DeploymentPlan, RunnerNeed, StoreNeeds
 from orchard.providers import ProviderRegistry
-from orchard.services import logs
+from orchard.services import logs, runners
 from orchard.services.packages import PackageStore
+from orchard.store.models import DeploymentRow, ModelVersionRow, NodepoolRow, RunnerRow
 
 T = TypeVar("T")
 InSession = Callable[[Callable[[Session], T]], Awaitable[T]]
 
 
 class StoreEdge:
-    """Loads the orchestrated deployments (:func:`~orchard.orchestration.snapshot.load`) and
-    appends log lines."""
+    """Loads the orchestrated deployments and appends log lines."""
 
     def __init__(
         self,
@@ -37,10 +44,17 @@ class StoreEdge:
         )
 
     async def load(self) -> list[DeploymentPlan]:
-        return list(
-            await self.in_session(
-                lambda session: snapshot.load(session, self.providers, self.packages, self.envs)
-            )
+        read = await self.in_session(self._read({}))
+        if not read.needs:
+            return list(read.plans)
+        failures = await self.in_session(
+            lambda session: make_needed(session, read.needs, self.packages)
+        )
+        return list((await self.in_session(self._read(failures))).plans)
+
+    def _read(self, failures: Mapping[str, str]) -> Callable[[Session], snapshot.Snapshot]:
+        return lambda session: snapshot.read(
+            session, self.providers, self.packages, self.envs, failures
         )
 
     async def append_logs(self, entries: list[tuple[logs.LogRef, list[str]]]) -> None:
@@ -49,3 +63,51 @@ class StoreEdge:
                 logs.append_logs(session, ref, lines)
 
         await self.in_session(write)
+
+
+def make_needed(session: Session, needs: StoreNeeds, packages: PackageStore) -> dict[str, str]:
+    """Make what a read found the store lacking: runner rows made or deleted, packages
+    unpacked. Returns the packages that could not be unpacked, with why (their deployments
+    are blocked by the next read); one never stops the others."""
+    for need in needs.runners:
+        make_runner(session, need)
+    for runner_id in needs.stale:
+        row = session.get(RunnerRow, runner_id)
+        if row is not None:
+            session.delete(row)
+    failures = {}
+    for digest in needs.packages:
+        try:
+            packages.unpacked_package(digest)
+        except Exception as exc:  # a package gone or damaged on disk
+            failures[digest] = type(exc).__name__
+    return failures
+
+
+def make_runner(session: Session, need: RunnerNeed) -> RunnerRow | None:
+    """The runner row whose replicas serve a deployment from a nodepool (None: the deployment,
+    nodepool or version is gone since the read)."""
+    deployment = session.get(DeploymentRow, need.deployment)
+    key = need.nodepool
+    pool = session.get(NodepoolRow, (key.user_id, key.compute_cluster_id, key.nodepool_id))
+    version = session.get(ModelVersionRow, need.version)
+    if deployment is None or pool is None or version is None:
+        return None
+    spec = RunnerSpec.model_validate(
+        {
+            "description": f"replicas of deployment {deployment.id}, run by Orchard",
+            "metadata": {runners.MANAGED: deployment.id},
+            "worker": {
+                "model": {
+                    "id": version.model_id,
+                    "app_id": version.app_id,
+                    "user_id": version.user_id,
+                    "model_version": {"id": version.id},
+                }
+            },
+            "num_replicas": 0,
+        }
+    )
+    return runners.create_runner(
+        session, pool, spec, f"deployment {deployment.id}", orchestrator=True
+    )
