@@ -212,6 +212,7 @@ def make_rig(tmp_path: Path, provider: ScriptedProvider) -> Any:
         store,  # type: ignore[arg-type]
         tokens,
         clock=clock,
+        wall_clock=clock,  # events are stamped by it too: nothing here reads the real time
     )
     return provider, dispatcher, store, clock, tokens, orchestrator
 

@@ -1,29 +1,27 @@
 """The orchestrator: the loop that makes running replicas match the deployments in the store.
 
 Each round (every ``tick`` seconds, and at once when something changed: a write to the store,
-a request that began waiting for a replica):
+a request that began waiting for a replica, a nodepool the last round found without room),
+:meth:`Orchestrator.round` does, in order:
 
-1. load the orchestrated deployments (:mod:`~orchard.orchestration.store_edge`,
-   :mod:`~orchard.orchestration.snapshot`) and tell the providers their nodepools;
-2. observe (:mod:`~orchard.orchestration.observe`, read only): which replicas are connected,
-   which ended, which instances were lost, each deployment's load, and the nodepools the last
-   round found without room; then take that in: lost instances and ended replicas are
-   forgotten (an end before the replica ever connected is a failed start: its deployment backs
-   off 1, 2, 4 ... 60 s, its last output in the event), connections make replicas ready, and a
-   ready replica away for ``lost_grace`` is stopped, so replaced;
-3. per deployment, decide (:func:`~orchard.orchestration.decide.decide`, pure: its situation
-   in, its new autoscaling state and actions out: the desired count, what its user's quota lets
-   it add, where new replicas go and which go), then apply: have
-   :meth:`~orchard.orchestration.apply.Apply.carry_out`, the only code that changes what
-   providers run, do the actions. A provider with no room for a new instance is a fact for the
-   next round (run at once), whose placement then skips that nodepool for ``NO_ROOM_BACKOFF``;
-4. release idle instances (down to ``min_instances``), write the journal's lines (events, what
-   replicas printed) to the store and publish the :mod:`~orchard.orchestration.view`.
+1. **load**: :meth:`~orchard.orchestration.store_edge.StoreEdge.load` gives the orchestrated
+   deployments' plans (a deployment that could not be planned keeps its last plan, blocked);
+   :meth:`~orchard.orchestration.apply.Apply.tell_nodepools` gives each provider its nodepools;
+2. **observe**: :func:`~orchard.orchestration.observe.observe` reads the dispatcher and the
+   providers and returns the round's :class:`~orchard.orchestration.world.World`, with what
+   apply started and what the last round handed on
+   (:class:`~orchard.orchestration.observe.Carried`);
+3. **decide**: :func:`~orchard.orchestration.decide.decide`, pure, returns every action of
+   the round and the memory for the next;
+4. **apply**: :meth:`~orchard.orchestration.apply.Apply.carry_out`, the only code that changes
+   what the providers run, does the actions and returns what it could not do (an
+   :class:`~orchard.orchestration.apply.Outcome`), which the next round's world carries;
+5. the journal's lines (events, what replicas printed) go to the store and the
+   :mod:`~orchard.orchestration.view` is published.
 
-Failures stay with their deployment: one that cannot run (``DeploymentPlan.blocked``) says why
-as its problem and starts nothing; one whose round raises gets the reason as its problem; the
-others carry on. One that cannot be planned keeps its last plan, blocked. A failure that
-repeats every round is logged once, then counted (:mod:`~orchard.orchestration.repeats`).
+The loop keeps no bookkeeping of its own: what a round hands the next is decide's memory and
+apply's outcome. A failure that repeats every round is logged once, then counted
+(:mod:`~orchard.orchestration.repeats`).
 """
 
 from __future__ import annotations
@@ -45,8 +43,10 @@ from orchard.orchestration.observe import Carried, Started, observe
 from orchard.orchestration.repeats import Repeats, reason_of
 from orchard.orchestration.snapshot import DeploymentPlan
 from orchard.orchestration.store_edge import StoreEdge
-from orchard.orchestration.view import View, publish
-from orchard.orchestration.world import NO_ROOM_BACKOFF, Memory, OrchestratorSettings, World
+from orchard.orchestration.view import View as View  # the server imports it from here
+from orchard.orchestration.view import publish
+from orchard.orchestration.world import NO_ROOM_BACKOFF, Memory, World
+from orchard.orchestration.world import OrchestratorSettings as OrchestratorSettings
 from orchard.providers import ProviderRegistry
 
 log = logging.getLogger(__name__)
