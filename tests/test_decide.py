@@ -261,6 +261,22 @@ TABLE: list[tuple[str, World, list[str]]] = [
             "--quota-replicas, or the quotas file) or lower min_replicas of another deployment",
         ],
     ),
+    (
+        "a CPU quota counts what each replica asks for",
+        world(
+            deployment(min_replicas=4, max_replicas=4),
+            replicas=(replica("r-1"), replica("r-2")),
+            instances=HALF_FULL,
+            memory=ready("r-1", "r-2", dep=DeploymentMemory(ScaleState(2))),
+            quotas=Quotas(users={"u": Quota(cpus=1.0)}),
+        ),
+        [
+            "event: desired",
+            "problem: user 'u' is at its quota of 1 CPU (1 CPU in use): starting 0 of 2 more "
+            "replicas wanted; ask the operator to raise it (orchard serve --quota-cpus, or the "
+            "quotas file) or lower min_replicas of another deployment",
+        ],
+    ),
     # -- capacity across deployments ----------------------------------------------------------
     (
         "a later deployment sees the instance an earlier one starts, and the room it took",

@@ -33,3 +33,15 @@ def test_a_problem_is_an_event_only_when_it_changes(tmp_path: Path) -> None:
         "quota",
     ]
     assert journal.of(deployment.key).problem == "quota"
+
+
+def test_a_solved_problem_goes_without_an_event_only_if_it_is_still_that(tmp_path: Path) -> None:
+    journal = Journal(logging.getLogger("test"), lambda: A_YEAR)
+    deployment = plan(tmp_path)
+    journal.problem(deployment, "blocked")
+    journal.problem(deployment, "no room", quiet=True)  # an event said it already
+    journal.solved(deployment.key, "blocked")  # no longer that: it stays
+    assert journal.of(deployment.key).problem == "no room"
+    journal.solved(deployment.key)
+    assert journal.of(deployment.key).problem == ""
+    assert [e.split(" ", 1)[1] for e in journal.of(deployment.key).events] == ["blocked"]
