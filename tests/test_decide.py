@@ -14,9 +14,9 @@ from orchard.configs import AutoscaleSpec
 from orchard.dispatch.sessions import PoolKey
 from orchard.orchestration.actions import (
     Action,
+    CannotDecide,
     Drop,
     Event,
-    Failed,
     Forget,
     Problem,
     Release,
@@ -30,9 +30,9 @@ from orchard.orchestration.decide import decide
 from orchard.orchestration.snapshot import DeploymentPlan
 from orchard.orchestration.world import (
     DeploymentMemory,
-    Ended,
     InstanceFact,
     Memory,
+    ReplicaEnd,
     ReplicaFact,
     World,
 )
@@ -115,7 +115,7 @@ def said(action: Action) -> str:
         return f"drop {action.instance_id}"
     if isinstance(action, Release):
         return f"release {action.instance_id}"
-    if isinstance(action, Failed):
+    if isinstance(action, CannotDecide):
         return f"failed {action.deployment[1]}: {action.error}"
     assert isinstance(action, Start)
     where = action.placement
@@ -135,8 +135,8 @@ HALF_FULL = (instance("i-1"),)  # with one replica of DEPLOYMENT on it: room for
 AT_FLOOR_1 = DeploymentMemory(ScaleState(desired=1))
 IDLE_FOR_LONG = DeploymentMemory(ScaleState(desired=1, below_since=NOW - 10_000))
 QUOTA_3 = Quotas(Quota(replicas=3))
-GONE = Ended(1, "", ("Traceback (most recent call last):", "RuntimeError: no weights"))
-KILLED = Ended(-9, "")
+GONE = ReplicaEnd(1, "", ("Traceback (most recent call last):", "RuntimeError: no weights"))
+KILLED = ReplicaEnd(-9, "")
 BROKE = RuntimeError("the dispatcher broke")
 NO_ROOM_A = "no room for a replica in u/cc/np-a: every machine of u/cc/np-a is taken"
 
@@ -358,7 +358,7 @@ TABLE: list[tuple[str, World, list[str]]] = [
             "start dep on np/new-1 (new)",
         ],
     ),
-    # -- blocked deployments and failures stay with their deployment ---------------------------
+    # -- blocked deployments and failures stay with their deployment ----------------------
     (
         "blocked: it says why and starts nothing; the others carry on",
         world(
@@ -389,7 +389,7 @@ TABLE: list[tuple[str, World, list[str]]] = [
     ),
     (
         "what the last round's provider could not do is its problem now; it tries again",
-        world(deployment(min_replicas=1), failed={DEP: failure("RuntimeError: it broke")}),
+        world(deployment(min_replicas=1), not_done={DEP: failure("RuntimeError: it broke")}),
         [
             f"problem: {failure('RuntimeError: it broke')}",
             "event: desired",
@@ -407,7 +407,7 @@ TABLE: list[tuple[str, World, list[str]]] = [
                 ),
             ),
             no_room={PoolKey("u", "cc", "np-a"): NOW + 1},
-            failed={DEP: NO_ROOM_A},
+            not_done={DEP: NO_ROOM_A},
         ),
         [f"problem: {NO_ROOM_A}", "event: desired", "start dep on np-b/new-1 (new)"],
     ),
@@ -444,7 +444,9 @@ TABLE: list[tuple[str, World, list[str]]] = [
     ),
     (
         "a draining replica that ended is forgotten, without an event",
-        world(replicas=(replica("r-1", stopping=True, ended=Ended(0, "")),), memory=ready("r-1")),
+        world(
+            replicas=(replica("r-1", stopping=True, ended=ReplicaEnd(0, "")),), memory=ready("r-1")
+        ),
         ["forget r-1"],
     ),
     # -- restarts ------------------------------------------------------------------------------
@@ -482,7 +484,7 @@ TABLE: list[tuple[str, World, list[str]]] = [
     ),
     (
         "backing off after a failed start: it starts nothing yet",
-        world(load=(0, 1), memory=ready(dep=DeploymentMemory(failures=1, retry_at=NOW + 1))),
+        world(load=(0, 1), memory=ready(dep=DeploymentMemory(failed_starts=1, retry_at=NOW + 1))),
         ["event: desired"],
     ),
     (
@@ -491,7 +493,7 @@ TABLE: list[tuple[str, World, list[str]]] = [
             deployment(min_replicas=1),
             replicas=(replica("r-1"),),
             instances=HALF_FULL,
-            memory=ready(dep=replace(AT_FLOOR_1, failures=2)),
+            memory=ready(dep=replace(AT_FLOOR_1, failed_starts=2)),
         ),
         ["solved", "event: replica r-1 connected and is ready"],
     ),
@@ -542,10 +544,10 @@ def test_the_autoscaler_state_is_remembered_for_the_next_round() -> None:
 def test_a_failed_start_is_remembered_and_the_wait_doubles() -> None:
     ended = world(replicas=(replica("r-1", connected=False, ended=GONE),))
     first = decide(ended).memory.of(DEP)
-    assert (first.failures, first.retry_at) == (1, NOW + 1)
+    assert (first.failed_starts, first.retry_at) == (1, NOW + 1)
     again = replace(ended, memory=Memory({DEP: first}), now=NOW + 1)
     second = decide(again).memory.of(DEP)
-    assert (second.failures, second.retry_at) == (2, NOW + 1 + 2)
+    assert (second.failed_starts, second.retry_at) == (2, NOW + 1 + 2)
 
 
 def test_what_is_remembered_of_replicas_goes_with_them() -> None:

@@ -163,7 +163,7 @@ def plan(tmp_path: Path, **autoscale: Any) -> DeploymentPlan:
         blocked="",
         package=tmp_path / "package",
         python=tmp_path / "python",
-        capacity=1,
+        concurrency=1,
         request=Resources(0.5, GIB // 4),
     )
 

@@ -15,7 +15,7 @@ Changes to what runs (apply asks the providers):
 - :class:`Start`: a replica of a deployment where placement put it (maybe on a new instance,
   named by a placeholder id that later starts of the same round may name too);
 - :class:`Release`: an instance no replica uses, to stop;
-- :class:`Failed`: decide could not decide for a deployment (a bug, or its load could not be
+- :class:`CannotDecide`: decide could not decide for a deployment (a bug, or its load could not be
   read): it becomes the deployment's problem, and its actions are none this round.
 """
 
@@ -78,7 +78,7 @@ class Release:
 
 
 @dataclass(frozen=True)
-class Failed:
+class CannotDecide:
     deployment: DeploymentKey
     error: Exception = field(compare=False)
 
@@ -91,4 +91,4 @@ def failure(reason: str) -> str:
     )
 
 
-Action = Problem | Solved | Event | Forget | Drop | Stop | Start | Release | Failed
+Action = Problem | Solved | Event | Forget | Drop | Stop | Start | Release | CannotDecide

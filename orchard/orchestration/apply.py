@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from orchard.dispatch.sessions import PoolKey
 from orchard.orchestration.actions import (
     Action,
+    CannotDecide,
     Drop,
     Event,
-    Failed,
     Forget,
     Problem,
     Release,
@@ -36,13 +36,13 @@ from orchard.orchestration.actions import (
 )
 from orchard.orchestration.journal import Journal
 from orchard.orchestration.launch import replica_launch
-from orchard.orchestration.observe import Held
 from orchard.orchestration.repeats import reason_of
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
 from orchard.orchestration.world import (
     DeploymentKey,
     OrchestratorSettings,
     Replica,
+    StartedInstance,
     World,
     pool_name,
 )
@@ -73,7 +73,7 @@ class Apply:
         self.settings, self.providers, self.tokens = settings, providers, tokens
         self.journal, self.clock = journal, clock
         self.replicas: dict[str, Replica] = {}
-        self.instances: dict[str, Held] = {}  # id: provider id, nodepool, instance
+        self.instances: dict[str, StartedInstance] = {}
 
     def tell_nodepools(self, plans: Sequence[DeploymentPlan]) -> None:
         """Each orchestrated provider's nodepools, as this round's plans use them."""
@@ -106,7 +106,7 @@ class Apply:
         provider = self.providers.get(pool.provider)
         assert provider is not None
         instance = provider.start_instance(pool_name(pool), pool.shape)
-        self.instances[instance.id] = (pool.provider, pool.key, instance)
+        self.instances[instance.id] = StartedInstance(pool.provider, pool.key, instance)
         self.journal.deployment_event(
             plan,
             f"started instance {instance.id} ({instance.where}) of nodepool {pool.key.nodepool_id}",
@@ -134,7 +134,7 @@ class Apply:
         replica = Replica(
             id=replica_id,
             deployment=plan.key,
-            plan_pool=pool,
+            pool=pool,
             version=plan.version,
             instance=instance,
             request=plan.request,
@@ -155,7 +155,7 @@ class Apply:
         if replica.stopping:
             return
         replica.stopping = True
-        provider = self.providers.get(replica.plan_pool.provider)
+        provider = self.providers.get(replica.pool.provider)
         if provider is not None:
             provider.stop_replica(replica.id, self.settings.drain_grace)
         self.journal.replica_event(replica, f"stopping replica {replica.id}: {why}")
@@ -171,14 +171,14 @@ class Apply:
 
     def drop(self, instance_id: str, why: str) -> None:
         """A lost instance: forgotten (its replicas end with it), never stopped."""
-        held = self.instances.pop(instance_id, None)
-        if held is not None:
-            log.warning("instance %s of %s is gone: %s", instance_id, held[1], why)
+        started = self.instances.pop(instance_id, None)
+        if started is not None:
+            log.warning("instance %s of %s is gone: %s", instance_id, started.nodepool, why)
 
     def release(self, instance_id: str) -> None:
         """Stop an instance no replica uses."""
-        held = self.instances.pop(instance_id, None)
-        provider = self.providers.get(held[0]) if held is not None else None
+        started = self.instances.pop(instance_id, None)
+        provider = self.providers.get(started.provider_id) if started is not None else None
         if provider is not None:
             provider.stop_instance(instance_id)
 
@@ -223,7 +223,7 @@ class _Carrying:
         elif isinstance(action, Release):
             self.apply.release(action.instance_id)
         else:
-            self.failed(action)
+            self.cannot_decide(action)
 
     def event(self, action: Event) -> None:
         replica = self.apply.replicas.get(action.replica_id)
@@ -237,7 +237,7 @@ class _Carrying:
         if replica is not None and not self.halted(replica.deployment):
             self.apply.stop(replica, action.why)
 
-    def failed(self, action: Failed) -> None:
+    def cannot_decide(self, action: CannotDecide) -> None:
         """Decide could not decide for the deployment: its problem says why, now."""
         self.outcome.errors[action.deployment] = action.error
         self.journal.problem(self.plans[action.deployment], failure(reason_of(action.error)))
@@ -267,7 +267,7 @@ class _Carrying:
                 self.new[slot] = self.apply.start_instance(plan, pool)
             instance = self.new[slot]
         else:
-            instance = self.apply.instances[placement.instance_id][2]
+            instance = self.apply.instances[placement.instance_id].instance
         self.apply.start_replica(plan, pool, instance, placement.devices)
 
     @staticmethod

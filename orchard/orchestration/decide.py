@@ -14,11 +14,11 @@ In order:
    connected it is replaced (an event says so); if it never had, it is a failed start, and its
    deployment backs off 1, 2, 4 ... 60 s (:data:`~orchard.orchestration.world.MAX_BACKOFF`),
    its last output in the event. A replica's first connection makes it ready (its deployment's
-   failures and problem go); a ready replica without its stream for ``lost_grace`` is stopped.
+   failed starts and problem go); a ready replica without its stream for ``lost_grace`` is stopped.
 2. **What no longer runs.** A replica whose deployment is gone, or no longer runs it there
    (another nodepool, runner record or version), is stopped.
 3. **Each deployment**, in the plans' order (what one raises is its failure alone:
-   :class:`~orchard.orchestration.actions.Failed`): a blocked one says why and starts nothing
+   :class:`~orchard.orchestration.actions.CannotDecide`): a blocked one says why and starts nothing
    (its problem goes once it is no longer blocked); what the last round's apply could not do is
    its problem; the load joins the autoscaler's window and the autoscaler decides the count;
    surplus replicas go, unconnected ones first, then as
@@ -39,9 +39,9 @@ from dataclasses import dataclass, replace
 from orchard.dispatch.sessions import PoolKey
 from orchard.orchestration.actions import (
     Action,
+    CannotDecide,
     Drop,
     Event,
-    Failed,
     Forget,
     Problem,
     Release,
@@ -141,13 +141,13 @@ class _Round:
     def failed_start(self, replica: ReplicaFact, what: str) -> None:
         assert replica.ended is not None
         memory = self.memory_of(replica.deployment)
-        failures = memory.failures + 1
-        delay = min(MAX_BACKOFF, 2.0 ** (failures - 1))
+        failed_starts = memory.failed_starts + 1
+        delay = min(MAX_BACKOFF, 2.0 ** (failed_starts - 1))
         self.memory[replica.deployment] = replace(
-            memory, failures=failures, retry_at=self.now + delay
+            memory, failed_starts=failed_starts, retry_at=self.now + delay
         )
         problem = (
-            f"replica {replica.id} {what} before it connected (failed start {failures}); "
+            f"replica {replica.id} {what} before it connected (failed start {failed_starts}); "
             f"next try in {delay:g} s"
         )
         tail = replica.ended.last_output
@@ -161,7 +161,7 @@ class _Round:
             return
         self.ready.add(replica.id)
         key = replica.deployment
-        self.memory[key] = replace(self.memory_of(key), failures=0)
+        self.memory[key] = replace(self.memory_of(key), failed_starts=0)
         self.actions.append(Solved(key))
         text = f"replica {replica.id} connected and is ready"
         self.actions.append(Event(key, text, replica.id))
@@ -194,15 +194,15 @@ class _Round:
         try:
             self.deployment(plan)
         except Exception as exc:
-            self.actions = [Failed(plan.key, exc)]
+            self.actions = [CannotDecide(plan.key, exc)]
         self.actions = decided + self.actions
 
     def deployment(self, plan: DeploymentPlan) -> None:
         memory, now = self.memory_of(plan.key), self.now
         if not plan.blocked and memory.blocked:
             self.actions.append(Solved(plan.key, memory.blocked))  # it was blocked, no longer
-        if plan.key in self.world.failed:
-            self.actions.append(Problem(plan.key, self.world.failed[plan.key]))
+        if plan.key in self.world.not_done:
+            self.actions.append(Problem(plan.key, self.world.not_done[plan.key]))
         load = self.world.load.get(plan.key, (0, 0))
         if isinstance(load, Exception):
             raise load
@@ -213,7 +213,7 @@ class _Round:
         mine = self.running(plan.key)
         scale = decide_replicas(
             policy,
-            plan.capacity,
+            plan.concurrency,
             list(samples),
             memory.scale,
             now,

@@ -60,7 +60,7 @@ class Journal:
         self._record(plan.key, plan.version, pool or plan.pools[0], message)
 
     def replica_event(self, replica: Replica, message: str, warn: bool = False) -> None:
-        self._record(replica.deployment, replica.version, replica.plan_pool, message, warn)
+        self._record(replica.deployment, replica.version, replica.pool, message, warn)
 
     def replica_output(self, replica: Replica) -> None:
         """What ``replica`` printed since the last read, for the runner log."""

@@ -22,20 +22,19 @@ from orchard.orchestration.replica_logs import last_lines
 from orchard.orchestration.snapshot import DeploymentPlan
 from orchard.orchestration.world import (
     DeploymentKey,
-    Ended,
     InstanceFact,
     Load,
     Memory,
     OrchestratorSettings,
     Replica,
+    ReplicaEnd,
     ReplicaFact,
+    StartedInstance,
     World,
 )
 from orchard.providers import ProviderRegistry
-from orchard.providers.base import Instance, ReplicaStatus
+from orchard.providers.base import ReplicaStatus
 from orchard.providers.gpus import SharesDevices
-
-Held = tuple[str, PoolKey, Instance]  # an instance apply started, with its provider and nodepool
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class Carried:
 
     memory: Memory = field(default_factory=Memory)
     no_room: Mapping[PoolKey, float] = field(default_factory=dict)  # nodepool: until when
-    failed: Mapping[DeploymentKey, str] = field(default_factory=dict)  # what apply could not do
+    not_done: Mapping[DeploymentKey, str] = field(default_factory=dict)  # apply: its problem
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Started:
     """What apply has started and not yet forgotten (read here, never changed)."""
 
     replicas: Mapping[str, Replica]
-    instances: Mapping[str, Held]
+    instances: Mapping[str, StartedInstance]
 
 
 def observe(
@@ -74,8 +73,8 @@ def observe(
         for r in started.replicas.values()
     )
     instances = tuple(
-        _instance_fact(held, providers, lost.get(instance_id, ""))
-        for instance_id, held in started.instances.items()
+        _instance_fact(one, providers, lost.get(instance_id, ""))
+        for instance_id, one in started.instances.items()
     )
     return World(
         plans=tuple(plans),
@@ -83,7 +82,7 @@ def observe(
         instances=instances,
         load={plan.key: _load(dispatcher, plan) for plan in plans},
         no_room=no_room_now(carried.no_room, now),
-        failed=dict(carried.failed),
+        not_done=dict(carried.not_done),
         memory=carried.memory,
         quotas=settings.quotas,
         lost_grace=settings.lost_grace,
@@ -107,12 +106,12 @@ def _replica_fact(
         # What it printed last tells why a start failed (one that never connected).
         failed_start = not replica.stopping and replica.id not in memory.ready
         tail = tuple(last_lines(replica.log_path)) if failed_start else ()
-        ended = Ended(status.exit_code, status.reason, tail)
+        ended = ReplicaEnd(status.exit_code, status.reason, tail)
     return ReplicaFact(
         id=replica.id,
         deployment=replica.deployment,
-        nodepool=replica.plan_pool.key,
-        runner_id=replica.plan_pool.runner_id,
+        nodepool=replica.pool.key,
+        runner_id=replica.pool.runner_id,
         version=replica.version,
         instance_id=replica.instance.id,
         request=replica.request,
@@ -125,10 +124,11 @@ def _replica_fact(
     )
 
 
-def _instance_fact(held: Held, providers: ProviderRegistry, lost: str) -> InstanceFact:
-    provider_id, pool_key, instance = held
-    provider = providers.get(provider_id)
+def _instance_fact(
+    started: StartedInstance, providers: ProviderRegistry, lost: str
+) -> InstanceFact:
+    instance, provider = started.instance, providers.get(started.provider_id)
     devices = None
     if isinstance(provider, SharesDevices) and not lost:
         devices = provider.devices(instance.id)
-    return InstanceFact(instance.id, pool_key, instance.shape, devices, lost)
+    return InstanceFact(instance.id, started.nodepool, instance.shape, devices, lost)

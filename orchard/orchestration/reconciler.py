@@ -146,7 +146,7 @@ class Orchestrator:
         if pending:
             await self.store.append_logs(pending)
         connected = {r.id for r in world.replicas if r.connected}
-        pools = (pool_key for _, pool_key, _ in self.apply.instances.values())
+        pools = (started.nodepool for started in self.apply.instances.values())
         self.view = publish(
             self._plans,
             self.apply.replicas.values(),

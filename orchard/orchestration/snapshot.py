@@ -118,7 +118,7 @@ class DeploymentPlan:
     blocked: str  # why no replica can start yet ("" when one can): version not built...
     package: Path | None
     python: Path | None
-    capacity: int  # items one replica runs at once (num_threads)
+    concurrency: int  # items one replica runs at once (num_threads)
     request: Resources  # what one replica takes from an instance (with its GPUs' count and memory)
     source: VersionSource | None = None  # None until the version is built
     declared: tuple[tuple[str, str], ...] = ()  # environment variables the model's config sets
@@ -162,7 +162,7 @@ class DeploymentPlan:
             ),
             package=None,
             python=None,
-            capacity=1,
+            concurrency=1,
             request=Resources(0.0, 0),
             planned=False,
             error=error,
@@ -262,7 +262,7 @@ def _plan(reading: _Reading, row: DeploymentRow) -> DeploymentPlan | None:
         blocked=blocked,
         package=files.package,
         python=files.python,
-        capacity=files.capacity,
+        concurrency=files.concurrency,
         request=Resources.from_compute_info(files.config),
         source=files.source if not blocked else None,
         declared=files.declared if not blocked else (),
@@ -314,7 +314,7 @@ class _Files:
 
     package: Path | None = None  # its package folder
     python: Path | None = None  # its environment's interpreter
-    capacity: int = 1  # items one replica runs at once (num_threads)
+    concurrency: int = 1  # items one replica runs at once (num_threads)
     config: ComputeInfoSpec = field(default_factory=lambda: UNKNOWN_NEED)  # one replica's need
     source: VersionSource | None = None
     declared: tuple[tuple[str, str], ...] = ()  # environment variables its config.yaml sets
@@ -350,7 +350,7 @@ def _version_files(reading: _Reading, version: ModelVersionRow) -> tuple[str, _F
     return "", _Files(
         package=package.root,
         python=envs / version.env_key / "bin" / "python",
-        capacity=config.num_threads,
+        concurrency=config.num_threads,
         config=config.inference_compute_info,
         source=_source(version, reading.packages, envs),
         declared=secrets,

@@ -59,7 +59,7 @@ def publish(
     runners: dict[str, int] = {}
     for r in replicas:
         if not r.stopping:
-            runners[r.plan_pool.runner_id] = runners.get(r.plan_pool.runner_id, 0) + 1
+            runners[r.pool.runner_id] = runners.get(r.pool.runner_id, 0) + 1
     deployments = {}
     for plan in plans:
         mine = [r for r in replicas if r.deployment == plan.key]
@@ -91,8 +91,8 @@ def _replica_view(plan: DeploymentPlan, r: Replica, connected: bool) -> ReplicaV
     return ReplicaView(
         r.id,
         plan.id,
-        r.plan_pool.key,
-        r.plan_pool.runner_id,
+        r.pool.key,
+        r.pool.runner_id,
         r.instance.id,
         r.instance.where,
         "draining" if r.stopping else "ready" if connected else "starting",

@@ -52,7 +52,7 @@ class Replica:
 
     id: str
     deployment: DeploymentKey
-    plan_pool: PoolPlan
+    pool: PoolPlan
     version: VersionRef
     instance: Instance
     request: Resources
@@ -67,7 +67,16 @@ class Replica:
 
 
 @dataclass(frozen=True)
-class Ended:
+class StartedInstance:
+    """An instance apply started: its provider, its nodepool and what the provider said of it."""
+
+    provider_id: str
+    nodepool: PoolKey
+    instance: Instance
+
+
+@dataclass(frozen=True)
+class ReplicaEnd:
     """A replica its provider reports no longer running."""
 
     exit_code: int | None
@@ -91,7 +100,7 @@ class ReplicaFact:
     devices: tuple[int, ...] = ()
     stopping: bool = False
     connected: bool = False  # it has a work stream to the server now
-    ended: Ended | None = None  # reported ended this round
+    ended: ReplicaEnd | None = None  # reported ended this round
 
 
 @dataclass(frozen=True)
@@ -111,7 +120,7 @@ class DeploymentMemory:
 
     scale: ScaleState = field(default_factory=ScaleState)
     samples: tuple[LoadSample, ...] = ()  # the autoscaler's window, oldest first
-    failures: int = 0  # failed starts in a row
+    failed_starts: int = 0  # in a row
     retry_at: float = 0.0  # no replica starts before (a failed start's backoff)
     blocked: str = ""  # why its plan let no replica start, as of the last round
     in_flight: int = 0  # its load as last read
@@ -140,7 +149,7 @@ class World:
     # Each deployment's load, or why it could not be read (that deployment's failure alone).
     load: Mapping[DeploymentKey, Load | Exception] = field(default_factory=dict)
     no_room: Mapping[PoolKey, float] = field(default_factory=dict)  # nodepool: until when
-    failed: Mapping[DeploymentKey, str] = field(default_factory=dict)  # last apply: why not
+    not_done: Mapping[DeploymentKey, str] = field(default_factory=dict)  # last apply: why not
     memory: Memory = field(default_factory=Memory)
     quotas: Quotas = field(default_factory=Quotas)
     lost_grace: float = 15.0
