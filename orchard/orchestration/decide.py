@@ -97,7 +97,8 @@ class _Round:
         self.live = [r for r in world.replicas if r.ended is None]
         self.stopping = {r.id for r in self.live if r.stopping}
         self.ready = set(world.memory.ready) & {r.id for r in self.live}
-        self.lost_since = {r.id: t for r in self.live if (t := world.memory.lost_since.get(r.id))}
+        away = world.memory.lost_since
+        self.lost_since = {r.id: away[r.id] for r in self.live if r.id in away}
         self.memory = dict(world.memory.deployments)
         self.capacity = Capacity(world)
         self.added: dict[str, list[Usage]] = {}  # user: the replicas this round starts
