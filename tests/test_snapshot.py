@@ -10,7 +10,7 @@ import pytest
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from sqlalchemy import select
 
-from orchard.orchestration import snapshot
+from orchard.orchestration import snapshot, store_edge
 from orchard.orchestration.snapshot import DeploymentPlan
 from orchard.orchestration.store_edge import make_needed
 from orchard.services import models as model_service
@@ -55,12 +55,12 @@ def store_session(server: ServerThread) -> Any:
     return server.server.store.session()
 
 
-def read(server: ServerThread, failures: dict[str, str] | None = None) -> snapshot.Snapshot:
+def read(server: ServerThread, unmade: snapshot.Unmade | None = None) -> snapshot.Snapshot:
     assert server.server is not None
     runtime = server.server.runtime
     envs = server.settings.home / "envs"
     with store_session(server) as session:
-        return snapshot.read(session, runtime.providers, runtime.packages, envs, failures)
+        return snapshot.read(session, runtime.providers, runtime.packages, envs, unmade)
 
 
 def load(server: ServerThread) -> dict[str, DeploymentPlan]:
@@ -68,8 +68,8 @@ def load(server: ServerThread) -> dict[str, DeploymentPlan]:
     assert server.server is not None
     first = read(server)
     with store_session(server) as session:
-        failures = make_needed(session, first.needs, server.server.runtime.packages)
-    again = read(server, failures)
+        unmade = make_needed(session, first.needs, server.server.runtime.packages)
+    again = read(server, unmade)
     assert not again.needs
     return {plan.id: plan for plan in again.plans}
 
@@ -126,3 +126,20 @@ def test_the_runner_rows_of_a_deployment_that_cannot_be_planned_stay(
     assert set(made) == {"ghost", "building", "broken"}
     load(stored)
     assert runner_rows(stored) == made
+
+
+def test_a_runner_row_that_cannot_be_made_leaves_its_deployment_unplanned(
+    stored: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = store_edge.make_runner
+
+    def refuse_ghost(session: Any, need: snapshot.RunnerNeed) -> Any:
+        if need.deployment[1] == "ghost":
+            raise ValueError("no runner for you")
+        return made(session, need)
+
+    monkeypatch.setattr(store_edge, "make_runner", refuse_ghost)
+    plans = load(stored)
+    assert not plans["ghost"].planned
+    assert "(ValueError: no runner for you)" in plans["ghost"].blocked
+    assert plans["building"].planned and set(runner_rows(stored)) == {"building", "broken"}

@@ -74,6 +74,14 @@ class StoreNeeds:
 
 
 @dataclass(frozen=True)
+class Unmade:
+    """What the store edge could not make of a read's needs (the next read says so)."""
+
+    packages: Mapping[str, str] = field(default_factory=dict)  # digest: why not unpacked
+    runners: Mapping[tuple[str, str], Exception] = field(default_factory=dict)  # deployment
+
+
+@dataclass(frozen=True)
 class Snapshot:
     plans: tuple[DeploymentPlan, ...]
     needs: StoreNeeds
@@ -177,7 +185,7 @@ class _Reading:
     providers: ProviderRegistry
     packages: PackageStore
     envs: Path
-    unpack_failures: Mapping[str, str]  # digest: why it could not be unpacked
+    unmade: Unmade  # what could not be made of an earlier read's needs
     users: int = 0
     runners: list[RunnerNeed] = field(default_factory=list)
     unpack: list[str] = field(default_factory=list)
@@ -188,16 +196,17 @@ def read(
     providers: ProviderRegistry,
     packages: PackageStore,
     envs: Path,
-    unpack_failures: Mapping[str, str] | None = None,
+    unmade: Unmade | None = None,
 ) -> Snapshot:
     """Every orchestrated deployment and what the store lacks for them; one that cannot be
-    planned comes back :meth:`~DeploymentPlan.unplanned`. ``unpack_failures``: packages that
-    could not be unpacked (their deployments are blocked). Raises only what the store
+    planned comes back :meth:`~DeploymentPlan.unplanned`. ``unmade``: what could not be made
+    of an earlier read's needs (a package not unpacked blocks its deployments; a runner row not
+    made leaves its deployment unplanned). Raises only what the store
     raises."""
     rows = session.scalars(
         select(DeploymentRow).options(selectinload(DeploymentRow.placements))
     ).all()
-    reading = _Reading(session, providers, packages, envs, unpack_failures or {})
+    reading = _Reading(session, providers, packages, envs, unmade or Unmade())
     reading.users = session.scalar(select(func.count()).select_from(UserRow)) or 0
     wanted: set[str] = set()
     kept: set[tuple[str, str]] = set()  # deployments whose runner rows stay as they are
@@ -225,6 +234,8 @@ def read(
 
 
 def _plan(reading: _Reading, row: DeploymentRow) -> DeploymentPlan | None:
+    if (error := reading.unmade.runners.get((row.user_id, row.id))) is not None:
+        raise error
     session = reading.session
     version_row = session.get(
         ModelVersionRow, (row.model_user_id, row.app_id, row.model_id, row.model_version_id)
@@ -330,7 +341,7 @@ def _version_files(reading: _Reading, version: ModelVersionRow) -> tuple[str, _F
     if problem:
         return problem, _Files()
     digest = version.package_digest
-    failed, package = reading.unpack_failures.get(digest, ""), None
+    failed, package = reading.unmade.packages.get(digest, ""), None
     if not failed:
         try:
             package = reading.packages.unpacked_if_present(digest)

@@ -2,21 +2,22 @@
 
 :meth:`StoreEdge.load` reads the deployments to run (:func:`~orchard.orchestration.snapshot.read`,
 which only reads); when the read found the store lacking (a runner row to make, runner rows to
-delete, a package to unpack) it makes those, in a transaction of their own
-(:func:`make_needed`), and reads again. :meth:`StoreEdge.append_logs` writes the journal's
+delete, a package to unpack) it makes those (:func:`make_needed`) and reads again, in the same
+transaction. :meth:`StoreEdge.append_logs` writes the journal's
 lines."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from orchard.configs import RunnerSpec
 from orchard.orchestration import snapshot
-from orchard.orchestration.snapshot import DeploymentPlan, RunnerNeed, StoreNeeds
+from orchard.orchestration.snapshot import DeploymentPlan, RunnerNeed, StoreNeeds, Unmade
 from orchard.providers import ProviderRegistry
 from orchard.services import logs, runners
 from orchard.services.packages import PackageStore
@@ -44,18 +45,17 @@ class StoreEdge:
         )
 
     async def load(self) -> list[DeploymentPlan]:
-        read = await self.in_session(self._read({}))
-        if not read.needs:
-            return list(read.plans)
-        failures = await self.in_session(
-            lambda session: make_needed(session, read.needs, self.packages)
-        )
-        return list((await self.in_session(self._read(failures))).plans)
+        return list(await self.in_session(self._load))
 
-    def _read(self, failures: Mapping[str, str]) -> Callable[[Session], snapshot.Snapshot]:
-        return lambda session: snapshot.read(
-            session, self.providers, self.packages, self.envs, failures
-        )
+    def _load(self, session: Session) -> tuple[DeploymentPlan, ...]:
+        """Read; when the read found the store lacking, make what it lacks and read again (one
+        transaction: a new deployment's first round costs one commit)."""
+        read = snapshot.read(session, self.providers, self.packages, self.envs)
+        if not read.needs:
+            return read.plans
+        unmade = make_needed(session, read.needs, self.packages)
+        session.flush()
+        return snapshot.read(session, self.providers, self.packages, self.envs, unmade).plans
 
     async def append_logs(self, entries: list[tuple[logs.LogRef, list[str]]]) -> None:
         def write(session: Session) -> None:
@@ -65,23 +65,29 @@ class StoreEdge:
         await self.in_session(write)
 
 
-def make_needed(session: Session, needs: StoreNeeds, packages: PackageStore) -> dict[str, str]:
+def make_needed(session: Session, needs: StoreNeeds, packages: PackageStore) -> Unmade:
     """Make what a read found the store lacking: runner rows made or deleted, packages
-    unpacked. Returns the packages that could not be unpacked, with why (their deployments
-    are blocked by the next read); one never stops the others."""
+    unpacked. Returns what could not be made, with why, for the next read (one never stops
+    the others); only what the store raises fails it."""
+    runners_unmade: dict[tuple[str, str], Exception] = {}
     for need in needs.runners:
-        make_runner(session, need)
+        try:
+            make_runner(session, need)
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:
+            runners_unmade[need.deployment] = exc
     for runner_id in needs.stale:
         row = session.get(RunnerRow, runner_id)
         if row is not None:
             session.delete(row)
-    failures = {}
+    packages_unmade = {}
     for digest in needs.packages:
         try:
             packages.unpacked_package(digest)
         except Exception as exc:  # a package gone or damaged on disk
-            failures[digest] = type(exc).__name__
-    return failures
+            packages_unmade[digest] = type(exc).__name__
+    return Unmade(packages_unmade, runners_unmade)
 
 
 def make_runner(session: Session, need: RunnerNeed) -> RunnerRow | None:
