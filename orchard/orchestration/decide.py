@@ -49,7 +49,12 @@ from orchard.orchestration.actions import (
     Start,
     Stop,
 )
-from orchard.orchestration.autoscale import AutoscalePolicy, LoadSample, decide_replicas
+from orchard.orchestration.autoscale import (
+    AutoscaleDecision,
+    AutoscalePolicy,
+    LoadSample,
+    decide_replicas,
+)
 from orchard.orchestration.capacity import Capacity
 from orchard.orchestration.placement import place
 from orchard.orchestration.removal import PlacedReplica, choose_removals, spare_instances
@@ -207,20 +212,9 @@ class _Round:
         load = self.world.load.get(plan.key, (0, 0))
         if isinstance(load, Exception):
             raise load
-        in_flight, queued = load
-        policy = AutoscalePolicy.from_spec(plan.autoscale)
-        samples = (*memory.samples, LoadSample(now, in_flight, queued))
-        samples = tuple(x for x in samples if x.at >= now - policy.traffic_history_seconds)
         mine = self.running(plan.key)
-        scale = decide_replicas(
-            policy,
-            plan.concurrency,
-            list(samples),
-            memory.scale,
-            now,
-            disabled=plan.disabled,
-            waiting=queued > 0 and not any(r.connected for r in mine),
-        )
+        sample = LoadSample(now, *load)
+        scale, window = self.autoscale(plan, memory, sample, mine)
         if plan.blocked:
             self.actions.append(Problem(plan.key, plan.blocked))
         if scale.changed:
@@ -232,11 +226,33 @@ class _Round:
         self.memory[plan.key] = replace(
             memory,
             scale=scale.state,
-            samples=samples,
+            samples=window,
             blocked=plan.blocked,
-            in_flight=in_flight,
-            queued=queued,
+            in_flight=sample.in_flight,
+            queued=sample.queued,
         )
+
+    def autoscale(
+        self,
+        plan: DeploymentPlan,
+        memory: DeploymentMemory,
+        sample: LoadSample,
+        mine: list[ReplicaFact],
+    ) -> tuple[AutoscaleDecision, tuple[LoadSample, ...]]:
+        """The autoscaler's count, with ``sample`` joining the window (kept: the history)."""
+        policy = AutoscalePolicy.from_spec(plan.autoscale)
+        window = (*memory.samples, sample)
+        window = tuple(x for x in window if x.at >= self.now - policy.traffic_history_seconds)
+        scale = decide_replicas(
+            policy,
+            plan.concurrency,
+            list(window),
+            memory.scale,
+            self.now,
+            disabled=plan.disabled,
+            waiting=sample.queued > 0 and not any(r.connected for r in mine),
+        )
+        return scale, window
 
     def running(self, key: DeploymentKey) -> list[ReplicaFact]:
         """The deployment's replicas that are not stopping."""
