@@ -47,7 +47,7 @@ class Case:
     samples: tuple[LoadSample, ...]
     desired: int
     reason: str
-    capacity: int = 4
+    concurrency: int = 4
     flags: dict[str, bool] = field(default_factory=dict)
 
 
@@ -295,15 +295,15 @@ CASES: dict[str, Case] = {
         2,
         "load 8 items over 1 replicas of 4 slots needs 2: 1 → 2",
     ),
-    "capacity-3-rounds-up": Case(
+    "concurrency-3-rounds-up": Case(
         QUICK,
         ScaleState(desired=1),
         (s(NOW, 7),),
         3,
         "load 7 items over 1 replicas of 3 slots needs 3: 1 → 3",
-        capacity=3,
+        concurrency=3,
     ),
-    "capacity-exact-multiple": Case(
+    "concurrency-exact-multiple": Case(
         QUICK,
         ScaleState(desired=2),
         (s(NOW, 8),),
@@ -324,13 +324,13 @@ CASES: dict[str, Case] = {
         2,
         "load 7.33 items over 2 replicas of 4 slots needs 2: steady at 2",
     ),
-    "capacity-1": Case(
+    "concurrency-1": Case(
         QUICK,
         ScaleState(desired=2),
         (s(NOW, 3),),
         3,
         "load 3 items over 2 replicas of 1 slots needs 3: 2 → 3",
-        capacity=1,
+        concurrency=1,
     ),
 }
 
@@ -338,7 +338,7 @@ CASES: dict[str, Case] = {
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_decision_table(case: Case) -> None:
     decision = decide_replicas(
-        case.policy, case.capacity, case.samples, case.state, NOW, **case.flags
+        case.policy, case.concurrency, case.samples, case.state, NOW, **case.flags
     )
     assert (decision.desired, decision.reason) == (case.desired, case.reason)
     assert decision.state.desired == decision.desired
@@ -401,7 +401,7 @@ def test_floor(min_replicas: int, soft_min: int, max_replicas: int, floor: int) 
 
 
 def test_capacity_must_be_at_least_one() -> None:
-    with pytest.raises(ValueError, match="capacity must be at least 1 item, got 0"):
+    with pytest.raises(ValueError, match="concurrency must be at least 1 item, got 0"):
         decide_replicas(QUICK, 0, (), ScaleState(), NOW)
 
 
@@ -482,7 +482,7 @@ def simulate(
     *,
     tick: int = 10,
     sample_every: int | None = None,
-    capacity: int = 4,
+    concurrency: int = 4,
     state: ScaleState | None = None,
 ) -> list[tuple[int, int]]:
     """Drive the autoscaler like the reconciler would, with replicas that start at once:
@@ -493,12 +493,12 @@ def simulate(
     changes: list[tuple[int, int]] = []
     step = sample_every or tick
     for t in range(0, until + 1, step):
-        items, slots = demand(t), state.desired * capacity
+        items, slots = demand(t), state.desired * concurrency
         samples.append(LoadSample(t, min(items, slots), max(0, items - slots)))
         if t % tick:
             continue
         waiting = items > 0 and state.desired == 0
-        decision = decide_replicas(policy, capacity, samples, state, t, waiting=waiting)
+        decision = decide_replicas(policy, concurrency, samples, state, t, waiting=waiting)
         if decision.changed:
             changes.append((t, decision.desired))
         state = decision.state

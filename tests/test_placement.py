@@ -18,7 +18,7 @@ from orchard.orchestration.placement import (
     SCHEDULING_UNSET,
     SCHEDULING_UTILIZATION,
     Placement,
-    PlacementPlan,
+    Placements,
     place,
 )
 from orchard.orchestration.resources import CAPACITY_SPOT, InstanceView, NodepoolView, Resources
@@ -77,7 +77,7 @@ def plan(
     choice: int = SCHEDULING_PERFORMANCE,
     disable_packing: bool = False,
     rng: random.Random | None = None,
-) -> PlacementPlan:
+) -> Placements:
     return place(
         "dep",
         request,
@@ -89,7 +89,7 @@ def plan(
     )
 
 
-def where(result: PlacementPlan) -> list[tuple[str, str | None, bool] | str]:
+def where(result: Placements) -> list[tuple[str, str | None, bool] | str]:
     """Each placement as (nodepool id, instance id, new?) or, when unplaceable, its reason."""
     out: list[tuple[str, str | None, bool] | str] = []
     for p in result.placements:
@@ -428,7 +428,7 @@ def shared(index: int, used_gib: float, sharers: int, memory_gib: float = 80) ->
     return Device(index, int(memory_gib * GIB), int(used_gib * GIB), sharers)
 
 
-def devices_after(result: PlacementPlan, instance_id: str) -> tuple[Device, ...] | None:
+def devices_after(result: Placements, instance_id: str) -> tuple[Device, ...] | None:
     (after,) = result.nodepools
     return next(i.devices for i in after.instances if i.id == instance_id)
 

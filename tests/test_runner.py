@@ -559,3 +559,26 @@ def test_the_runner_imports_nothing_a_model_environment_lacks():
         cwd=Path(__file__).resolve().parents[1],
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr + code
+
+
+async def test_a_cancel_that_arrives_as_the_pause_ends_is_not_swallowed(echo_cls):
+    """asyncio.wait_for on Python 3.11 returns the inner result when its task is cancelled in
+    the same step as the inner wait ends; the runner's cancel must stop it all the same."""
+    runner = Runner(
+        adapter_for(echo_cls()),
+        RunnerSettings(
+            server="127.0.0.1:1",
+            pat=PAT,
+            runner_id="runner-1",
+            capacity=1,
+            user_id="alice",
+            nodepool_id="np-1",
+            compute_cluster_id="cc-1",
+        ),
+    )
+    pause = asyncio.create_task(runner._pause(3600.0))
+    await asyncio.sleep(0)  # the pause is waiting for stop()
+    runner.stop()
+    pause.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await pause

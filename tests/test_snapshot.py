@@ -10,8 +10,9 @@ import pytest
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 from sqlalchemy import select
 
-from orchard.orchestration import snapshot
+from orchard.orchestration import snapshot, store_edge
 from orchard.orchestration.snapshot import DeploymentPlan
+from orchard.orchestration.store_edge import make_needed
 from orchard.services import models as model_service
 from orchard.store.models import DeploymentRow, RunnerRow
 from orchard.testing import ServerThread
@@ -54,14 +55,41 @@ def store_session(server: ServerThread) -> Any:
     return server.server.store.session()
 
 
-def load(server: ServerThread) -> dict[str, DeploymentPlan]:
+def read(server: ServerThread, unmade: snapshot.Unmade | None = None) -> snapshot.Snapshot:
     assert server.server is not None
     runtime = server.server.runtime
+    envs = server.settings.home / "envs"
     with store_session(server) as session:
-        plans = snapshot.load(
-            session, runtime.providers, runtime.packages, server.settings.home / "envs"
-        )
-    return {plan.id: plan for plan in plans}
+        return snapshot.read(session, runtime.providers, runtime.packages, envs, unmade)
+
+
+def load(server: ServerThread) -> dict[str, DeploymentPlan]:
+    """As the store edge loads: read, make what the read found lacking, read again."""
+    assert server.server is not None
+    first = read(server)
+    with store_session(server) as session:
+        unmade = make_needed(session, first.needs, server.server.runtime.packages)
+    again = read(server, unmade)
+    assert not again.needs
+    return {plan.id: plan for plan in again.plans}
+
+
+def runner_rows(server: ServerThread) -> dict[str, str]:
+    """The runner rows the orchestrator made: deployment id to runner id."""
+    with store_session(server) as session:
+        return {
+            r.spec["metadata"][snapshot.MANAGED]: r.id for r in session.scalars(select(RunnerRow))
+        }
+
+
+def test_a_read_changes_nothing_and_says_what_the_store_lacks(stored: ServerThread) -> None:
+    first = read(stored)
+    assert runner_rows(stored) == {}
+    assert {n.deployment[1] for n in first.needs.runners} == {"ghost", "building", "broken"}
+    assert first.plans == ()  # none has its runner rows yet
+    load(stored)
+    assert set(runner_rows(stored)) == {"ghost", "building", "broken"}
+    assert not read(stored).needs
 
 
 def test_a_deployment_that_cannot_run_is_blocked_and_the_others_are_planned(
@@ -90,17 +118,28 @@ def test_the_runner_rows_of_a_deployment_that_cannot_be_planned_stay(
         assert row is not None
         spec, row.spec = row.spec, row.spec | {"autoscale_config": {}}  # plannable for a round
     load(stored)
+    made = runner_rows(stored)
     with store_session(stored) as session:
-        made = {
-            r.spec["metadata"][snapshot.MANAGED]: r.id for r in session.scalars(select(RunnerRow))
-        }
         row = session.get(DeploymentRow, (stored.user_id, "broken"))
         assert row is not None
         row.spec = spec  # broken again
     assert set(made) == {"ghost", "building", "broken"}
     load(stored)
-    with store_session(stored) as session:
-        kept = {
-            r.spec["metadata"][snapshot.MANAGED]: r.id for r in session.scalars(select(RunnerRow))
-        }
-    assert kept == made
+    assert runner_rows(stored) == made
+
+
+def test_a_runner_row_that_cannot_be_made_leaves_its_deployment_unplanned(
+    stored: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = store_edge.make_runner
+
+    def refuse_ghost(session: Any, need: snapshot.RunnerNeed) -> Any:
+        if need.deployment[1] == "ghost":
+            raise ValueError("no runner for you")
+        return made(session, need)
+
+    monkeypatch.setattr(store_edge, "make_runner", refuse_ghost)
+    plans = load(stored)
+    assert not plans["ghost"].planned
+    assert "(ValueError: no runner for you)" in plans["ghost"].blocked
+    assert plans["building"].planned and set(runner_rows(stored)) == {"building", "broken"}

@@ -1,30 +1,64 @@
 """The last step of a round, and the only code that changes what the providers run: it tells
-them the nodepools, starts and stops instances and replicas, and keeps what it started (the
-replicas with their tokens, the instances) for the next rounds to observe. What it does is
-written to the :class:`~orchard.orchestration.journal.Journal`. A provider that has no room
-(:class:`~orchard.providers.base.NoCapacity`) ends that deployment's actions;
-:meth:`Apply.carry_out` returns the nodepool, which the caller records (``no_room``) for the
-next round's placement rather than acting on it now."""
+them the nodepools, carries out decide's actions in order (starts and stops instances and
+replicas, forgets what ended or was lost) and keeps what it started (the replicas with their
+tokens, the instances) for the next round to observe. What it does is written to the
+:class:`~orchard.orchestration.journal.Journal`.
+
+What a provider could not do is an :class:`Outcome`, a fact for the next round's world, not
+acted on now: a provider with no room (:class:`~orchard.providers.base.NoCapacity`) names its
+nodepool, whose placement the next round skips for a while, and the deployment's problem says
+so; a provider that raises anything else fails that deployment alone (its problem, next round,
+says why). Either way the deployment's remaining starts and stops wait for the next round."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from orchard.dispatch.sessions import PoolKey
-from orchard.orchestration.capacity import Held
-from orchard.orchestration.decide import Action, Event, Problem, Stop
+from orchard.orchestration.actions import (
+    Action,
+    CannotDecide,
+    Drop,
+    Event,
+    Forget,
+    Problem,
+    Release,
+    Solved,
+    Start,
+    Stop,
+    failure,
+)
 from orchard.orchestration.journal import Journal
 from orchard.orchestration.launch import replica_launch
-from orchard.orchestration.removal import spare_instances
-from orchard.orchestration.resources import NodepoolKey
+from orchard.orchestration.repeats import reason_of
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan
-from orchard.orchestration.world import OrchestratorSettings, Replica, pool_name
+from orchard.orchestration.world import (
+    DeploymentKey,
+    OrchestratorSettings,
+    Replica,
+    StartedInstance,
+    World,
+    pool_name,
+)
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import Instance, NoCapacity, NodepoolInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What apply could not do this round: facts for the next."""
+
+    problems: dict[DeploymentKey, str] = field(default_factory=dict)  # its problem next round
+    errors: dict[DeploymentKey, Exception] = field(default_factory=dict)  # to log (once)
+    no_room: set[PoolKey] = field(default_factory=set)  # nodepools that had no new instance
 
 
 class Apply:
@@ -39,7 +73,7 @@ class Apply:
         self.settings, self.providers, self.tokens = settings, providers, tokens
         self.journal, self.clock = journal, clock
         self.replicas: dict[str, Replica] = {}
-        self.instances: dict[str, Held] = {}  # id: provider id, nodepool, instance
+        self.instances: dict[str, StartedInstance] = {}
 
     def tell_nodepools(self, plans: Sequence[DeploymentPlan]) -> None:
         """Each orchestrated provider's nodepools, as this round's plans use them."""
@@ -58,42 +92,21 @@ class Apply:
             if provider.orchestrated:
                 provider.set_nodepools(list(pools.get(provider.id, {}).values()))
 
-    def carry_out(self, plan: DeploymentPlan, actions: Sequence[Action]) -> PoolKey | None:
-        """Do what :func:`~orchard.orchestration.decide.decide` said for ``plan``, in order. A
-        provider with no room stops it there: the problem says so, and the nodepool is returned
-        when it had no new instance (a fact for the next round)."""
-        pools = {(p.key.compute_cluster_id, p.key.nodepool_id): p for p in plan.pools}
-        started: dict[tuple[NodepoolKey, str], Instance] = {}
+    def carry_out(self, world: World, actions: Sequence[Action]) -> Outcome:
+        """Do what :func:`~orchard.orchestration.decide.decide` said, in order; see the module
+        docstring for what a provider could not do."""
+        for replica in self.replicas.values():
+            self.journal.replica_output(replica)
+        round_ = _Carrying(self, {plan.key: plan for plan in world.plans})
         for action in actions:
-            if isinstance(action, Problem):
-                self.journal.problem(plan, action.text)
-            elif isinstance(action, Event):
-                self.journal.deployment_event(plan, action.text)
-            elif isinstance(action, Stop):
-                self.stop(self.replicas[action.replica_id], action.why)
-            else:
-                placement = action.placement
-                assert placement.nodepool is not None and placement.instance_id is not None
-                pool = pools[placement.nodepool]
-                try:
-                    if placement.new_instance:
-                        slot = (placement.nodepool, placement.instance_id)
-                        if slot not in started:
-                            started[slot] = self.start_instance(plan, pool)
-                        instance = started[slot]
-                    else:
-                        instance = self.instances[placement.instance_id][2]
-                    self.start_replica(plan, pool, instance, placement.devices)
-                except NoCapacity as exc:
-                    self.journal.problem(plan, f"no room for a replica in {pool_name(pool)}: {exc}")
-                    return pool.key if placement.new_instance else None
-        return None
+            round_.do(action)
+        return round_.outcome
 
     def start_instance(self, plan: DeploymentPlan, pool: PoolPlan) -> Instance:
         provider = self.providers.get(pool.provider)
         assert provider is not None
         instance = provider.start_instance(pool_name(pool), pool.shape)
-        self.instances[instance.id] = (pool.provider, pool.key, instance)
+        self.instances[instance.id] = StartedInstance(pool.provider, pool.key, instance)
         self.journal.deployment_event(
             plan,
             f"started instance {instance.id} ({instance.where}) of nodepool {pool.key.nodepool_id}",
@@ -121,7 +134,7 @@ class Apply:
         replica = Replica(
             id=replica_id,
             deployment=plan.key,
-            plan_pool=pool,
+            pool=pool,
             version=plan.version,
             instance=instance,
             request=plan.request,
@@ -142,31 +155,32 @@ class Apply:
         if replica.stopping:
             return
         replica.stopping = True
-        provider = self.providers.get(replica.plan_pool.provider)
+        provider = self.providers.get(replica.pool.provider)
         if provider is not None:
             provider.stop_replica(replica.id, self.settings.drain_grace)
         self.journal.replica_event(replica, f"stopping replica {replica.id}: {why}")
 
-    def forget(self, replica: Replica) -> None:
+    def forget(self, replica_id: str) -> None:
         """An ended replica: its token stops working and its log file goes."""
-        self.replicas.pop(replica.id, None)
+        replica = self.replicas.pop(replica_id, None)
+        if replica is None:
+            return
         self.tokens.pop(replica.token, None)
         with contextlib.suppress(OSError):
             replica.log_path.unlink()
 
-    def release_idle_instances(self, plans: Sequence[DeploymentPlan]) -> None:
-        """Stop the instances no replica uses, down to each nodepool's ``min_instances``."""
-        keep: dict[PoolKey, int] = {}
-        for plan in plans:
-            for pool in plan.pools:
-                keep[pool.key] = max(keep.get(pool.key, 0), pool.min_instances)
-        used = {r.instance.id for r in self.replicas.values()}
-        pools = {instance_id: held[1] for instance_id, held in self.instances.items()}
-        for instance_id in spare_instances(pools, used, keep):
-            provider_id, _, _ = self.instances.pop(instance_id)
-            provider = self.providers.get(provider_id)
-            if provider is not None:
-                provider.stop_instance(instance_id)
+    def drop(self, instance_id: str, why: str) -> None:
+        """A lost instance: forgotten (its replicas end with it), never stopped."""
+        started = self.instances.pop(instance_id, None)
+        if started is not None:
+            log.warning("instance %s of %s is gone: %s", instance_id, started.nodepool, why)
+
+    def release(self, instance_id: str) -> None:
+        """Stop an instance no replica uses."""
+        started = self.instances.pop(instance_id, None)
+        provider = self.providers.get(started.provider_id) if started is not None else None
+        if provider is not None:
+            provider.stop_instance(instance_id)
 
     async def shutdown(self) -> None:
         """Every replica (drained up to the grace) and instance, then their tokens."""
@@ -177,3 +191,89 @@ class Apply:
             self.tokens.pop(replica.token, None)
         self.replicas.clear()
         self.instances.clear()
+
+
+class _Carrying:
+    """One call of :meth:`Apply.carry_out`: the instances it started, by the placeholder ids
+    decide gave them, and what could not be done."""
+
+    def __init__(self, apply: Apply, plans: dict[DeploymentKey, DeploymentPlan]) -> None:
+        self.apply, self.journal, self.plans = apply, apply.journal, plans
+        self.new: dict[tuple[PoolKey, str], Instance] = {}
+        self.outcome = Outcome()
+
+    def halted(self, key: DeploymentKey) -> bool:
+        return key in self.outcome.problems or key in self.outcome.errors
+
+    def do(self, action: Action) -> None:
+        if isinstance(action, Problem):
+            self.journal.problem(self.plans[action.deployment], action.text, action.quiet)
+        elif isinstance(action, Solved):
+            self.journal.solved(action.deployment, action.text)
+        elif isinstance(action, Event):
+            self.event(action)
+        elif isinstance(action, Forget):
+            self.apply.forget(action.replica_id)
+        elif isinstance(action, Drop):
+            self.apply.drop(action.instance_id, action.why)
+        elif isinstance(action, Stop):
+            self.stop(action)
+        elif isinstance(action, Start):
+            self.start_apart(action)
+        elif isinstance(action, Release):
+            self.apply.release(action.instance_id)
+        else:
+            self.cannot_decide(action)
+
+    def event(self, action: Event) -> None:
+        replica = self.apply.replicas.get(action.replica_id)
+        if replica is not None:
+            self.journal.replica_event(replica, action.text, action.warn)
+        else:
+            self.journal.deployment_event(self.plans[action.deployment], action.text)
+
+    def stop(self, action: Stop) -> None:
+        replica = self.apply.replicas.get(action.replica_id)
+        if replica is not None and not self.halted(replica.deployment):
+            self.apply.stop(replica, action.why)
+
+    def cannot_decide(self, action: CannotDecide) -> None:
+        """Decide could not decide for the deployment: its problem says why, now."""
+        self.outcome.errors[action.deployment] = action.error
+        self.journal.problem(self.plans[action.deployment], failure(reason_of(action.error)))
+
+    def start_apart(self, action: Start) -> None:
+        """Start a replica; what the provider could not do halts the deployment's actions."""
+        plan = self.plans[action.deployment]
+        if self.halted(plan.key):
+            return
+        try:
+            self.start(plan, action)
+        except NoCapacity as exc:
+            pool = self.pool_of(plan, action)
+            self.outcome.problems[plan.key] = f"no room for a replica in {pool_name(pool)}: {exc}"
+            if action.placement.new_instance:
+                self.outcome.no_room.add(pool.key)
+        except Exception as exc:
+            self.outcome.problems[plan.key] = failure(reason_of(exc))
+            self.outcome.errors[plan.key] = exc
+
+    def start(self, plan: DeploymentPlan, action: Start) -> None:
+        placement, pool = action.placement, self.pool_of(plan, action)
+        assert placement.instance_id is not None
+        if placement.new_instance:
+            slot = (pool.key, placement.instance_id)
+            if slot not in self.new:
+                self.new[slot] = self.apply.start_instance(plan, pool)
+            instance = self.new[slot]
+        else:
+            instance = self.apply.instances[placement.instance_id].instance
+        self.apply.start_replica(plan, pool, instance, placement.devices)
+
+    @staticmethod
+    def pool_of(plan: DeploymentPlan, action: Start) -> PoolPlan:
+        return next(
+            p
+            for p in plan.pools
+            if (p.key.compute_cluster_id, p.key.nodepool_id) == action.placement.nodepool
+        )

@@ -1,8 +1,8 @@
 """The autoscaler: a deployment's desired replica count, a pure function of (load, state, now).
 
 Inputs. An ``AutoscalePolicy`` (the deployment's ``autoscale_config`` with zeros replaced by
-the published defaults), the capacity of one replica (its ``num_threads``: items it runs at
-once), load samples ``(at, in_flight, queued)`` for the whole deployment, the ``ScaleState``
+the published defaults), the concurrency of one replica (its ``num_threads``: items it runs
+at once), load samples ``(at, in_flight, queued)`` for the whole deployment, the ``ScaleState``
 the previous call returned, ``now``, and two flags: ``disabled`` (deployment status DISABLED)
 and ``waiting`` (the dispatcher holds a request because no replica is ready). Nothing here
 reads a clock or does I/O; the reconciler calls ``decide_replicas`` on each tick and stores
@@ -20,7 +20,7 @@ Policy, in the order it is applied:
    the larger of the window's mean and the latest sample. The mean smooths a momentary dip so
    it does not count as "load went down"; the latest sample makes a rise count now rather than
    after half a window (the mean of a step change lags). The replicas the load needs are
-   ``ceil(load / capacity)``; the target is that, clamped to [floor, max_replicas].
+   ``ceil(load / concurrency)``; the target is that, clamped to [floor, max_replicas].
 4. Scale up. A burst -- queued items in the latest sample, i.e. demand beyond the replicas that
    are ready, or a held ``waiting`` request -- scales up to the target at once. Without a
    burst the count goes up only once ``scale_up_delay_seconds`` have passed since the last
@@ -48,7 +48,7 @@ Trade-off. Long delays and a long history window favour latency: replicas stay u
 lulls and a returning load finds them warm, at the cost of paying for idle replicas. Short
 ones favour cost: replicas go soon after the load does, and the next request after a scale
 to zero waits for a cold start. Bursts always scale up at once, so the delays only decide
-how fast capacity is released and how fast a slow, queue-free rise is followed.
+how fast idle replicas go and how fast a slow, queue-free rise is followed.
 
 Caveats. Samples are averaged as points, not weighted by the time between them; the caller
 should take them at a steady interval. Load counts items, not their cost: a slow item and a
@@ -135,7 +135,7 @@ class AutoscaleDecision:
     reason: str
     state: ScaleState  # pass it to the next call
     load: float  # items: the larger of the window's mean and the latest sample
-    needed: int  # ceil(load / capacity), before the floor and max_replicas
+    needed: int  # ceil(load / concurrency), before the floor and max_replicas
 
     @property
     def changed(self) -> bool:
@@ -159,7 +159,7 @@ def _last_request(
 
 def decide_replicas(
     policy: AutoscalePolicy,
-    capacity: int,
+    concurrency: int,
     samples: Sequence[LoadSample],
     state: ScaleState,
     now: float,
@@ -168,9 +168,9 @@ def decide_replicas(
     waiting: bool = False,
 ) -> AutoscaleDecision:
     """The deployment's desired replica count at ``now``; see the module docstring."""
-    if capacity < 1:
-        raise ValueError(f"a replica's capacity must be at least 1 item, got {capacity}")
-    ask = _Ask.of(policy, capacity, samples, state, now, waiting)
+    if concurrency < 1:
+        raise ValueError(f"a replica's concurrency must be at least 1 item, got {concurrency}")
+    ask = _Ask.of(policy, concurrency, samples, state, now, waiting)
     current = state.desired
     to_zero = f"{current} → 0" if current else "stay at 0"
     if disabled:
@@ -192,7 +192,7 @@ class _Ask:
     """One call's inputs with what follows from them: the window, its load, the target."""
 
     policy: AutoscalePolicy
-    capacity: int
+    concurrency: int
     state: ScaleState
     now: float
     waiting: bool
@@ -205,7 +205,7 @@ class _Ask:
     def of(
         cls,
         policy: AutoscalePolicy,
-        capacity: int,
+        concurrency: int,
         samples: Sequence[LoadSample],
         state: ScaleState,
         now: float,
@@ -215,11 +215,11 @@ class _Ask:
         window = tuple(sorted((s for s in samples if start <= s.at <= now), key=lambda s: s.at))
         mean = sum(s.load for s in window) / len(window) if window else 0.0
         load = max(mean, float(window[-1].load) if window else 0.0)
-        needed = math.ceil(load / capacity)
+        needed = math.ceil(load / concurrency)
         if waiting:
             needed = max(needed, 1)
         last_request = _last_request(state, samples, now, waiting)
-        return cls(policy, capacity, state, now, waiting, window, load, needed, last_request)
+        return cls(policy, concurrency, state, now, waiting, window, load, needed, last_request)
 
     @property
     def latest(self) -> LoadSample | None:
@@ -234,13 +234,13 @@ class _Ask:
 
     def bounded(self, items: int) -> int:
         """The replicas ``items`` of load need, within the floor and max_replicas."""
-        return self.bounded_count(math.ceil(items / self.capacity))
+        return self.bounded_count(math.ceil(items / self.concurrency))
 
     @property
     def about(self) -> str:
         shown = round(self.load, 2)
         return (
-            f"load {shown:g} items over {self.state.desired} replicas of {self.capacity} "
+            f"load {shown:g} items over {self.state.desired} replicas of {self.concurrency} "
             f"slots needs {self.needed}"
         )
 

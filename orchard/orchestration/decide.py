@@ -1,152 +1,322 @@
-"""One deployment's decision in a round: a pure function of what the round observed.
+"""One round's decision: a pure function of the world the round observed.
 
-:func:`decide` takes a :class:`Situation` (the deployment's plan, its running replicas, its load,
-its autoscaling state, its failed-start backoff, its user's quota headroom, the nodepools as
-placement sees them, and ``now``) and returns a :class:`Decision`: the deployment's new
-autoscaling state and the actions, in order, for
-:meth:`~orchard.orchestration.apply.Apply.carry_out`:
+:func:`decide` takes the :class:`~orchard.orchestration.world.World` (every orchestrated
+deployment's plan, every replica and instance the orchestrator started as this round saw them,
+each deployment's load, what the last round's apply could not do, the quotas, what decide
+remembered from the last round, ``now``) and returns a :class:`Decision`: the
+:mod:`~orchard.orchestration.actions` for apply, in order, and the memory for the next round.
+It does no I/O; the same world gives the same decision (RANDOM placement draws from the
+world's ``rng``).
 
-- :class:`Problem`: the deployment's problem now (an event when it changes);
-- :class:`Event`: something to say in its events (the desired count changed);
-- :class:`Stop`: a replica to drain, and why;
-- :class:`Start`: a replica to start where placement put it (maybe on a new instance).
+In order:
 
-Rules, in order: a blocked deployment says why at once and starts nothing (the problem goes once
-it is no longer blocked); the load sample joins the window and the autoscaler decides the count;
-surplus replicas go, unconnected ones first (stopping them loses no capacity), then as
-:func:`~orchard.orchestration.removal.choose_removals` says; missing ones, unless blocked or
-backing off after a failed start, are capped by the user's headroom (the problem says so) and
-placed by :func:`~orchard.orchestration.placement.place`; the first that cannot be placed says
-why.
+1. **What happened.** A lost instance is dropped. An ended replica is forgotten: if it had
+   connected it is replaced (an event says so); if it never had, it is a failed start, and its
+   deployment backs off 1, 2, 4 ... 60 s (:data:`~orchard.orchestration.world.MAX_BACKOFF`),
+   its last output in the event. A replica's first connection makes it ready (its deployment's
+   failed starts and problem go); a ready replica without its stream for ``lost_grace`` is stopped.
+2. **What no longer runs.** A replica whose deployment is gone, or no longer runs it there
+   (another nodepool, runner record or version), is stopped.
+3. **Each deployment**, in the plans' order (what one raises is its failure alone:
+   :class:`~orchard.orchestration.actions.CannotDecide`): a blocked one says why and starts nothing
+   (its problem goes once it is no longer blocked); what the last round's apply could not do is
+   its problem; the load joins the autoscaler's window and the autoscaler decides the count;
+   surplus replicas go, unconnected ones first, then as
+   :func:`~orchard.orchestration.removal.choose_removals` says; missing ones, unless blocked or
+   backing off, are capped by the user's quota headroom and placed by
+   :func:`~orchard.orchestration.placement.place`. Headroom and room are accounted across the
+   round: what one deployment starts, the next one's quota and placement see
+   (:class:`~orchard.orchestration.capacity.Capacity`).
+4. **Idle instances** (no replica, draining ones included, and none about to start) are
+   released down to each nodepool's ``min_instances``
+   (:func:`~orchard.orchestration.removal.spare_instances`).
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from orchard.dispatch.sessions import PoolKey
+from orchard.orchestration.actions import (
+    Action,
+    CannotDecide,
+    Drop,
+    Event,
+    Forget,
+    Problem,
+    Release,
+    Solved,
+    Start,
+    Stop,
+)
 from orchard.orchestration.autoscale import (
+    AutoscaleDecision,
     AutoscalePolicy,
     LoadSample,
-    ScaleState,
     decide_replicas,
 )
-from orchard.orchestration.placement import Placement, place
-from orchard.orchestration.removal import PlacedReplica, choose_removals
-from orchard.orchestration.resources import NodepoolKey, NodepoolView
+from orchard.orchestration.capacity import Capacity
+from orchard.orchestration.placement import place
+from orchard.orchestration.removal import PlacedReplica, choose_removals, spare_instances
 from orchard.orchestration.snapshot import DeploymentPlan
-from orchard.quotas import Headroom, capped
+from orchard.orchestration.world import (
+    MAX_BACKOFF,
+    DeploymentKey,
+    DeploymentMemory,
+    Memory,
+    ReplicaFact,
+    World,
+    still_wanted,
+    usage,
+)
+from orchard.quotas import Headroom, Usage, capped, headroom, total
 
-
-@dataclass(frozen=True)
-class RunningReplica:
-    """A replica of the deployment that is not stopping, as decide sees it."""
-
-    id: str
-    nodepool: NodepoolKey
-    instance_id: str
-    connected: bool
-
-
-@dataclass(frozen=True)
-class Situation:
-    plan: DeploymentPlan
-    replicas: tuple[RunningReplica, ...]
-    in_flight: int
-    queued: int
-    scale: ScaleState
-    samples: tuple[LoadSample, ...]  # the earlier ones, oldest first
-    retry_at: float  # no replica starts before (a failed start's backoff)
-    room: Headroom  # what its user's quota lets it add (``Headroom(None)``: no limit)
-    nodepools: tuple[NodepoolView, ...]
-    now: float
-    rng: random.Random | None = None  # placement's RANDOM choice (injected for tests)
-
-
-@dataclass(frozen=True)
-class Problem:
-    text: str
-
-
-@dataclass(frozen=True)
-class Event:
-    text: str
-
-
-@dataclass(frozen=True)
-class Stop:
-    replica_id: str
-    why: str
-
-
-@dataclass(frozen=True)
-class Start:
-    placement: Placement  # placed: nodepool and instance (maybe a new one's placeholder id)
-
-
-Action = Problem | Event | Stop | Start
+LOST_STREAM = "it lost its stream to the server and did not reconnect"
+UNWANTED = "its deployment no longer runs it here"
+FEWER = "the deployment needs fewer replicas"
 
 
 @dataclass(frozen=True)
 class Decision:
-    scale: ScaleState
-    samples: tuple[LoadSample, ...]  # the window to keep
     actions: tuple[Action, ...]
+    memory: Memory  # for the next round's world
 
 
-def decide(s: Situation) -> Decision:
-    plan, now = s.plan, s.now
-    policy = AutoscalePolicy.from_spec(plan.autoscale)
-    samples = (*s.samples, LoadSample(now, s.in_flight, s.queued))
-    samples = tuple(x for x in samples if x.at >= now - policy.traffic_history_seconds)
-    ready = [r for r in s.replicas if r.connected]
-    decision = decide_replicas(
-        policy,
-        plan.capacity,
-        list(samples),
-        s.scale,
-        now,
-        disabled=plan.disabled,
-        waiting=s.queued > 0 and not ready,
-    )
-    actions: list[Action] = [Problem(plan.blocked)] if plan.blocked else []
-    if decision.changed:
-        actions.append(Event(f"desired replicas: {decision.reason}"))
-    have, desired = len(s.replicas), decision.desired
-    if have > desired:
-        actions += _scale_down(s, have - desired)
-    elif have < desired and not plan.blocked and now >= s.retry_at:
-        actions += _scale_up(s, desired - have)
-    return Decision(decision.state, samples, tuple(actions))
+def decide(world: World) -> Decision:
+    """The actions of one round, in order, and what to remember; see the module docstring."""
+    round_ = _Round(world)
+    round_.take_in()
+    round_.stop_unwanted()
+    for plan in world.plans:
+        round_.deployment_apart(plan)
+    round_.release_idle()
+    return round_.decision()
 
 
-def _scale_down(s: Situation, count: int) -> list[Action]:
-    # Replicas that are not connected go first: stopping them loses no capacity.
-    chosen = [r.id for r in s.replicas if not r.connected][:count]
-    rest = [
-        PlacedReplica(r.id, r.nodepool, r.instance_id) for r in s.replicas if r.id not in chosen
-    ]
-    removals = choose_removals(count - len(chosen), rest, s.nodepools, s.plan.request)
-    why = "the deployment needs fewer replicas"
-    return [Stop(replica_id, why) for replica_id in (*chosen, *removals)]
+class _Round:
+    """One call of :func:`decide`: the world, and what is decided so far."""
+
+    def __init__(self, world: World) -> None:
+        self.world, self.now = world, world.now
+        self.actions: list[Action] = []
+        self.live = [r for r in world.replicas if r.ended is None]
+        self.stopping = {r.id for r in self.live if r.stopping}
+        self.ready = set(world.memory.ready) & {r.id for r in self.live}
+        away = world.memory.lost_since
+        self.lost_since = {r.id: away[r.id] for r in self.live if r.id in away}
+        self.memory = dict(world.memory.deployments)
+        self.capacity = Capacity(world)
+        self.added: dict[str, list[Usage]] = {}  # user: the replicas this round starts
+
+    def decision(self) -> Decision:
+        keys = {plan.key for plan in self.world.plans}
+        memory = Memory(
+            {k: m for k, m in self.memory.items() if k in keys},
+            frozenset(self.ready),
+            self.lost_since,
+        )
+        return Decision(tuple(self.actions), memory)
+
+    def memory_of(self, key: DeploymentKey) -> DeploymentMemory:
+        return self.memory.get(key) or DeploymentMemory()
+
+    # -- 1. what happened ------------------------------------------------------------------
+
+    def take_in(self) -> None:
+        self.actions += [Drop(i.id, i.lost) for i in self.world.instances if i.lost]
+        for replica in self.world.replicas:
+            if replica.ended is not None:
+                self.ended(replica)
+        for replica in self.live:
+            if replica.connected:
+                self.connected(replica)
+            elif replica.id in self.ready and replica.id not in self.stopping:
+                self.away(replica)
+
+    def ended(self, replica: ReplicaFact) -> None:
+        assert replica.ended is not None
+        if not replica.stopping:
+            what = replica.ended.reason or f"exited with code {replica.ended.exit_code}"
+            if replica.id in self.world.memory.ready:
+                text = f"replica {replica.id} {what}; replacing it"
+                self.actions.append(Event(replica.deployment, text, replica.id))
+            else:
+                self.failed_start(replica, what)
+        self.actions.append(Forget(replica.id))
+
+    def failed_start(self, replica: ReplicaFact, what: str) -> None:
+        assert replica.ended is not None
+        memory = self.memory_of(replica.deployment)
+        failed_starts = memory.failed_starts + 1
+        delay = min(MAX_BACKOFF, 2.0 ** (failed_starts - 1))
+        self.memory[replica.deployment] = replace(
+            memory, failed_starts=failed_starts, retry_at=self.now + delay
+        )
+        problem = (
+            f"replica {replica.id} {what} before it connected (failed start {failed_starts}); "
+            f"next try in {delay:g} s"
+        )
+        tail = replica.ended.last_output
+        told = problem + ("; its last output:\n" + "\n".join(tail) if tail else "")
+        self.actions.append(Event(replica.deployment, told, replica.id, warn=True))
+        self.actions.append(Problem(replica.deployment, problem, quiet=True))
+
+    def connected(self, replica: ReplicaFact) -> None:
+        self.lost_since.pop(replica.id, None)
+        if replica.id in self.ready:
+            return
+        self.ready.add(replica.id)
+        key = replica.deployment
+        self.memory[key] = replace(self.memory_of(key), failed_starts=0)
+        self.actions.append(Solved(key))
+        text = f"replica {replica.id} connected and is ready"
+        self.actions.append(Event(key, text, replica.id))
+
+    def away(self, replica: ReplicaFact) -> None:
+        since = self.lost_since.setdefault(replica.id, self.now)
+        if self.now - since >= self.world.lost_grace:
+            self.stop(replica.id, LOST_STREAM)
+
+    def stop(self, replica_id: str, why: str) -> None:
+        self.stopping.add(replica_id)
+        self.actions.append(Stop(replica_id, why))
+
+    # -- 2. what no longer runs ------------------------------------------------------------
+
+    def stop_unwanted(self) -> None:
+        plans = {plan.key: plan for plan in self.world.plans}
+        for replica in self.live:
+            plan = plans.get(replica.deployment)
+            if replica.id not in self.stopping and (
+                plan is None or not still_wanted(replica, plan)
+            ):
+                self.stop(replica.id, UNWANTED)
+
+    # -- 3. each deployment ----------------------------------------------------------------
+
+    def deployment_apart(self, plan: DeploymentPlan) -> None:
+        """Decide for ``plan``; what it raises is its failure, and the others carry on."""
+        decided, self.actions = self.actions, []
+        try:
+            self.deployment(plan)
+        except Exception as exc:
+            self.actions = [CannotDecide(plan.key, exc)]
+        self.actions = decided + self.actions
+
+    def deployment(self, plan: DeploymentPlan) -> None:
+        memory, now = self.memory_of(plan.key), self.now
+        if not plan.blocked and memory.blocked:
+            self.actions.append(Solved(plan.key, memory.blocked))  # it was blocked, no longer
+        if plan.key in self.world.not_done:
+            self.actions.append(Problem(plan.key, self.world.not_done[plan.key]))
+        load = self.world.load.get(plan.key, (0, 0))
+        if isinstance(load, Exception):
+            raise load
+        mine = self.running(plan.key)
+        sample = LoadSample(now, *load)
+        scale, window = self.autoscale(plan, memory, sample, mine)
+        if plan.blocked:
+            self.actions.append(Problem(plan.key, plan.blocked))
+        if scale.changed:
+            self.actions.append(Event(plan.key, f"desired replicas: {scale.reason}"))
+        if len(mine) > scale.desired:
+            self.scale_down(plan, mine, len(mine) - scale.desired)
+        elif len(mine) < scale.desired and not plan.blocked and now >= memory.retry_at:
+            self.scale_up(plan, scale.desired - len(mine))
+        self.memory[plan.key] = replace(
+            memory,
+            scale=scale.state,
+            samples=window,
+            blocked=plan.blocked,
+            in_flight=sample.in_flight,
+            queued=sample.queued,
+        )
+
+    def autoscale(
+        self,
+        plan: DeploymentPlan,
+        memory: DeploymentMemory,
+        sample: LoadSample,
+        mine: list[ReplicaFact],
+    ) -> tuple[AutoscaleDecision, tuple[LoadSample, ...]]:
+        """The autoscaler's count, with ``sample`` joining the window (kept: the history)."""
+        policy = AutoscalePolicy.from_spec(plan.autoscale)
+        window = (*memory.samples, sample)
+        window = tuple(x for x in window if x.at >= self.now - policy.traffic_history_seconds)
+        scale = decide_replicas(
+            policy,
+            plan.concurrency,
+            list(window),
+            memory.scale,
+            self.now,
+            disabled=plan.disabled,
+            waiting=sample.queued > 0 and not any(r.connected for r in mine),
+        )
+        return scale, window
+
+    def running(self, key: DeploymentKey) -> list[ReplicaFact]:
+        """The deployment's replicas that are not stopping."""
+        return [r for r in self.live if r.deployment == key and r.id not in self.stopping]
+
+    def scale_down(self, plan: DeploymentPlan, mine: list[ReplicaFact], count: int) -> None:
+        # Replicas that are not connected go first: stopping them loses no capacity.
+        chosen = [r.id for r in mine if not r.connected][:count]
+        rest = [
+            PlacedReplica(r.id, _nodepool_key(r), r.instance_id) for r in mine if r.id not in chosen
+        ]
+        views = self.capacity.views(plan)
+        removals = choose_removals(count - len(chosen), rest, views, plan.request)
+        for replica_id in (*chosen, *removals):
+            self.stop(replica_id, FEWER)
+
+    def scale_up(self, plan: DeploymentPlan, count: int) -> None:
+        room = self.headroom(plan)
+        if room.replicas is not None and room.replicas < count:
+            self.actions.append(Problem(plan.key, capped(room, count)))
+            count = room.replicas
+        if count == 0:
+            return
+        result = place(
+            plan.id,
+            plan.request,
+            count,
+            self.capacity.views(plan),
+            scheduling_choice=plan.scheduling_choice,
+            disable_packing=plan.autoscale.disable_packing,
+            rng=self.world.rng,
+        )
+        self.capacity.take(plan, result.nodepools)
+        for placement in result.placed:
+            new = self.capacity.on_new_instance(plan, placement)
+            self.actions.append(Start(plan.key, replace(placement, new_instance=new)))
+            self.added.setdefault(plan.user_id, []).append(usage(plan.request))
+        self.actions += [Problem(plan.key, p.reason) for p in result.unplaced[:1]]
+
+    def headroom(self, plan: DeploymentPlan) -> Headroom:
+        """What ``plan``'s user may still add: all its replicas count, draining ones and those
+        this round starts too."""
+        quota = self.world.quotas.for_user(plan.user_id)
+        if quota.unlimited:
+            return Headroom(None)
+        held = total(
+            [
+                *(usage(r.request) for r in self.live if r.deployment[0] == plan.user_id),
+                *self.added.get(plan.user_id, ()),
+            ]
+        )
+        return headroom(plan.user_id, quota, held, usage(plan.request))
+
+    # -- 4. idle instances -----------------------------------------------------------------
+
+    def release_idle(self) -> None:
+        keep: dict[PoolKey, int] = {}
+        for plan in self.world.plans:
+            for pool in plan.pools:
+                keep[pool.key] = max(keep.get(pool.key, 0), pool.min_instances)
+        running, idle = self.capacity.running(), self.capacity.idle()
+        used = set(running) - set(idle)
+        self.actions += [Release(i) for i in spare_instances(running, used, keep)]
 
 
-def _scale_up(s: Situation, count: int) -> list[Action]:
-    actions: list[Action] = []
-    if s.room.replicas is not None and s.room.replicas < count:
-        actions.append(Problem(capped(s.room, count)))
-        count = s.room.replicas
-    if count == 0:
-        return actions
-    result = place(
-        s.plan.id,
-        s.plan.request,
-        count,
-        s.nodepools,
-        scheduling_choice=s.plan.scheduling_choice,
-        disable_packing=s.plan.autoscale.disable_packing,
-        rng=s.rng,
-    )
-    actions += [Start(p) for p in result.placed]
-    actions += [Problem(p.reason) for p in result.unplaced[:1]]
-    return actions
+def _nodepool_key(replica: ReplicaFact) -> tuple[str, str]:
+    return (replica.nodepool.compute_cluster_id, replica.nodepool.nodepool_id)

@@ -60,7 +60,7 @@ def runner_args(
         nodepool_id=pool.key.nodepool_id,
         compute_cluster_id=pool.key.compute_cluster_id,
         replica_id=replica_id,
-        concurrency=plan.capacity,
+        concurrency=plan.concurrency,
         server_gone_grace=settings.server_gone_grace,
         drain_timeout=settings.drain_grace,
         max_output_bytes=settings.max_message_bytes,

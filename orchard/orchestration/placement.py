@@ -114,7 +114,7 @@ class Placement:
 
 
 @dataclass(frozen=True)
-class PlacementPlan:
+class Placements:
     placements: tuple[Placement, ...]  # one per replica asked for, in order
     nodepools: tuple[NodepoolView, ...]  # the input views with this plan applied
 
@@ -330,7 +330,7 @@ def place(
     scheduling_choice: int,
     disable_packing: bool,
     rng: random.Random | None = None,
-) -> PlacementPlan:
+) -> Placements:
     """Where ``count`` new replicas of the deployment go; see the module docstring."""
     if count < 0:
         raise ValueError(f"count must be 0 or more, got {count}")
@@ -356,7 +356,7 @@ def place(
             continue
         pools[chosen.key], placement = _put(ask, chosen, started.setdefault(chosen.key, []))
         placements.append(placement)
-    return PlacementPlan(tuple(placements), tuple(pools.values()))
+    return Placements(tuple(placements), tuple(pools.values()))
 
 
 # -- scaling down ----------------------------------------------------------------------------

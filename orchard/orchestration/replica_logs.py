@@ -34,9 +34,9 @@ def read_output(replica: Replica) -> Entry | None:
         replica.version.model_id,
         replica.version.version_id,
         logs.RUNNER,
-        replica.plan_pool.key.compute_cluster_id,
-        replica.plan_pool.key.nodepool_id,
-        replica.plan_pool.runner_id,
+        replica.pool.key.compute_cluster_id,
+        replica.pool.key.nodepool_id,
+        replica.pool.runner_id,
     )
     return ref, [f"[{replica.id}] {line}" for line in lines]
 

@@ -1,10 +1,13 @@
-"""What the orchestrator reads from the store each round: the deployments it runs.
+"""What the orchestrator reads from the store each round: the deployments it runs. Read only.
 
 A deployment is orchestrated on the nodepools of its ``dedicated`` clusters whose provider
 runs replicas; nodepools of ``local-dev`` clusters are served by runners attached by hand (the
-local-runner flow) and are left alone. Each (deployment, nodepool) pair has one runner row,
-made here when missing, whose replicas the orchestrator starts; runner rows it made for pairs
-that no longer exist (deployment deleted, nodepool dropped, version changed) are deleted.
+local-runner flow) and are left alone. Each (deployment, nodepool) pair has one runner row
+whose replicas the orchestrator starts. :func:`read` changes nothing: what the store lacks or
+holds in excess comes back as :class:`StoreNeeds` (a runner row to make for a pair that has
+none, runner rows made for pairs that no longer exist, packages not yet unpacked), which the
+store edge (:meth:`~orchard.orchestration.store_edge.StoreEdge.load`) makes before it reads
+again. Until then a pair without its runner row is left out of its plan.
 
 One deployment never stops the others: a deployment whose version cannot run (made without an
 upload, its package unreadable) is planned as blocked, with the reason and the fix; one that
@@ -16,6 +19,7 @@ itself fails the whole load.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
-from orchard.configs import SCHEDULING_PERFORMANCE, AutoscaleSpec, ComputeInfoSpec, RunnerSpec
+from orchard.configs import SCHEDULING_PERFORMANCE, AutoscaleSpec, ComputeInfoSpec
 from orchard.dispatch.sessions import PoolKey
 from orchard.orchestration.repeats import reason_of
 from orchard.orchestration.resources import Resources
@@ -46,6 +50,41 @@ from orchard.store.models import (
 )
 
 MANAGED = runners.MANAGED  # the runner metadata key naming the deployment it serves
+
+
+@dataclass(frozen=True)
+class RunnerNeed:
+    """A runner row to make: the one whose replicas serve a deployment from a nodepool."""
+
+    deployment: tuple[str, str]  # (user id, deployment id)
+    nodepool: PoolKey
+    version: tuple[str, str, str, str]  # the model version's primary key
+
+
+@dataclass(frozen=True)
+class StoreNeeds:
+    """What a read found the store lacking or holding in excess."""
+
+    runners: tuple[RunnerNeed, ...] = ()  # runner rows to make
+    stale: tuple[str, ...] = ()  # ids of runner rows made for pairs that no longer exist
+    packages: tuple[str, ...] = ()  # digests of packages to unpack
+
+    def __bool__(self) -> bool:
+        return bool(self.runners or self.stale or self.packages)
+
+
+@dataclass(frozen=True)
+class Unmade:
+    """What the store edge could not make of a read's needs (the next read says so)."""
+
+    packages: Mapping[str, str] = field(default_factory=dict)  # digest: why not unpacked
+    runners: Mapping[tuple[str, str], Exception] = field(default_factory=dict)  # deployment
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    plans: tuple[DeploymentPlan, ...]
+    needs: StoreNeeds
 
 
 @dataclass(frozen=True)
@@ -87,7 +126,7 @@ class DeploymentPlan:
     blocked: str  # why no replica can start yet ("" when one can): version not built...
     package: Path | None
     python: Path | None
-    capacity: int  # items one replica runs at once (num_threads)
+    concurrency: int  # items one replica runs at once (num_threads)
     request: Resources  # what one replica takes from an instance (with its GPUs' count and memory)
     source: VersionSource | None = None  # None until the version is built
     declared: tuple[tuple[str, str], ...] = ()  # environment variables the model's config sets
@@ -131,29 +170,50 @@ class DeploymentPlan:
             ),
             package=None,
             python=None,
-            capacity=1,
+            concurrency=1,
             request=Resources(0.0, 0),
             planned=False,
             error=error,
         )
 
 
-def load(
-    session: Session, providers: ProviderRegistry, packages: PackageStore, envs: Path
-) -> list[DeploymentPlan]:
-    """Every orchestrated deployment, with runner rows made or removed to match; one that
-    cannot be planned comes back :meth:`~DeploymentPlan.unplanned`. Raises only what the
-    store raises."""
+@dataclass
+class _Reading:
+    """One call of :func:`read`: its inputs and what it found wanting."""
+
+    session: Session
+    providers: ProviderRegistry
+    packages: PackageStore
+    envs: Path
+    unmade: Unmade  # what could not be made of an earlier read's needs
+    users: int = 0
+    runners: list[RunnerNeed] = field(default_factory=list)
+    unpack: list[str] = field(default_factory=list)
+
+
+def read(
+    session: Session,
+    providers: ProviderRegistry,
+    packages: PackageStore,
+    envs: Path,
+    unmade: Unmade | None = None,
+) -> Snapshot:
+    """Every orchestrated deployment and what the store lacks for them; one that cannot be
+    planned comes back :meth:`~DeploymentPlan.unplanned`. ``unmade``: what could not be made
+    of an earlier read's needs (a package not unpacked blocks its deployments; a runner row not
+    made leaves its deployment unplanned). Raises only what the store
+    raises."""
     rows = session.scalars(
         select(DeploymentRow).options(selectinload(DeploymentRow.placements))
     ).all()
+    reading = _Reading(session, providers, packages, envs, unmade or Unmade())
+    reading.users = session.scalar(select(func.count()).select_from(UserRow)) or 0
     wanted: set[str] = set()
     kept: set[tuple[str, str]] = set()  # deployments whose runner rows stay as they are
     plans = []
-    users = session.scalar(select(func.count()).select_from(UserRow)) or 0
     for row in rows:
         try:
-            plan = _plan(session, row, providers, packages, envs, users)
+            plan = _plan(reading, row)
         except SQLAlchemyError:
             raise
         except Exception as exc:
@@ -162,56 +222,45 @@ def load(
         if plan is not None and plan.pools:
             plans.append(plan)
             wanted.update(p.runner_id for p in plan.pools)
-    for runner in session.scalars(select(RunnerRow)).all():
-        managed_by = runners.managed_by(runner)
-        if managed_by and runner.id not in wanted and (runner.user_id, managed_by) not in kept:
-            session.delete(runner)
-    return plans
+    stale = tuple(
+        runner.id
+        for runner in session.scalars(select(RunnerRow)).all()
+        if (managed_by := runners.managed_by(runner))
+        and runner.id not in wanted
+        and (runner.user_id, managed_by) not in kept
+    )
+    needs = StoreNeeds(tuple(reading.runners), stale, tuple(dict.fromkeys(reading.unpack)))
+    return Snapshot(tuple(plans), needs)
 
 
-def _plan(
-    session: Session,
-    row: DeploymentRow,
-    providers: ProviderRegistry,
-    packages: PackageStore,
-    envs: Path,
-    users: int,
-) -> DeploymentPlan | None:
+def _plan(reading: _Reading, row: DeploymentRow) -> DeploymentPlan | None:
+    if (error := reading.unmade.runners.get((row.user_id, row.id))) is not None:
+        raise error
+    session = reading.session
     version_row = session.get(
         ModelVersionRow, (row.model_user_id, row.app_id, row.model_id, row.model_version_id)
     )
+    if version_row is None:
+        return None
     pools = []
     refusals = []
     for placement in row.placements:
         pool = session.get(
             NodepoolRow, (placement.user_id, placement.compute_cluster_id, placement.nodepool_id)
         )
-        if pool is None or version_row is None:
+        provider = nodepool_service.orchestrated(pool, reading.providers) if pool else None
+        if pool is None or provider is None:
             continue
-        provider = nodepool_service.orchestrated(pool, providers)
-        if provider is None:
+        refusals.append(provider.replica_problem(reading.users))
+        runner = _runner_for(session, row, pool, version_row)
+        if runner is None:
+            key = PoolKey(pool.user_id, pool.compute_cluster_id, pool.id)
+            reading.runners.append(RunnerNeed((row.user_id, row.id), key, _key(version_row)))
             continue
-        item = pool.spec["instance_types"][0]
-        refusals.append(provider.replica_problem(users))
-        pools.append(
-            PoolPlan(
-                key=PoolKey(pool.user_id, pool.compute_cluster_id, pool.id),
-                priority=placement.priority,
-                provider=provider.id,
-                shape=nodepool_service.shape_of(ComputeInfoSpec(**item["compute_info"])),
-                price=_price(item.get("price")),
-                capacity_type=_capacity_type(pool.spec),
-                min_instances=pool.min_instances,
-                max_instances=pool.max_instances,
-                runner_id=_runner_for(session, row, pool, version_row).id,
-                region=pool.compute_cluster.region,
-                instance_type=str(item.get("id", "")),
-                egress=str((pool.spec.get("metadata") or {}).get("egress", "")) != "none",
-            )
-        )
-    if not pools or version_row is None:
+        pools.append(_pool_plan(pool, placement.priority, provider.id, runner.id))
+    if not pools:
         return None
-    blocked, files = _version_files(version_row, packages, envs)
+    blocked, files = _version_files(reading, version_row)
     blocked = next((r for r in refusals if r), blocked)
     return DeploymentPlan(
         user_id=row.user_id,
@@ -224,11 +273,33 @@ def _plan(
         blocked=blocked,
         package=files.package,
         python=files.python,
-        capacity=files.capacity,
+        concurrency=files.concurrency,
         request=Resources.from_compute_info(files.config),
         source=files.source if not blocked else None,
         declared=files.declared if not blocked else (),
     )
+
+
+def _pool_plan(pool: NodepoolRow, priority: int, provider_id: str, runner_id: str) -> PoolPlan:
+    item = pool.spec["instance_types"][0]
+    return PoolPlan(
+        key=PoolKey(pool.user_id, pool.compute_cluster_id, pool.id),
+        priority=priority,
+        provider=provider_id,
+        shape=nodepool_service.shape_of(ComputeInfoSpec(**item["compute_info"])),
+        price=_price(item.get("price")),
+        capacity_type=_capacity_type(pool.spec),
+        min_instances=pool.min_instances,
+        max_instances=pool.max_instances,
+        runner_id=runner_id,
+        region=pool.compute_cluster.region,
+        instance_type=str(item.get("id", "")),
+        egress=str((pool.spec.get("metadata") or {}).get("egress", "")) != "none",
+    )
+
+
+def _key(version: ModelVersionRow) -> tuple[str, str, str, str]:
+    return (version.user_id, version.app_id, version.model_id, version.id)
 
 
 def _source(version: ModelVersionRow, packages: PackageStore, envs: Path) -> VersionSource:
@@ -254,38 +325,45 @@ class _Files:
 
     package: Path | None = None  # its package folder
     python: Path | None = None  # its environment's interpreter
-    capacity: int = 1  # items one replica runs at once (num_threads)
+    concurrency: int = 1  # items one replica runs at once (num_threads)
     config: ComputeInfoSpec = field(default_factory=lambda: UNKNOWN_NEED)  # one replica's need
     source: VersionSource | None = None
     declared: tuple[tuple[str, str], ...] = ()  # environment variables its config.yaml sets
 
 
-def _version_files(
-    version: ModelVersionRow, packages: PackageStore, envs: Path
-) -> tuple[str, _Files]:
-    """(why replicas of ``version`` cannot start, "" when they can; what they are made of)."""
+def _version_files(reading: _Reading, version: ModelVersionRow) -> tuple[str, _Files]:
+    """(why replicas of ``version`` cannot start, "" when they can; what they are made of).
+    A package not yet unpacked is a need of the reading."""
     if version.status_code != sc.MODEL_TRAINED:
         reason = version.status_description or f"status {version.status_code}"
         return f"version {version.id} is not built yet ({reason})", _Files()
     problem = version_problem(version, orchestrated=True)
     if problem:
         return problem, _Files()
-    try:
-        package = packages.unpacked_package(version.package_digest)
-    except Exception as exc:  # a package gone or damaged on disk stops this deployment only
+    digest = version.package_digest
+    failed, package = reading.unmade.packages.get(digest, ""), None
+    if not failed:
+        try:
+            package = reading.packages.unpacked_if_present(digest)
+        except Exception as exc:  # a package damaged on disk stops this deployment only
+            failed = type(exc).__name__
+    if package is None:
+        if not failed:
+            reading.unpack.append(digest)
         return (
             f"the package of version {version.id} is missing or damaged on the server "
-            f"({type(exc).__name__}); upload the model again and point the deployment at the "
-            "new version"
+            f"({failed or 'not unpacked yet'}); upload the model again and point the "
+            "deployment at the new version"
         ), _Files()
     config = package.config
     secrets = tuple((s.env_var, s.value) for s in config.secrets if s.type == "env" and s.env_var)
+    envs = reading.envs
     return "", _Files(
         package=package.root,
         python=envs / version.env_key / "bin" / "python",
-        capacity=config.num_threads,
+        concurrency=config.num_threads,
         config=config.inference_compute_info,
-        source=_source(version, packages, envs),
+        source=_source(version, reading.packages, envs),
         declared=secrets,
     )
 
@@ -304,8 +382,8 @@ def _capacity_type(spec: dict[str, Any]) -> int:
 
 def _runner_for(
     session: Session, deployment: DeploymentRow, pool: NodepoolRow, version: ModelVersionRow
-) -> RunnerRow:
-    """The runner whose replicas serve ``deployment`` from ``pool`` (made when missing)."""
+) -> RunnerRow | None:
+    """The runner whose replicas serve ``deployment`` from ``pool`` (None: not made yet)."""
     candidates = session.scalars(
         select(RunnerRow).where(
             RunnerRow.user_id == pool.user_id,
@@ -314,24 +392,4 @@ def _runner_for(
             RunnerRow.model_version_id == version.id,
         )
     ).all()
-    for runner in candidates:
-        if runners.managed_by(runner) == deployment.id:
-            return runner
-    spec = RunnerSpec.model_validate(
-        {
-            "description": f"replicas of deployment {deployment.id}, run by Orchard",
-            "metadata": {MANAGED: deployment.id},
-            "worker": {
-                "model": {
-                    "id": version.model_id,
-                    "app_id": version.app_id,
-                    "user_id": version.user_id,
-                    "model_version": {"id": version.id},
-                }
-            },
-            "num_replicas": 0,
-        }
-    )
-    return runners.create_runner(
-        session, pool, spec, f"deployment {deployment.id}", orchestrator=True
-    )
+    return next((r for r in candidates if runners.managed_by(r) == deployment.id), None)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 
 from orchard.dispatch.sessions import PoolKey
+from orchard.orchestration.journal import Told
 from orchard.orchestration.snapshot import DeploymentPlan
-from orchard.orchestration.world import DeploymentState, Replica
+from orchard.orchestration.world import DeploymentKey, DeploymentMemory, Memory, Replica
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,13 @@ class View:
 def publish(
     plans: Iterable[DeploymentPlan],
     replicas: Iterable[Replica],
+    connected: Set[str],
     instance_pools: Iterable[PoolKey],
-    states: Mapping[tuple[str, str], DeploymentState],
+    memory: Memory,
+    told: Mapping[DeploymentKey, Told],
 ) -> View:
-    """The view of this round's ``plans``, ``replicas``, instances (by nodepool) and states."""
+    """The view of this round's ``plans``, ``replicas`` (``connected``: those with a work
+    stream), instances (by nodepool), decide's ``memory`` and what the journal ``told``."""
     replicas = list(replicas)
     nodepools: dict[PoolKey, int] = {}
     for pool_key in instance_pools:
@@ -55,36 +59,41 @@ def publish(
     runners: dict[str, int] = {}
     for r in replicas:
         if not r.stopping:
-            runners[r.plan_pool.runner_id] = runners.get(r.plan_pool.runner_id, 0) + 1
+            runners[r.pool.runner_id] = runners.get(r.pool.runner_id, 0) + 1
     deployments = {}
     for plan in plans:
         mine = [r for r in replicas if r.deployment == plan.key]
-        deployments[plan.key] = _deployment_view(plan, mine, states.get(plan.key))
+        deployments[plan.key] = _deployment_view(
+            plan, mine, connected, memory.of(plan.key), told.get(plan.key) or Told()
+        )
     return View(deployments, nodepools, runners)
 
 
 def _deployment_view(
-    plan: DeploymentPlan, mine: list[Replica], state: DeploymentState | None
+    plan: DeploymentPlan,
+    mine: list[Replica],
+    connected: Set[str],
+    memory: DeploymentMemory,
+    told: Told,
 ) -> DeploymentView:
-    state = state or DeploymentState()
     return DeploymentView(
-        desired=state.scale.desired,
-        live=sum(1 for r in mine if r.connected and not r.stopping),
-        in_flight=state.in_flight,
-        queued=state.queued,
-        replicas=tuple(_replica_view(plan, r) for r in mine),
-        events=tuple(state.events),
-        problem=state.last_problem,
+        desired=memory.scale.desired,
+        live=sum(1 for r in mine if r.id in connected and not r.stopping),
+        in_flight=memory.in_flight,
+        queued=memory.queued,
+        replicas=tuple(_replica_view(plan, r, r.id in connected) for r in mine),
+        events=tuple(told.events),
+        problem=told.problem,
     )
 
 
-def _replica_view(plan: DeploymentPlan, r: Replica) -> ReplicaView:
+def _replica_view(plan: DeploymentPlan, r: Replica, connected: bool) -> ReplicaView:
     return ReplicaView(
         r.id,
         plan.id,
-        r.plan_pool.key,
-        r.plan_pool.runner_id,
+        r.pool.key,
+        r.pool.runner_id,
         r.instance.id,
         r.instance.where,
-        "draining" if r.stopping else "ready" if r.connected else "starting",
+        "draining" if r.stopping else "ready" if connected else "starting",
     )

@@ -275,8 +275,11 @@ class Runner:
 
     async def _pause(self, delay: float) -> None:
         """Sleep ``delay`` seconds, or less when stop() is called."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that arrives
+        # in the step the wait ends in.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._stop.wait()
 
     # -- tasks ------------------------------------------------------------------------------
 

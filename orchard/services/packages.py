@@ -49,6 +49,16 @@ class PackageStore:
     def receive(self, upload_id: str) -> Upload:
         return Upload(self, self.incoming / f"{upload_id}.part")
 
+    def unpacked_if_present(self, digest: str) -> Package | None:
+        """The package's files if they were extracted already (None: not yet); only reads."""
+        if (known := self._loaded.get(digest)) is not None:
+            return known
+        target = self.unpacked / digest
+        if not target.is_dir():
+            return None
+        package = self._loaded[digest] = load_package(target)
+        return package
+
     def unpacked_package(self, digest: str) -> Package:
         """The package's files (extracted and read on first use; later calls reuse them)."""
         if (known := self._loaded.get(digest)) is not None:
