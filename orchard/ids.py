@@ -26,6 +26,15 @@ class _VersionKeys(Protocol):
 
 
 @dataclass(frozen=True)
+class PoolKey:
+    """One nodepool: its owner, compute cluster and id."""
+
+    user_id: str
+    compute_cluster_id: str
+    nodepool_id: str
+
+
+@dataclass(frozen=True)
 class VersionRef:
     """One model version: its owner, app, model and version ids."""
 

@@ -18,7 +18,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Histogram
 
 from orchard.configs import DeploymentSpec, NodepoolSpec
-from orchard.dispatch.sessions import PoolKey
+from orchard.ids import PoolKey
 from orchard.orchestration.view import DeploymentView, ReplicaView, View
 from orchard.server.http.dashboard import forms
 from orchard.server.http.dashboard.sessions import (

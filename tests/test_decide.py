@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from orchard.configs import AutoscaleSpec
-from orchard.dispatch.sessions import PoolKey
+from orchard.ids import PoolKey
 from orchard.orchestration.actions import (
     Action,
     CannotDecide,

@@ -1,8 +1,8 @@
 """The order in which waiting calls get replica slots: first come, first served.
 
-In-process, without sockets or a server: replicas are runner sessions whose messages are kept,
-calls are tasks on :meth:`Dispatcher.call`, and the test ends items itself. Nothing waits on
-real time: ``settle`` only lets the event loop run the tasks that are ready.
+In-process, without sockets or a server: replicas are ``ConnectedReplica`` records whose
+messages are kept, calls are tasks on :meth:`Dispatcher.call`, and the test ends items itself.
+Nothing waits on real time: ``settle`` only lets the event loop run the tasks that are ready.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard import work_protocol
 from orchard.dispatch.dispatcher import Dispatcher, DispatchSettings
-from orchard.dispatch.sessions import ConnectedReplica, PoolKey
+from orchard.dispatch.replicas import ConnectedReplica
 from orchard.dispatch.targets import Target
-from orchard.ids import VersionRef
+from orchard.ids import PoolKey, VersionRef
 
 VERSION = VersionRef("u", "app", "m", "v1")
 P1, P2 = PoolKey("u", "cc", "np1"), PoolKey("u", "cc", "np2")
@@ -49,7 +49,7 @@ class Replica:
         self.dispatcher = dispatcher
         self.sent: list[service_pb2.RunnerItem] = []
         hello = work_protocol.Hello("runner", pool.nodepool_id, "cc", f"replica-{pool}", capacity)
-        self.session = ConnectedReplica(
+        self.replica = ConnectedReplica(
             hello, pool, VERSION, deliver=lambda m: self.sent.extend(m.runner_items)
         )
 
@@ -68,7 +68,7 @@ class Replica:
         """Answer call ``text`` (its slot frees)."""
         item_id = self._starts()[text]
         answer = service_pb2.MultiOutputResponse(status={"code": sc.SUCCESS})
-        await self.dispatcher.received(self.session, work_protocol.item_end(item_id, answer))
+        await self.dispatcher.received(self.replica, work_protocol.item_end(item_id, answer))
 
 
 class Calls:
@@ -122,7 +122,7 @@ ORDER_TABLE = [
 async def test_waiting_calls_are_served_in_arrival_order(world, arrivals, order):
     dispatcher, calls = world
     replica = Replica(dispatcher, P1)
-    await dispatcher.connect(replica.session)
+    await dispatcher.connect(replica.replica)
     calls.send("first", X)
     await settle(lambda: replica.started() == ["first"])
     for waiting, (text, to) in enumerate(arrivals, start=1):
@@ -142,7 +142,7 @@ async def test_a_call_whose_replicas_are_free_does_not_wait_behind_other_targets
     dispatcher, calls = world
     busy, free = Replica(dispatcher, P1), Replica(dispatcher, P2)
     for replica in (busy, free):
-        await dispatcher.connect(replica.session)
+        await dispatcher.connect(replica.replica)
     calls.send("first", X)
     calls.send("waits", X)
     await settle(lambda: calls.waiting() == 1)
@@ -154,7 +154,7 @@ async def test_a_call_whose_replicas_are_free_does_not_wait_behind_other_targets
 async def test_a_slot_granted_to_a_call_that_left_goes_to_the_next(world):
     dispatcher, calls = world
     replica = Replica(dispatcher, P1)
-    await dispatcher.connect(replica.session)
+    await dispatcher.connect(replica.replica)
     calls.send("first", X)
     calls.send("gives-up", X)
     calls.send("next", X)
@@ -163,4 +163,4 @@ async def test_a_slot_granted_to_a_call_that_left_goes_to_the_next(world):
     calls.tasks["gives-up"].cancel()  # ...whose client goes away before its task runs
     await settle(lambda: len(replica.started()) == 2)
     assert replica.started() == ["first", "next"]
-    assert len(replica.session.items) == 1  # the slot held for "gives-up" was given back
+    assert len(replica.replica.items) == 1  # the slot held for "gives-up" was given back

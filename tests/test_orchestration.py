@@ -345,7 +345,7 @@ def test_kill_9_replica_is_replaced_and_its_unary_call_retried(stack: Stack, gat
         server = stack.server.server
         assert server is not None
         wait_for(
-            lambda: any(s.items for s in server.dispatcher.sessions()),
+            lambda: any(s.items for s in server.dispatcher.replicas()),
             timeout=30,
             what="the item in flight",
         )

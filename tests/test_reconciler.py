@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from orchard.configs import AutoscaleSpec
-from orchard.dispatch.sessions import PoolKey
-from orchard.ids import VersionRef
+from orchard.ids import PoolKey, VersionRef
 from orchard.orchestration.capacity import Capacity
 from orchard.orchestration.observe import Started, observe
 from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
@@ -105,7 +104,7 @@ class Hello:
 
 
 @dataclass
-class Session:
+class Connected:
     hello: Hello
 
 
@@ -115,8 +114,8 @@ class ScriptedDispatcher:
     in_flight: int = 0
     waiting: int = 0
 
-    def sessions(self) -> list[Session]:
-        return [Session(Hello(r)) for r in self.connected]
+    def replicas(self) -> list[Connected]:
+        return [Connected(Hello(r)) for r in self.connected]
 
     def load(self, pools: Any, version: Any) -> tuple[int, int]:
         return self.in_flight, self.waiting

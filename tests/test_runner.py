@@ -28,7 +28,7 @@ from orchard.runners.health import LIVENESS, READINESS, HealthServer
 from orchard.runners.items import ENVELOPE_BYTES, fit
 from orchard.runners.models import calls
 from orchard.runners.runner import Backoff, Exit, Runner, RunnerSettings
-from orchard.runners.session import _coalesced
+from orchard.runners.work_stream import _coalesced
 from tests.fake_orchard import (
     EXAMPLES,
     PAT,
@@ -548,7 +548,7 @@ def test_the_runner_imports_nothing_a_model_environment_lacks():
     """The runner modules load with the server side's dependencies and modules refused."""
     code = (
         "import orchard.runners.serve, orchard.runners.runner, orchard.runners.health\n"
-        "import orchard.runners.adapters, orchard.runners.session\n"
+        "import orchard.runners.adapters, orchard.runners.work_stream\n"
         "print('ok')\n"
     )
     done = subprocess.run(

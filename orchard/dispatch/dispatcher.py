@@ -57,9 +57,9 @@ from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard import errors, work_protocol
 from orchard.dispatch.choose import ReplicaLoad, choose_replica
-from orchard.dispatch.sessions import ConnectedReplica, Lost, PoolKey, Refused, SentItem
+from orchard.dispatch.replicas import ConnectedReplica, Lost, Refused, SentItem
 from orchard.dispatch.targets import Target
-from orchard.ids import VersionRef
+from orchard.ids import PoolKey, VersionRef
 from orchard.quantities import human_bytes
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class _Waiter:
 class Dispatcher:
     def __init__(self, settings: DispatchSettings | None = None) -> None:
         self.settings = settings or DispatchSettings()
-        self._sessions: dict[tuple[PoolKey, VersionRef], list[ConnectedReplica]] = defaultdict(list)
+        self._replicas: dict[tuple[PoolKey, VersionRef], list[ConnectedReplica]] = defaultdict(list)
         self._queues: dict[str, deque[_Waiter]] = {}  # by target.queue; no empty ones
         # calls waiting, by each (nodepool, version) that could serve them
         self._waiting_for: dict[tuple[PoolKey, VersionRef], int] = defaultdict(int)
@@ -99,48 +99,48 @@ class Dispatcher:
 
     # -- replicas --------------------------------------------------------------------------
 
-    async def connect(self, session: ConnectedReplica) -> None:
-        self._sessions[(session.pool, session.version)].append(session)
-        log.info("replica %s connected (capacity %d)", session.key, session.capacity)
+    async def connect(self, replica: ConnectedReplica) -> None:
+        self._replicas[(replica.pool, replica.version)].append(replica)
+        log.info("replica %s connected (capacity %d)", replica.key, replica.capacity)
         self._grant()
 
-    async def disconnect(self, session: ConnectedReplica) -> None:
-        replicas = self._sessions.get((session.pool, session.version), [])
-        if session in replicas:
-            replicas.remove(session)
-        session.lose_all()
-        log.info("replica %s disconnected", session.key)
+    async def disconnect(self, replica: ConnectedReplica) -> None:
+        replicas = self._replicas.get((replica.pool, replica.version), [])
+        if replica in replicas:
+            replicas.remove(replica)
+        replica.lose_all()
+        log.info("replica %s disconnected", replica.key)
         self._grant()
 
     def out_of_memory(self, replica_id: str, used: int, limit: int) -> None:
         """Replica ``replica_id`` is being killed for using ``used`` bytes of memory, over its
         ``limit``: the calls it holds end with InputTooLarge once its stream ends, and none
         goes to another replica. Called by its provider, before the kill."""
-        for session in self.sessions():
-            if session.hello.replica_id == replica_id:
-                session.out_of_memory = (used, limit, len(session.items))
+        for replica in self.replicas():
+            if replica.hello.replica_id == replica_id:
+                replica.out_of_memory = (used, limit, len(replica.items))
 
-    async def received(self, session: ConnectedReplica, message: work_protocol.Outgoing) -> None:
-        if session.receive(message) and self._queues:
+    async def received(self, replica: ConnectedReplica, message: work_protocol.Outgoing) -> None:
+        if replica.receive(message) and self._queues:
             self._grant()  # a slot freed and someone is waiting for one
 
-    def replicas(self, target: Target) -> list[ConnectedReplica]:
+    def replicas_of(self, target: Target) -> list[ConnectedReplica]:
         found = []
         for pool, _ in target.pools:
-            for session in self._sessions.get((pool, target.version), []):
-                if not target.runner_id or session.hello.runner_id == target.runner_id:
-                    found.append(session)
+            for replica in self._replicas.get((pool, target.version), []):
+                if not target.runner_id or replica.hello.runner_id == target.runner_id:
+                    found.append(replica)
         return found
 
-    def sessions(self) -> list[ConnectedReplica]:
+    def replicas(self) -> list[ConnectedReplica]:
         """Every connected replica."""
-        return [s for group in self._sessions.values() for s in group]
+        return [s for group in self._replicas.values() for s in group]
 
     def load(self, pools: Iterable[PoolKey], version: VersionRef) -> tuple[int, int]:
         """(items in flight, calls waiting) for ``version`` on ``pools``. A waiting call is
         counted once even when several of the pools could serve it."""
         keys = [(pool, version) for pool in pools]
-        in_flight = sum(len(s.items) for key in keys for s in self._sessions.get(key, []))
+        in_flight = sum(len(s.items) for key in keys for s in self._replicas.get(key, []))
         waiting = max((self._waiting_for.get(key, 0) for key in keys), default=0)
         return in_flight, waiting
 
@@ -148,7 +148,7 @@ class Dispatcher:
 
     def _pick(self, target: Target) -> ConnectedReplica | None:
         priority = dict(target.pools)
-        candidates = {s.key: s for s in self.replicas(target)}
+        candidates = {s.key: s for s in self.replicas_of(target)}
         views = [
             ReplicaLoad(s.key, priority[s.pool], len(s.items), s.capacity, s.last_used, s.draining)
             for s in candidates.values()
@@ -160,9 +160,9 @@ class Dispatcher:
         """An item on a replica of ``target``: at once when nothing waits and a replica is
         free, else once this call's turn comes (see the module docstring)."""
         if not self._queues:
-            session = self._pick(target)
-            if session is not None:
-                return session.open()
+            replica = self._pick(target)
+            if replica is not None:
+                return replica.open()
         waiter = self._enqueue(target)
         granted = False
         try:
@@ -202,7 +202,7 @@ class Dispatcher:
         if not granted and future.done() and not future.cancelled():
             item = future.result()
             item.finished = True
-            item.session.items.pop(item.id, None)
+            item.replica.items.pop(item.id, None)
             self._grant()
 
     def _grant(self) -> None:
@@ -216,10 +216,10 @@ class Dispatcher:
             queue = self._queues[key]
             waiter = queue[0]
             if not waiter.granted.done():  # else its task was cancelled and will leave
-                session = self._pick(waiter.target)
-                if session is None:
+                replica = self._pick(waiter.target)
+                if replica is None:
                     continue
-                waiter.granted.set_result(session.open())
+                waiter.granted.set_result(replica.open())
             queue.popleft()
             if queue:
                 heapq.heappush(heads, (queue[0].order, key))
@@ -233,7 +233,7 @@ class Dispatcher:
             self.on_wait()
 
     def _no_replica(self, target: Target) -> errors.OrchardError:
-        if self.replicas(target):
+        if self.replicas_of(target):
             return errors.ModelBusy(
                 f"every replica of {target.label} stayed busy for "
                 f"{self.settings.hold_seconds:g} s; retry later"
@@ -269,11 +269,11 @@ class Dispatcher:
                 return
             if isinstance(lost, Refused):
                 continue  # nothing ran; any shape may go to another replica
-            if item.session.out_of_memory is not None:
-                raise _too_large_for_memory(target, *item.session.out_of_memory)
+            if item.replica.out_of_memory is not None:
+                raise _too_large_for_memory(target, *item.replica.out_of_memory)
             if retry_allowed:
                 log.warning(
-                    "replica %s went away before answering; retrying once", item.session.key
+                    "replica %s went away before answering; retrying once", item.replica.key
                 )
                 retry_allowed = False
                 continue
@@ -290,8 +290,8 @@ class Dispatcher:
         rest: AsyncIterator[Request] | None,
         deadline: float,
     ) -> AsyncIterator[Response | object]:
-        session = item.session
-        session.send(work_protocol.start(item.id, shape, first))
+        replica = item.replica
+        replica.send(work_protocol.start(item.id, shape, first))
         feeder = (
             asyncio.create_task(self._feed(item, rest))
             if shape == work_protocol.BIDI and rest is not None
@@ -309,8 +309,8 @@ class Dispatcher:
             if feeder is not None:
                 feeder.cancel()
             if not item.finished:
-                session.cancel(item)
-                session.items.pop(item.id, None)
+                replica.cancel(item)
+                replica.items.pop(item.id, None)
                 self._grant()
 
     @staticmethod
@@ -320,10 +320,10 @@ class Dispatcher:
             async for request in rest:
                 if item.finished:
                     return
-                item.session.send(work_protocol.next_request(item.id, request))
+                item.replica.send(work_protocol.next_request(item.id, request))
         finally:
             if not item.finished:
-                item.session.send(work_protocol.control(item.id, sc.RUNNER_STREAM_END))
+                item.replica.send(work_protocol.control(item.id, sc.RUNNER_STREAM_END))
 
 
 def _too_large_for_memory(

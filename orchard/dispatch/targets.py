@@ -14,8 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchard import errors
-from orchard.dispatch.sessions import PoolKey
-from orchard.ids import VersionRef, names_caller
+from orchard.ids import PoolKey, VersionRef, names_caller
 from orchard.services import deployments, nodepools, runners
 from orchard.services import models as model_service
 from orchard.store.models import DeploymentRow

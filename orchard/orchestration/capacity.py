@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from orchard.dispatch.sessions import PoolKey
+from orchard.ids import PoolKey
 from orchard.orchestration.placement import Placement
 from orchard.orchestration.resources import InstanceView, NodepoolView, Resources
 from orchard.orchestration.snapshot import DeploymentPlan

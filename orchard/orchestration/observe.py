@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from orchard.dispatch.dispatcher import Dispatcher
-from orchard.dispatch.sessions import PoolKey
+from orchard.ids import PoolKey
 from orchard.orchestration.capacity import no_room_now
 from orchard.orchestration.replica_logs import last_lines
 from orchard.orchestration.snapshot import DeploymentPlan
@@ -65,7 +65,7 @@ def observe(
     rng: random.Random | None = None,
 ) -> World:
     """This round's world; see the module docstring."""
-    connected = frozenset(replica.hello.replica_id for replica in dispatcher.sessions())
+    connected = frozenset(replica.hello.replica_id for replica in dispatcher.replicas())
     ended = {s.id: s for p in providers.all() for s in p.poll() if not s.running}
     lost = dict(pair for provider in providers.all() for pair in provider.lost_instances())
     replicas = tuple(

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from orchard.configs import SCHEDULING_PERFORMANCE, AutoscaleSpec, ComputeInfoSpec
-from orchard.dispatch.sessions import PoolKey
+from orchard.ids import PoolKey
 from orchard.orchestration.repeats import reason_of
 from orchard.orchestration.resources import Resources
 from orchard.providers import ProviderRegistry

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 
-from orchard.dispatch.sessions import PoolKey
+from orchard.ids import PoolKey
 from orchard.orchestration.journal import Told
 from orchard.orchestration.snapshot import DeploymentPlan
 from orchard.orchestration.world import DeploymentKey, DeploymentMemory, Memory, Replica

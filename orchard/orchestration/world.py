@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchard.dispatch.sessions import PoolKey
-from orchard.ids import VersionRef
+from orchard.ids import PoolKey, VersionRef
 from orchard.orchestration.autoscale import LoadSample, ScaleState
 from orchard.orchestration.resources import Resources
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan

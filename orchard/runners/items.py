@@ -1,7 +1,7 @@
 """One runner item: the model call of its shape, each response sent as an output naming it.
 
 The item end is not sent here: the session sends it however the item ended (done, failed or
-cancelled), see :mod:`orchard.runners.session`.
+cancelled), see :mod:`orchard.runners.work_stream`.
 """
 
 from __future__ import annotations

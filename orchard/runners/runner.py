@@ -9,12 +9,12 @@
 The runner opens ``ProcessRunnerItems`` (metadata ``authorization: Key <PAT>``; on this host,
 through the server's local link, :mod:`orchard.runners.link`, when given ``link:PATH``), writes the
 hello with its capacity, and serves the server's items in a
-:class:`~orchard.runners.session.WorkStreamServer` (the per-stream rules are there). When a stream
-breaks, or cannot be opened, it tries again after a delay from :class:`Backoff` (0.1 s doubling to
-5 s, jittered, reset by a stream that stayed open for the maximum delay); items held by the broken
-stream are cancelled. It gives up with :attr:`Exit.SERVER_GONE` once the server has been
-unreachable for longer than ``server_gone_grace``, and with :attr:`Exit.REFUSED` at once when the
-server refuses it.
+:class:`~orchard.runners.work_stream.WorkStreamServer` (the per-stream rules are there).
+When a stream breaks, or cannot be opened, it tries again after a delay from :class:`Backoff`
+(0.1 s doubling to 5 s, jittered, reset by a stream that stayed open for the maximum delay);
+items held by the broken stream are cancelled. It gives up with :attr:`Exit.SERVER_GONE` once
+the server has been unreachable for longer than ``server_gone_grace``, and with
+:attr:`Exit.REFUSED` at once when the server refuses it.
 
 :meth:`Runner.stop` (SIGTERM, SIGINT) drains: the draining message goes out, nothing new is
 started, held items finish (up to ``drain_timeout``; a second ``stop`` cuts that short), and the
@@ -41,13 +41,13 @@ import grpc
 from orchard import wire, work_protocol
 from orchard.runners import link
 from orchard.runners.adapters import ModelAdapter
-from orchard.runners.session import (
+from orchard.runners.work_stream import (
     FATAL_CODES,
     Refused,
-    SessionSettings,
     Slots,
     WorkCall,
     WorkStreamServer,
+    WorkStreamSettings,
 )
 
 log = logging.getLogger("orchard.runners")
@@ -262,7 +262,7 @@ class Runner:
         return False
 
     async def _serve(self, call: WorkCall) -> None:
-        settings = SessionSettings(self.settings.max_output_bytes, self.settings.drain_timeout)
+        settings = WorkStreamSettings(self.settings.max_output_bytes, self.settings.drain_timeout)
         self.stream_server = WorkStreamServer(call, self.model, self._slots, settings, self._spawn)
         opened = self._clock()
         log.info("connected to %s (capacity %d)", self.settings.server, self.settings.capacity)

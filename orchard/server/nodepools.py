@@ -9,7 +9,7 @@ from clarifai_grpc.grpc.api.status import status_pb2
 
 from orchard import errors
 from orchard.configs import NodepoolSpec, spec_from_proto
-from orchard.dispatch.sessions import PoolKey
+from orchard.ids import PoolKey
 from orchard.providers import ProviderRegistry
 from orchard.server.convert import done, fill, page, patched, stamp
 from orchard.server.rpc import Call, Router

@@ -28,8 +28,8 @@ from sqlalchemy.orm import Session
 
 from orchard import errors, work_protocol
 from orchard.dispatch.dispatcher import Dispatcher
-from orchard.dispatch.sessions import ConnectedReplica, PoolKey
-from orchard.ids import VersionRef
+from orchard.dispatch.replicas import ConnectedReplica
+from orchard.ids import PoolKey, VersionRef
 from orchard.runners import link
 from orchard.server.rpc import RUNNER_STREAM, GrpcAdapter, Router, Runtime, StreamCall
 from orchard.services import runners
@@ -54,8 +54,8 @@ class _ItemPerCall:
     message, and ends its call once the item is done. Its cancels also go to the replica's
     control call, where that runner listens for them."""
 
-    def __init__(self, session: ConnectedReplica, runtime: Runtime) -> None:
-        self.session, self.runtime = session, runtime
+    def __init__(self, replica: ConnectedReplica, runtime: Runtime) -> None:
+        self.replica, self.runtime = replica, runtime
         self.unary: set[str] = set()
 
     def sending(self, message: work_protocol.Incoming) -> work_protocol.Incoming:
@@ -63,7 +63,7 @@ class _ItemPerCall:
         for item in message.runner_items:
             kind = work_protocol.kind_of(item)
             if kind is work_protocol.ItemKind.START:
-                self.session.draining = True  # its one item: nothing more goes on this call
+                self.replica.draining = True  # its one item: nothing more goes on this call
                 if item.processing_info.runner_method_type == work_protocol.UNARY:
                     self.unary.add(item.id)
             elif kind is work_protocol.ItemKind.CANCEL:
@@ -73,8 +73,8 @@ class _ItemPerCall:
         return message
 
     def _to_control(self, message: work_protocol.Incoming) -> None:
-        hello = self.session.hello
-        key = (self.session.pool.user_id, hello.runner_id, hello.replica_id)
+        hello = self.replica.hello
+        key = (self.replica.pool.user_id, hello.runner_id, hello.replica_id)
         control = self.runtime.runner_controls.get(key)
         if control is not None:
             control(message)
@@ -86,13 +86,13 @@ class _ItemPerCall:
 
     async def end_items(self, dispatcher: Dispatcher) -> None:
         """The call ended cleanly: the items on it are done."""
-        for item_id in list(self.session.items):
-            await dispatcher.received(self.session, work_protocol.item_end(item_id))
+        for item_id in list(self.replica.items):
+            await dispatcher.received(self.replica, work_protocol.item_end(item_id))
 
 
 async def _read(
     requests: AsyncIterator[Any],
-    session: ConnectedReplica,
+    replica: ConnectedReplica,
     dispatcher: Dispatcher,
     official: _ItemPerCall | None,
 ) -> None:
@@ -100,9 +100,9 @@ async def _read(
         async for message in requests:
             if official is not None:
                 message = official.received(message)
-            await dispatcher.received(session, message)
+            await dispatcher.received(replica, message)
     finally:
-        session.close()
+        replica.close()
 
 
 async def _control(

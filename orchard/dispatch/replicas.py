@@ -1,4 +1,5 @@
-"""Runner sessions (one per connected replica) and the items in flight on them."""
+"""The server's record of each connected replica (``ConnectedReplica``) and of the items in
+flight on it (``SentItem``)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,7 @@ from clarifai_grpc.grpc.api import service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard import work_protocol
-from orchard.ids import VersionRef
-
-
-@dataclass(frozen=True)
-class PoolKey:
-    user_id: str
-    compute_cluster_id: str
-    nodepool_id: str
+from orchard.ids import PoolKey, VersionRef
 
 
 class Ended:
@@ -45,9 +39,9 @@ _items = itertools.count(1)
 class SentItem:
     """One call in flight on a replica: its outputs arrive in ``events``."""
 
-    def __init__(self, session: ConnectedReplica) -> None:
+    def __init__(self, replica: ConnectedReplica) -> None:
         self.id = f"{_ITEM_PREFIX}{next(_items):x}"
-        self.session = session
+        self.replica = replica
         self.events: asyncio.Queue[service_pb2.MultiOutputResponse | Ended | Lost] = asyncio.Queue()
         self.finished = False
 

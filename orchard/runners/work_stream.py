@@ -77,7 +77,7 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
-class SessionSettings:
+class WorkStreamSettings:
     max_output_bytes: int
     drain_timeout: float
 
@@ -202,7 +202,7 @@ class WorkStreamServer:
         call: WorkCall,
         model: ModelAdapter,
         slots: Slots,
-        settings: SessionSettings,
+        settings: WorkStreamSettings,
         spawn: Spawn,
     ) -> None:
         self.call, self.model, self.slots, self.settings = call, model, slots, settings
