@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from orchard.configs import DeploymentSpec, NodepoolSpec
 from orchard.ids import PoolKey
-from orchard.orchestration.view import DeploymentView, ReplicaView, View
+from orchard.orchestration.view import LiveDeployment, LiveReplica, LiveView
 from orchard.server.http.dashboard import forms
 from orchard.server.http.dashboard.sessions import (
     SessionStore,
@@ -217,16 +217,16 @@ def test_quantiles_interpolate_inside_a_bucket() -> None:
 
 @dataclass
 class Views:
-    view: View | None = None
-    seen: list[View | None] = field(default_factory=list)
+    view: LiveView | None = None
+    seen: list[LiveView | None] = field(default_factory=list)
 
-    def __call__(self) -> View | None:
+    def __call__(self) -> LiveView | None:
         return self.view
 
 
-def _view(live: int, desired: int, queued: int, replicas: Iterable[ReplicaView] = ()) -> View:
-    dep = DeploymentView(desired, live, 0, queued, tuple(replicas), ("12:00:00 started",), "")
-    return View({("alice", "d1"): dep})
+def _view(live: int, desired: int, queued: int, replicas: Iterable[LiveReplica] = ()) -> LiveView:
+    dep = LiveDeployment(desired, live, 0, queued, tuple(replicas), ("12:00:00 started",), "")
+    return LiveView({("alice", "d1"): dep})
 
 
 def test_the_series_samples_counters_and_the_view() -> None:
@@ -262,7 +262,7 @@ def test_the_series_keeps_one_hour_and_forgets_gone_deployments() -> None:
         clock.now += 5
     points = series.points("alice", "d1")
     assert len(points) <= 13 and points[0].at >= clock.now - 65
-    views.view = View()
+    views.view = LiveView()
     clock.now += 61
     series.sample()
     assert series.points("alice", "d1") == []
@@ -271,17 +271,17 @@ def test_the_series_keeps_one_hour_and_forgets_gone_deployments() -> None:
 def test_replicas_are_dated_by_state() -> None:
     histogram = Histogram("lat3", "", ["target", "method"], registry=CollectorRegistry())
     pool = PoolKey("alice", "cc", "np")
-    starting = ReplicaView("r1", "d1", pool, "run", "i1", "here", "starting")
+    starting = LiveReplica("r1", "d1", pool, "run", "i1", "here", "starting")
     clock, views = Clock(), Views(_view(0, 1, 0, [starting]))
     series = TimeSeries(histogram, views, clock=clock)
     series.sample()
     clock.now += 7
     series.sample()
     assert series.since("r1", "starting") == 1000.0
-    views.view = _view(1, 1, 0, [ReplicaView("r1", "d1", pool, "run", "i1", "here", "ready")])
+    views.view = _view(1, 1, 0, [LiveReplica("r1", "d1", pool, "run", "i1", "here", "ready")])
     series.sample()
     assert series.since("r1", "ready") == 1007.0
-    views.view = View()
+    views.view = LiveView()
     series.sample()
     clock.now += 1
     assert series.since("r1", "ready") == 1008.0  # gone, then seen again: a new date

@@ -15,9 +15,10 @@ from orchard.configs import AutoscaleSpec
 from orchard.ids import PoolKey, VersionRef
 from orchard.orchestration.capacity import Capacity
 from orchard.orchestration.observe import Started, observe
-from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
+from orchard.orchestration.reconciler import Orchestrator
 from orchard.orchestration.resources import NodepoolView, Resources
 from orchard.orchestration.snapshot import DeploymentPlan, PoolPlan, VersionSource
+from orchard.orchestration.world import OrchestratorSettings
 from orchard.providers import ProviderRegistry
 from orchard.providers.base import (
     ComputeShape,

@@ -43,10 +43,8 @@ from orchard.orchestration.observe import Carried, Started, observe
 from orchard.orchestration.repeats import Repeats, reason_of
 from orchard.orchestration.snapshot import DeploymentPlan
 from orchard.orchestration.store_edge import StoreEdge
-from orchard.orchestration.view import View as View  # the server imports it from here
-from orchard.orchestration.view import publish
-from orchard.orchestration.world import NO_ROOM_BACKOFF, Memory, World
-from orchard.orchestration.world import OrchestratorSettings as OrchestratorSettings
+from orchard.orchestration.view import LiveView, publish
+from orchard.orchestration.world import NO_ROOM_BACKOFF, Memory, OrchestratorSettings, World
 from orchard.providers import ProviderRegistry
 
 log = logging.getLogger(__name__)
@@ -68,7 +66,7 @@ class Orchestrator:
         self.store = store
         self.tokens = tokens
         self.clock = clock
-        self.view = View()
+        self.view = LiveView()
         self.journal = Journal(log, wall_clock)
         self.apply = Apply(settings, providers, tokens, self.journal, clock)
         self._plans: list[DeploymentPlan] = []

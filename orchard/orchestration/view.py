@@ -12,7 +12,7 @@ from orchard.orchestration.world import DeploymentKey, DeploymentMemory, Memory,
 
 
 @dataclass(frozen=True)
-class ReplicaView:
+class LiveReplica:
     id: str
     deployment_id: str
     nodepool: PoolKey
@@ -23,21 +23,21 @@ class ReplicaView:
 
 
 @dataclass(frozen=True)
-class DeploymentView:
+class LiveDeployment:
     desired: int
     live: int
     in_flight: int  # items running on its replicas
     queued: int  # calls waiting for a replica
-    replicas: tuple[ReplicaView, ...]
+    replicas: tuple[LiveReplica, ...]
     events: tuple[str, ...]
     problem: str
 
 
 @dataclass(frozen=True)
-class View:
+class LiveView:
     """What the orchestrator last saw, for the API (immutable: handlers read it from threads)."""
 
-    deployments: dict[tuple[str, str], DeploymentView] = field(default_factory=dict)
+    deployments: dict[tuple[str, str], LiveDeployment] = field(default_factory=dict)
     nodepools: dict[PoolKey, int] = field(default_factory=dict)  # instances running
     runners: dict[str, int] = field(default_factory=dict)  # replicas per runner id
 
@@ -49,7 +49,7 @@ def publish(
     instance_pools: Iterable[PoolKey],
     memory: Memory,
     told: Mapping[DeploymentKey, Told],
-) -> View:
+) -> LiveView:
     """The view of this round's ``plans``, ``replicas`` (``connected``: those with a work
     stream), instances (by nodepool), decide's ``memory`` and what the journal ``told``."""
     replicas = list(replicas)
@@ -66,7 +66,7 @@ def publish(
         deployments[plan.key] = _deployment_view(
             plan, mine, connected, memory.of(plan.key), told.get(plan.key) or Told()
         )
-    return View(deployments, nodepools, runners)
+    return LiveView(deployments, nodepools, runners)
 
 
 def _deployment_view(
@@ -75,8 +75,8 @@ def _deployment_view(
     connected: Set[str],
     memory: DeploymentMemory,
     told: Told,
-) -> DeploymentView:
-    return DeploymentView(
+) -> LiveDeployment:
+    return LiveDeployment(
         desired=memory.scale.desired,
         live=sum(1 for r in mine if r.id in connected and not r.stopping),
         in_flight=memory.in_flight,
@@ -87,8 +87,8 @@ def _deployment_view(
     )
 
 
-def _replica_view(plan: DeploymentPlan, r: Replica, connected: bool) -> ReplicaView:
-    return ReplicaView(
+def _replica_view(plan: DeploymentPlan, r: Replica, connected: bool) -> LiveReplica:
+    return LiveReplica(
         r.id,
         plan.id,
         r.pool.key,

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from orchard.configs import ComputeClusterSpec, NodepoolSpec
 from orchard.dispatch.dispatcher import Dispatcher, DispatchSettings
-from orchard.orchestration.reconciler import Orchestrator, OrchestratorSettings
+from orchard.orchestration.reconciler import Orchestrator
 from orchard.orchestration.store_edge import StoreEdge
-from orchard.orchestration.view import View
+from orchard.orchestration.view import LiveView
+from orchard.orchestration.world import OrchestratorSettings
 from orchard.providers import ProviderRegistry
 from orchard.providers.local import LocalProvider
 from orchard.providers.ray import RayClusterConfig, RayProvider
@@ -330,7 +331,7 @@ class OrchardServer:
         self.timeseries.start()
         return self.port
 
-    def _view(self) -> View | None:
+    def _view(self) -> LiveView | None:
         orchestrator = self.runtime.orchestrator
         return orchestrator.view if orchestrator is not None else None
 

@@ -17,7 +17,7 @@ from orchard.services.quotas import Limits
 from orchard.store.models import DeploymentRow
 
 if TYPE_CHECKING:
-    from orchard.orchestration.reconciler import View
+    from orchard.orchestration.view import LiveView
 
 router = Router()
 DISABLED = resources_pb2.Deployment.Status.DISABLED
@@ -34,7 +34,7 @@ def _worker(row: DeploymentRow) -> resources_pb2.Worker:
     )
 
 
-def to_proto(row: DeploymentRow, live: View | None = None) -> resources_pb2.Deployment:
+def to_proto(row: DeploymentRow, live: LiveView | None = None) -> resources_pb2.Deployment:
     dep = resources_pb2.Deployment()
     fill(dep, row.spec)
     dep.id, dep.user_id = row.id, row.user_id

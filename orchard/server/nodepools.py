@@ -18,7 +18,7 @@ from orchard.services import nodepools as service
 from orchard.store.models import NodepoolRow
 
 if TYPE_CHECKING:
-    from orchard.orchestration.reconciler import View
+    from orchard.orchestration.view import LiveView
 
 router = Router()
 READY = resources_pb2.Nodepool.NodepoolStatus.NODEPOOL_STATUS_READY
@@ -26,7 +26,7 @@ ERROR = resources_pb2.Nodepool.NodepoolStatus.NODEPOOL_STATUS_ERROR
 
 
 def to_proto(
-    row: NodepoolRow, live: View | None = None, providers: ProviderRegistry | None = None
+    row: NodepoolRow, live: LiveView | None = None, providers: ProviderRegistry | None = None
 ) -> resources_pb2.Nodepool:
     """The nodepool; with ``providers``, its status is ERROR with the reason when its provider
     knows why it cannot run replicas now (a Ray cluster that is unreachable...)."""

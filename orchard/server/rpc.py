@@ -51,7 +51,7 @@ from orchard.wire import SERVICE
 if TYPE_CHECKING:  # the parts themselves import this module
     from orchard.dispatch.dispatcher import Dispatcher
     from orchard.orchestration.reconciler import Orchestrator
-    from orchard.orchestration.view import View
+    from orchard.orchestration.view import LiveView
     from orchard.server.builds import BuildQueue
     from orchard.server.metrics import Metrics
     from orchard.server.predictions import UrlFetcher
@@ -150,7 +150,7 @@ class Call:
         return self.runtime.providers
 
     @property
-    def live(self) -> View | None:
+    def live(self) -> LiveView | None:
         """What the orchestrator last saw, or None when this server does not orchestrate."""
         orchestrator = self.runtime.orchestrator
         return orchestrator.view if orchestrator is not None else None

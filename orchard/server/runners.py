@@ -17,12 +17,12 @@ from orchard.services import runners as service
 from orchard.store.models import RunnerRow
 
 if TYPE_CHECKING:
-    from orchard.orchestration.reconciler import View
+    from orchard.orchestration.view import LiveView
 
 router = Router()
 
 
-def to_proto(row: RunnerRow, live: View | None = None) -> resources_pb2.Runner:
+def to_proto(row: RunnerRow, live: LiveView | None = None) -> resources_pb2.Runner:
     runner = resources_pb2.Runner()
     fill(runner, row.spec)
     runner.id, runner.num_replicas = row.id, row.num_replicas

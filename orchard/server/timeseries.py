@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from orchard.orchestration.view import DeploymentView, View
+    from orchard.orchestration.view import LiveDeployment, LiveView
 
 SAMPLE_SECONDS = 5.0
 WINDOW_SECONDS = 3600.0
@@ -103,7 +103,7 @@ class TimeSeries:
     def __init__(
         self,
         histogram: HistogramSource,
-        live: Callable[[], View | None],
+        live: Callable[[], LiveView | None],
         *,
         every: float = SAMPLE_SECONDS,
         window: float = WINDOW_SECONDS,
@@ -144,7 +144,7 @@ class TimeSeries:
         self._forget(now, set(totals) | set(deployments))
         self._track_replicas(view)
 
-    def _add(self, key: Key, now: float, total: Buckets, seen: DeploymentView | None) -> None:
+    def _add(self, key: Key, now: float, total: Buckets, seen: LiveDeployment | None) -> None:
         last_at, last_total = self._last.get(key, (now, {}))
         calls = difference(total, last_total) if key in self._last else {}
         self._last[key] = (now, total)
@@ -174,7 +174,7 @@ class TimeSeries:
                 del self._series[key]
                 self._last.pop(key, None)
 
-    def _track_replicas(self, view: View | None) -> None:
+    def _track_replicas(self, view: LiveView | None) -> None:
         current: set[str] = set()
         for deployment in view.deployments.values() if view is not None else ():
             for replica in deployment.replicas:
