@@ -85,8 +85,8 @@ from common import start_server, stop_server
 
 from orchard.authoring import Image
 from orchard.client.predictions import RETRYABLE
+from orchard.codec.serializers import encode_args
 from orchard.runners.utils.method_signatures import build_field
-from orchard.runners.utils.serializers import encode_args
 from orchard.wire import callable_for
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,14 +40,7 @@ beyond Python's own: :class:`Text`, :class:`Image`, :class:`Audio`, :class:`Vide
 the model's requirements.txt).
 """
 
-from orchard.runners.models.model_class import ModelClass, signatures, signatures_json
-from orchard.runners.models.openai_class import (
-    OpenAIModelClass,
-    OpenAIRequestError,
-    chat_answer,
-    chat_chunk,
-)
-from orchard.runners.utils.data_types import (
+from orchard.codec.data_types import (
     JSON,
     Audio,
     Concept,
@@ -57,6 +50,13 @@ from orchard.runners.utils.data_types import (
     Region,
     Text,
     Video,
+)
+from orchard.runners.models.model_class import ModelClass, signatures, signatures_json
+from orchard.runners.models.openai_class import (
+    OpenAIModelClass,
+    OpenAIRequestError,
+    chat_answer,
+    chat_chunk,
 )
 from orchard.runners.utils.method_signatures import Param
 

@@ -20,7 +20,7 @@ from clarifai_grpc.grpc.api.status import status_code_pb2
 
 from orchard import wire, work_protocol
 from orchard.authoring import signatures
-from orchard.runners.utils.serializers import encode_args
+from orchard.codec.serializers import encode_args
 
 SC = status_code_pb2.StatusCode
 PAT = "test-pat"

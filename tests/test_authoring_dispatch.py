@@ -14,9 +14,9 @@ from clarifai_grpc.grpc.api.status import status_code_pb2
 from google.protobuf import json_format
 
 from orchard.authoring import Concept, Image, ModelClass, NamedFields, Param, Text, signatures
+from orchard.codec.serializers import decode, encode_args
 from orchard.runners.models import request_adapter
 from orchard.runners.utils.method_signatures import build_field
-from orchard.runners.utils.serializers import decode, encode_args
 
 SC = status_code_pb2.StatusCode
 

@@ -27,16 +27,16 @@ from orchard.authoring import (
     Text,
     Video,
 )
-from orchard.runners.utils import legacy
-from orchard.runners.utils.data_types import require
-from orchard.runners.utils.method_signatures import build_field
-from orchard.runners.utils.serializers import (
+from orchard.codec.data_types import require
+from orchard.codec.serializers import (
     WireError,
     decode,
     decode_args,
     encode,
     encode_args,
 )
+from orchard.runners.utils import legacy
+from orchard.runners.utils.method_signatures import build_field
 
 ROOT = Path(__file__).resolve().parents[1]
 Data = resources_pb2.Data

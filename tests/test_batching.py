@@ -16,13 +16,13 @@ from clarifai_grpc.grpc.api.status import status_code_pb2
 
 from orchard import errors, work_protocol
 from orchard.authoring import Concept, Image, ModelClass, Param, signatures
+from orchard.codec.serializers import decode, encode_args
 from orchard.runners.adapters import OrchardAdapter, adapter_for
 from orchard.runners.batching import Batcher, BatchResultError, ModelBatchers, split_results
 from orchard.runners.models import request_adapter
 from orchard.runners.models.model_class import Batching, method_infos
 from orchard.runners.runner import Runner, RunnerSettings
 from orchard.runners.utils.method_signatures import build_field
-from orchard.runners.utils.serializers import decode, encode_args
 from tests.fake_orchard import PAT, FakeOrchard, FakeStream, request
 
 SC = status_code_pb2.StatusCode

@@ -16,12 +16,12 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2
 
 from orchard.authoring import Concept, Image, ModelClass, signatures
+from orchard.codec.serializers import decode, encode_args
 from orchard.packaging.inspect import load_model_class
 from orchard.packaging.package import load_package
 from orchard.runners.models import request_adapter
 from orchard.runners.models.model_class import MethodType
 from orchard.runners.utils.method_signatures import build_field
-from orchard.runners.utils.serializers import decode, encode_args
 
 SC = status_code_pb2.StatusCode
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "models"

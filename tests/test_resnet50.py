@@ -35,9 +35,9 @@ from orchard.cli.runner import version_files
 from orchard.client.model import Model
 from orchard.client.uploads import upload_model
 from orchard.client.user import User
+from orchard.codec.serializers import decode, encode_args
 from orchard.packaging.package import load_package
 from orchard.runners.utils.method_signatures import build_field
-from orchard.runners.utils.serializers import decode, encode_args
 from orchard.testing import ServerThread
 from tests.conftest import Api
 from tests.replicas import Replica

@@ -24,9 +24,9 @@ from orchard.cli.groups import AliasedGroup
 from orchard.client import predictions
 from orchard.client.model import Model
 from orchard.client.uploads import upload_model
+from orchard.codec.serializers import type_name
 from orchard.packaging.inspect import run_inspection
 from orchard.packaging.package import load_package
-from orchard.runners.utils.serializers import type_name
 from orchard.services.builds import BuildSettings
 
 STR = resources_pb2.ModelTypeField.DataType.STR

@@ -7,7 +7,7 @@ Each ``MethodSignature`` becomes a :class:`ModelMethod` of the same name and key
     for out in model.stream(chunks=iter(["a", "b"])):   # STREAMING_STREAMING → StreamModelOutputs
 
 Arguments travel as ``Input.data.parts`` (one part per argument, the official SDK's wire form,
-:mod:`orchard.runners.utils.serializers`), the method name in
+:mod:`orchard.codec.serializers`), the method name in
 ``Input.data.metadata['_method_name']``, the value comes back from the output's ``return`` part.
 A single positional list of dicts whose keys are argument names is a batch (one input per
 dict; the result is a list). ``with_proto=True`` also returns (or yields) the response. A stream
@@ -27,7 +27,7 @@ from google.protobuf import json_format
 
 from orchard import errors
 from orchard.client.predictions import Predictor, Response
-from orchard.runners.utils.serializers import WireError, decode, encode_args
+from orchard.codec.serializers import WireError, decode, encode_args
 
 SC = status_code_pb2.StatusCode
 DataType = resources_pb2.ModelTypeField.DataType

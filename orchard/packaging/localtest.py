@@ -32,14 +32,14 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2
 
 from orchard import errors
+from orchard.codec import data_types as dt
+from orchard.codec.serializers import decode, encode_args, type_name
 from orchard.packaging.inspect import load_model_class
 from orchard.packaging.package import MODEL_FILE
 from orchard.runners.models import request_adapter
 from orchard.runners.models.calls import METHOD_KEY
 from orchard.runners.models.model_class import MethodType, ModelClass, signatures
-from orchard.runners.utils import data_types as dt
 from orchard.runners.utils.method_signatures import RETURN
-from orchard.runners.utils.serializers import decode, encode_args, type_name
 
 Field: TypeAlias = resources_pb2.ModelTypeField
 Signature: TypeAlias = resources_pb2.MethodSignature

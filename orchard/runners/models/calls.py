@@ -18,6 +18,13 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
 
 from orchard import errors
+from orchard.codec.serializers import (
+    WireError,
+    decode_args,
+    encode,
+    struct_to_python,
+    type_name,
+)
 from orchard.runners.models.model_class import (
     ArgSpec,
     MethodInfo,
@@ -29,13 +36,6 @@ from orchard.runners.models.model_class import (
 )
 from orchard.runners.utils import legacy
 from orchard.runners.utils.method_signatures import EMPTY, RETURN
-from orchard.runners.utils.serializers import (
-    WireError,
-    decode_args,
-    encode,
-    struct_to_python,
-    type_name,
-)
 
 log = logging.getLogger("orchard.runners")
 

@@ -34,7 +34,7 @@ from typing import Any, TypeAlias
 
 from clarifai_grpc.grpc.api import resources_pb2
 
-from orchard.runners.utils import data_types as dt
+from orchard.codec import data_types as dt
 
 Field: TypeAlias = resources_pb2.ModelTypeField
 DataType = resources_pb2.ModelTypeField.DataType
