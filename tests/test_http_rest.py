@@ -1,7 +1,7 @@
-"""The REST/JSON view of the V2 API (orchard/server/http/rest.py, routes.py, codec.py).
+"""The REST/JSON view of the V2 API (orchard/server/http/rest.py, routes.py, json_mapping.py).
 
-The routing table and the codec are checked on their own; the rest against one live server on
-loopback for the module (HTTP on a free port), with two real replicas (the echo and the
+The routing table and the JSON mapping are checked on their own; the rest against one live
+server on loopback for the module (HTTP on a free port), with two real replicas (the echo and the
 token-streamer examples, attached by hand) for predictions, streams and a client that goes
 away, and the official JSON client (clarifai_grpc's ``get_json_channel``) for the seed's CRUD.
 The tests that use the replicas are marked e2e: what they check crosses into the runner
@@ -27,7 +27,14 @@ from clarifai_grpc.grpc.api import service_pb2, service_pb2_grpc
 from clarifai_grpc.grpc.api.status import status_code_pb2 as sc
 
 from orchard.server.app import build_router
-from orchard.server.http import codec, rest
+from orchard.server.http import rest
+from orchard.server.http.json_mapping import (
+    BadRequest,
+    QueryFields,
+    RequestMapping,
+    scalar,
+    text_field,
+)
 from orchard.server.http.routes import Binding, RouteTable, bindings, parse_template, split_path
 from orchard.testing import ServerThread
 from orchard.wire import SERVICE
@@ -39,7 +46,7 @@ from tests.waiting import wait_for
 MAX_REQUEST_BYTES = 1 << 20
 GRPC_ONLY = ("StreamModelOutputs", "PostModelVersionsUpload", "ProcessRunnerItems")
 
-# -- the routing table and the codec, without a server ------------------------------------
+# -- the routing table and the JSON mapping, without a server ------------------------------------
 
 
 def table() -> RouteTable:
@@ -60,7 +67,7 @@ def test_a_template_sets_nested_fields():
         "runner_selector.deployment.user_id",
         "runner_selector.deployment.id",
     ]
-    request = codec.RequestCodec(found.binding, codec.QueryFields()).build(found.values, b"", b"")
+    request = RequestMapping(found.binding, QueryFields()).build(found.values, b"", b"")
     assert (request.runner_selector.deployment.user_id, request.runner_selector.deployment.id) == (
         "alice",
         "d1",
@@ -97,12 +104,12 @@ def test_the_query_string_fills_scalars_repeated_fields_and_enums_and_skips_the_
     routes = table()
     found = routes.match("GET", split_path("/v2/users/me/compute_clusters"))
     assert found is not None
-    build = codec.RequestCodec(found.binding, codec.QueryFields()).build
+    build = RequestMapping(found.binding, QueryFields()).build
     request = build(found.values, b"page=2&perPage=3&bogus=1&user_app_id.app_id=x", b"")
     assert (request.page, request.per_page, request.user_app_id.app_id) == (2, 3, "x")
     listed = routes.match("GET", split_path("/v2/users/me/apps/a/models"))
     assert listed is not None
-    models = codec.RequestCodec(listed.binding, codec.QueryFields()).build(
+    models = RequestMapping(listed.binding, QueryFields()).build(
         listed.values, b"toolkits=a&toolkits=b&sort_ascending=true&license_type=2", b""
     )
     assert (list(models.toolkits), models.sort_ascending, models.license_type) == (
@@ -115,8 +122,8 @@ def test_the_query_string_fills_scalars_repeated_fields_and_enums_and_skips_the_
 def test_a_field_of_the_wrong_type_is_named_in_the_problem():
     found = table().match("POST", split_path("/v2/users/me/compute_clusters"))
     assert found is not None
-    with pytest.raises(codec.BadRequest) as refused:
-        codec.RequestCodec(found.binding, codec.QueryFields()).build(
+    with pytest.raises(BadRequest) as refused:
+        RequestMapping(found.binding, QueryFields()).build(
             found.values, b"", b'{"compute_clusters": [{"id": 5}]}'
         )
     assert "compute_clusters.id" in refused.value.message
@@ -126,27 +133,27 @@ def test_a_field_of_the_wrong_type_is_named_in_the_problem():
 def test_a_named_body_field_takes_the_body_and_bad_bodies_say_what_to_send():
     method = SERVICE.methods_by_name["GetApp"]
     named = Binding(method, "POST", "/v2/apps", ("v2", "apps"), (), "user_app_id", 0)
-    build = codec.RequestCodec(named, codec.QueryFields()).build
+    build = RequestMapping(named, QueryFields()).build
     assert build((), b"", b'{"userId": "u", "app_id": "a"}').user_app_id.user_id == "u"
     whole = Binding(method, "POST", "/v2/apps", ("v2", "apps"), (), "*", 1)
-    with pytest.raises(codec.BadRequest, match="the body is a JSON null; send a JSON object"):
-        codec.RequestCodec(whole, codec.QueryFields()).build((), b"", b"null")
+    with pytest.raises(BadRequest, match="the body is a JSON null; send a JSON object"):
+        RequestMapping(whole, QueryFields()).build((), b"", b"null")
 
 
 def test_a_query_parameter_of_the_wrong_type_is_named():
     found = table().match("GET", split_path("/v2/users/me/compute_clusters"))
     assert found is not None
-    with pytest.raises(codec.BadRequest, match="field 'page' of ListComputeClustersRequest"):
-        codec.RequestCodec(found.binding, codec.QueryFields()).build(found.values, b"page=x", b"")
+    with pytest.raises(BadRequest, match="field 'page' of ListComputeClustersRequest"):
+        RequestMapping(found.binding, QueryFields()).build(found.values, b"page=x", b"")
 
 
 def test_wrappers_and_timestamps_come_from_text_other_messages_do_not():
     app = r.App.DESCRIPTOR.fields_by_name
-    wrapped = codec.text_field(app["is_template"])
+    wrapped = text_field(app["is_template"])
     assert wrapped is not None and wrapped.name == "value"
-    assert codec.text_field(app["created_at"]) is app["created_at"]
-    assert codec.text_field(app["metadata"]) is None  # a Struct
-    assert codec.scalar(wrapped, "true") is True
+    assert text_field(app["created_at"]) is app["created_at"]
+    assert text_field(app["metadata"]) is None  # a Struct
+    assert scalar(wrapped, "true") is True
 
 
 def _binding(method: Any, template: str, order: int) -> Binding:

@@ -3,8 +3,8 @@ give, answered by the same handlers as gRPC.
 
 One Starlette route claims ``/v2/...`` (except ``/v2/ext/...``, left to the other parts of the
 HTTP listener) and answers in plain ASGI, off Starlette's per-route regular expressions: the
-route table (:mod:`orchard.server.http.routes`) finds the binding, the codec
-(:mod:`orchard.server.http.codec`) builds the request, and :class:`GrpcAdapter` runs it with
+route table (:mod:`orchard.server.http.routes`) finds the binding, the JSON mapping
+(:mod:`orchard.server.http.json_mapping`) builds the request, and :class:`GrpcAdapter` runs it with
 the request's ``Authorization`` header (``Key <PAT>`` or ``Bearer <PAT>``) as the call's
 metadata, so authentication, validation and isolation are the gRPC path's.
 
@@ -34,7 +34,7 @@ from google.protobuf.message import Message
 from starlette.routing import BaseRoute, Match
 from starlette.types import Receive, Scope, Send
 
-from orchard.server.http import codec
+from orchard.server.http import json_mapping
 from orchard.server.http.routes import Binding, RouteTable, bindings, split_path
 from orchard.server.rpc import new_request_id
 
@@ -103,14 +103,14 @@ async def refuse(
     send: Send, http_status: int, code: int, text: str, *extra: tuple[bytes, bytes]
 ) -> None:
     """A V2-shaped refusal of the HTTP request itself."""
-    body = codec.status_body(code, text, req_id=new_request_id())
+    body = json_mapping.status_body(code, text, req_id=new_request_id())
     await respond_json(send, http_status, body, *extra)
 
 
 async def read_body(receive: Receive, exchange: Exchange, limit: int) -> bytes:
     """The whole request body, refused (413) past ``limit`` bytes."""
     if exchange.content_length > limit:
-        raise codec.BadRequest(_too_large(exchange.content_length, limit), 413)
+        raise json_mapping.BadRequest(_too_large(exchange.content_length, limit), 413)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -120,7 +120,7 @@ async def read_body(receive: Receive, exchange: Exchange, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise codec.BadRequest(_too_large(size, limit), 413)
+            raise json_mapping.BadRequest(_too_large(size, limit), 413)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -158,8 +158,8 @@ class RestRoute(BaseRoute):
         self.context = context
         self.adapter = context.adapter
         self.table = route_table()
-        self.query_fields = codec.QueryFields()
-        self.codecs: dict[int, codec.RequestCodec] = {}
+        self.query_fields = json_mapping.QueryFields()
+        self.mappings: dict[int, json_mapping.RequestMapping] = {}
         # The server's --max-request-bytes, which its URL-input policy holds too.
         self.limit = context.runtime.fetcher.policy.max_request_bytes
 
@@ -193,8 +193,8 @@ class RestRoute(BaseRoute):
             return
         try:
             body = await read_body(receive, exchange, self.limit)
-            request = self._codec(binding).build(match.values, exchange.query, body)
-        except codec.BadRequest as exc:
+            request = self._mapping(binding).build(match.values, exchange.query, body)
+        except json_mapping.BadRequest as exc:
             await refuse(send, exc.http_status, status_code_pb2.CONN_INVALID_REQUEST, exc.message)
             return
         if binding.streaming:
@@ -202,10 +202,12 @@ class RestRoute(BaseRoute):
         else:
             await self._unary(binding, request, exchange, receive, send)
 
-    def _codec(self, binding: Binding) -> codec.RequestCodec:
-        found = self.codecs.get(binding.order)
+    def _mapping(self, binding: Binding) -> json_mapping.RequestMapping:
+        found = self.mappings.get(binding.order)
         if found is None:
-            found = self.codecs[binding.order] = codec.RequestCodec(binding, self.query_fields)
+            found = self.mappings[binding.order] = json_mapping.RequestMapping(
+                binding, self.query_fields
+            )
         return found
 
     async def _unmatched(self, exchange: Exchange, segments: list[str], send: Send) -> None:
@@ -243,7 +245,7 @@ class RestRoute(BaseRoute):
             if answer is None:
                 return  # the client went away; the call is cancelled
             response = answer
-        await respond_json(send, codec.http_status(response), codec.encode(response))
+        await respond_json(send, json_mapping.http_status(response), json_mapping.encode(response))
 
     async def _stream(
         self, binding: Binding, request: Message, exchange: Exchange, receive: Receive, send: Send
@@ -284,10 +286,10 @@ async def _pump(
         async for response in responses:
             if not started:
                 headers = [(b"content-type", media), (b"cache-control", b"no-cache")]
-                status = codec.http_status(response)
+                status = json_mapping.http_status(response)
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 started = True
-            chunk = framing(codec.encode(response))
+            chunk = framing(json_mapping.encode(response))
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except Exception:
         if not started:

@@ -125,7 +125,7 @@ class QueryFields:
         return leaf(tuple(chain))
 
 
-class RequestCodec:
+class RequestMapping:
     """Builds the request message of one binding from its path values, query and body."""
 
     def __init__(self, binding: Binding, query_fields: QueryFields) -> None:
