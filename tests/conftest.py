@@ -192,13 +192,3 @@ def official_python() -> Path:
         )
         (venv / "ready").write_text("\n".join(pins))
     return python
-
-
-@pytest.fixture(scope="session")
-def openai_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A server with the OpenAI-compatible endpoint, tiny-chat and test models deployed
-    (tests/openai_stack.py), shared by the tests of the endpoint and of tiny-chat."""
-    from tests.openai_stack import running_stack
-
-    with running_stack(tmp_path_factory.mktemp("openai")) as stack:
-        yield stack

@@ -1,6 +1,5 @@
-"""A server with the OpenAI-compatible endpoint and models behind it, shared by the tests of
-the endpoint (tests/test_http_openai.py) and of tiny-chat (tests/test_tiny_chat.py): one per
-test session (the ``openai_stack`` fixture in tests/conftest.py).
+"""A server with the OpenAI-compatible endpoint and models behind it, for the tests of the
+endpoint (the module-scoped ``stack`` fixture of tests/test_http_openai.py).
 
 It serves tiny-chat (deployment ``tiny-dep``, one replica), tiny-chat again with no replica
 (``tiny-idle``, in nodepool ``idle-np``: every call to it waits) and ``dribble``, a model that

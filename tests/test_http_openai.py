@@ -5,7 +5,7 @@ replica (the full queue and the cold-start hold), and a model written with the o
 OpenAIModelClass, uploaded with the official uploader.
 
 Marked e2e: the models run in real replica processes in their built environments. One server
-and one set of deployments (tests/openai_stack.py) serve the whole session.
+and one set of deployments (tests/openai_stack.py) serve the module.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -26,7 +27,7 @@ import pytest
 from clarifai_grpc.grpc.api import resources_pb2 as r
 
 from tests.conftest import CLARIFAI
-from tests.openai_stack import Stack
+from tests.openai_stack import Stack, running_stack
 from tests.resources import ok
 from tests.waiting import wait_for
 
@@ -35,9 +36,26 @@ pytestmark = pytest.mark.e2e
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture
-def stack(openai_stack: Stack) -> Stack:
-    return openai_stack
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("openai")) as running:
+        yield running
+
+
+def test_tiny_chat_streams_a_chunk_per_token_the_text_it_answers_whole(stack):
+    question = [{"role": "user", "content": "What is Python?"}]
+    client, model = stack.client(), stack.model("tiny-chat")
+    stream = client.chat.completions.create(
+        model=model, messages=question, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert pieces and all(len(p) == 1 for p in pieces)
+    assert chunks[-1].usage.completion_tokens >= len(pieces)
+    whole = client.chat.completions.create(model=model, messages=question)
+    assert "".join(pieces) == whole.choices[0].message.content
 
 
 def test_chat_completion(stack):

@@ -154,12 +154,19 @@ class Stack:
         return self.api.call("PostModelOutputs", request)
 
     def replicas(self) -> list[psutil.Process]:
-        """This process's replica processes (the server runs in a thread of it), not their
-        sandboxes' processes."""
+        """This server's replica processes (it runs in a thread of this process, beside other
+        tests' servers), not their sandboxes' processes: a replica's package is under the
+        server's home."""
+        home = str(self.server.settings.home)
         found = []
         for child in psutil.Process().children(recursive=True):
             try:
-                if child.name() != "bwrap" and "orchard.runners.serve" in " ".join(child.cmdline()):
+                command = " ".join(child.cmdline())
+                if (
+                    child.name() != "bwrap"
+                    and "orchard.runners.serve" in command
+                    and home in command
+                ):
                     found.append(child)
             except psutil.Error:
                 continue

@@ -1,7 +1,6 @@
 """The tiny-chat example (examples/models/tiny-chat): its numpy transformer, in-process, its
-OpenAIModelClass methods through the request adapter as a runner calls them, and (e2e) the
-model in a replica, streamed through the server's OpenAI-compatible endpoint with the official
-openai client (the session's ``openai_stack``; more of it in tests/test_http_openai.py)."""
+OpenAIModelClass methods through the request adapter as a runner calls them. The model in a
+replica, through the server's OpenAI-compatible endpoint: tests/test_http_openai.py."""
 
 from __future__ import annotations
 
@@ -136,26 +135,3 @@ def test_bad_requests_are_answered_naming_the_field(model):
     assert error["http_status"] == 400 and error["param"] == "messages"
     (output,) = call(model, "openai_transport", chat(max_tokens=100_000))
     assert json.loads(output.data.parts[0].data.string_value)["param"] == "max_tokens"
-
-
-@pytest.mark.e2e
-def test_through_the_server_with_the_openai_client(openai_stack, model):
-    """tiny-chat in a replica, called through the OpenAI-compatible endpoint: the stream is a
-    chunk per token, the same text as the model in-process."""
-    stream = openai_stack.client().chat.completions.create(
-        model=openai_stack.model("tiny-chat"),
-        messages=[{"role": "user", "content": "What is Python?"}],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
-    pieces = [
-        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
-    ]
-    assert pieces and all(len(p) == 1 for p in pieces)
-    assert chunks[-1].usage.completion_tokens >= len(pieces)
-    (unary,) = call(
-        model, "openai_transport", chat(messages=[{"role": "user", "content": "What is Python?"}])
-    )
-    here = json.loads(unary.data.parts[0].data.string_value)["choices"][0]["message"]["content"]
-    assert "".join(pieces) == here
