@@ -19,6 +19,7 @@ from orchard.providers.gpus import GpuNeed
 from orchard.providers.inventory import Gpu, HostInventory
 from orchard.providers.local import LocalProvider
 from orchard.providers.sandbox import (
+    THREAD_COUNTS,
     Bubblewrap,
     Jail,
     SandboxUnavailable,
@@ -100,6 +101,14 @@ def test_the_environment_is_an_allowlist(monkeypatch: pytest.MonkeyPatch) -> Non
     assert env["HOME"] == str(JAIL.home) and env["TMPDIR"] == str(JAIL.tmp)
     assert env["HF_HOME"] == "/cache"
     assert set(env) == {"PATH", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "LANG", "TZ", "HF_HOME"}
+
+
+def test_math_libraries_get_as_many_threads_as_the_cpus_requested_unless_declared() -> None:
+    assert not THREAD_COUNTS & set(replica_environment(JAIL))
+    env = replica_environment(JAIL, cpus=1.5)
+    assert {k: env[k] for k in THREAD_COUNTS} == dict.fromkeys(THREAD_COUNTS, "2")
+    assert replica_environment(JAIL, {"OMP_NUM_THREADS": "8"}, cpus=0.5)["OMP_NUM_THREADS"] == "8"
+    assert replica_environment(JAIL, cpus=0.5)["OPENBLAS_NUM_THREADS"] == "1"
 
 
 def test_gpu_device_nodes_are_the_given_ones_and_nvidias_shared_ones(tmp_path: Path) -> None:

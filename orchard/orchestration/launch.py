@@ -38,7 +38,9 @@ def replica_launch(
         replica_id,
         instance.id,
         serve_command(plan.python, plan.package, settings.server, args),
-        replica_environment(jail, dict(plan.declared), path=[str(plan.python.parent)]),
+        replica_environment(
+            jail, dict(plan.declared), path=[str(plan.python.parent)], cpus=plan.request.cpus
+        ),
         plan.request.memory_bytes,
         settings.home / "logs" / "replicas" / f"{replica_id}.log",
         gpus=plan.request.gpus(packing=not plan.autoscale.disable_packing),

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -101,13 +102,22 @@ class Jail:
         return self.private / "tmp"
 
 
+THREAD_COUNTS = frozenset({"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"})
+
+
 def replica_environment(
-    jail: Jail, declared: Mapping[str, str] = {}, path: Sequence[str] = ()
+    jail: Jail, declared: Mapping[str, str] = {}, path: Sequence[str] = (), cpus: float = 0.0
 ) -> dict[str, str]:
     """A replica's whole environment: PATH (``path`` first), its private HOME and TMPDIR, the
-    locale and time zone, and what the model's config declares; nothing else of the server's."""
+    locale and time zone, as many math-library threads as the ``cpus`` it requests (when it
+    requests some), and what the model's config declares, which wins; nothing else of the
+    server's."""
     env = {k: os.environ[k] for k in INHERITED if os.environ.get(k)}
     env.setdefault("LANG", "C.UTF-8")
+    if cpus > 0:
+        # OpenBLAS, OpenMP and MKL start a thread per host CPU by default, which spin on a
+        # replica held to fewer: threads for its share, as Ray does for an actor's num_cpus.
+        env.update(dict.fromkeys(THREAD_COUNTS, str(max(1, math.ceil(cpus)))))
     env.update(declared)
     env.update(
         {

@@ -3,15 +3,19 @@ iterators read from a worker thread.
 
 A running thread cannot be interrupted. When the consumer of :func:`iterate_in_threads` is
 cancelled while a step runs, the cancellation takes effect at once and the iterator is closed
-(``close()`` in a worker thread, so a generator's ``finally`` runs) as soon as that step returns.
+(``close()`` in its worker thread, so a generator's ``finally`` runs) as soon as that step
+returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -22,28 +26,36 @@ _END: Any = object()
 
 
 async def iterate_in_threads(items: Iterator[T]) -> AsyncIterator[T]:
-    """``items`` advanced one step per worker-thread hop; closed when the consumer stops."""
+    """``items`` advanced one step at a time in a worker thread of its own: the same thread for
+    every step (a generator's thread-local state, such as a framework's grad mode, stays with
+    it, and its data stays in that core's cache), and closed there when the consumer stops."""
+    loop = asyncio.get_running_loop()
+    stepper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orchard-steps")
     pending: asyncio.Future[Any] | None = None
     try:
         while True:
-            pending = asyncio.ensure_future(asyncio.to_thread(next, items, _END))
+            # each step sees the consumer's context variables, as asyncio.to_thread's would
+            step = functools.partial(contextvars.copy_context().run, next, items, _END)
+            pending = loop.run_in_executor(stepper, step)
             value = await asyncio.shield(pending)
             pending = None
             if value is _END:
                 return
             yield value
     finally:
-        if pending is not None and not pending.done():
-            pending.add_done_callback(lambda step: _close_after(step, items))
+        # One thread runs the steps in order: the close follows a step still running.
+        closed = loop.run_in_executor(stepper, close_quietly, items)
+        stepper.shutdown(wait=False)
+        if pending is None:
+            await closed
         else:
-            await asyncio.to_thread(close_quietly, items)
+            pending.add_done_callback(_abandoned)
 
 
-def _close_after(step: asyncio.Future[Any], items: Iterator[Any]) -> None:
-    """Runs on the loop once an abandoned step returned: retrieve its outcome, then close."""
+def _abandoned(step: asyncio.Future[Any]) -> None:
+    """A cancelled consumer's last step returned: retrieve its outcome (it is only logged)."""
     if not step.cancelled() and step.exception() is not None:
         log.debug("a cancelled call's last step raised", exc_info=step.exception())
-    asyncio.get_running_loop().run_in_executor(None, close_quietly, items)
 
 
 def close_quietly(items: Any) -> None:
