@@ -37,6 +37,7 @@ from orchard.providers.gpus import (
     devices_of,
     take_devices,
 )
+from orchard.providers.sandbox import THREAD_COUNTS
 from orchard.runners.serve import build_parser
 
 GIB = 2**30
@@ -229,7 +230,8 @@ async def test_a_waiting_call_starts_a_replica_with_its_own_token(rig: Any) -> N
     # its token goes on stdin, not in its argv or its environment (an allowlist)
     assert tokens == {launch.token: "u"} and launch.tenant == "u"
     assert "--pat-stdin" in argv and launch.token not in " ".join([*argv, *launch.env.values()])
-    assert set(launch.env) <= {"PATH", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "LANG", "LC_ALL", "TZ"}
+    allowed = {"PATH", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "LANG", "LC_ALL", "TZ"}
+    assert set(launch.env) <= allowed | THREAD_COUNTS
     assert launch.jail is not None and launch.jail.private.name == launch.id
     assert launch.env["HOME"] == str(launch.jail.home)
     assert launch.memory_bytes == GIB // 4
