@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from clarifai_grpc.grpc.api import resources_pb2
 from common import start_server, stop_server
-from dataplane import Target, deploy_noop, measure, start_bare
+from dataplane import Target, measure, noop_targets, start_bare
 from playwright.async_api import async_playwright
 
 from orchard.testing import chromium_options
@@ -141,13 +140,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         )
         bare, bare_port = start_bare()
         try:
-            deploy_noop(f"http://127.0.0.1:{port}", pat)
-            selector = resources_pb2.RunnerSelector(
-                deployment=resources_pb2.Deployment(id="noop-dep", user_id="bench")
-            )
-            orchard = Target(f"127.0.0.1:{port}", pat, selector)
-            await orchard.unary()  # held until the server's replica is connected
-            floor = Target(f"127.0.0.1:{bare_port}", None, None)
+            orchard, floor = await noop_targets(port, pat, bare_port)
             base = f"http://127.0.0.1:{http_port}"
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(**chromium_options())

@@ -185,6 +185,18 @@ def deploy_noop(base: str, pat: str) -> None:
     )
 
 
+async def noop_targets(port: int, pat: str, bare_port: int) -> tuple[Target, Target]:
+    """Orchard (the no-op model deployed on the server at ``port``, its first call held until
+    the replica is connected) and the bare floor at ``bare_port``."""
+    deploy_noop(f"http://127.0.0.1:{port}", pat)
+    selector = resources_pb2.RunnerSelector(
+        deployment=resources_pb2.Deployment(id="noop-dep", user_id="bench")
+    )
+    orchard = Target(f"127.0.0.1:{port}", pat, selector)
+    await orchard.unary()
+    return orchard, Target(f"127.0.0.1:{bare_port}", None, None)
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     pat = secrets.token_hex(16)
     rounds: dict[str, list[dict[str, float]]] = {"bare": [], "orchard": []}
@@ -192,13 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         server, port = start_server(Path(tmp) / "home", pat, "--offline")
         bare, bare_port = start_bare()
         try:
-            deploy_noop(f"http://127.0.0.1:{port}", pat)
-            selector = resources_pb2.RunnerSelector(
-                deployment=resources_pb2.Deployment(id="noop-dep", user_id="bench")
-            )
-            orchard = Target(f"127.0.0.1:{port}", pat, selector)
-            await orchard.unary()  # held until the server's replica is connected
-            floor = Target(f"127.0.0.1:{bare_port}", None, None)
+            orchard, floor = await noop_targets(port, pat, bare_port)
             for _ in range(args.rounds):
                 rounds["bare"].append(await measure(floor, args))
                 rounds["orchard"].append(await measure(orchard, args))

@@ -4,26 +4,21 @@
 # installed when we are root). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v bwrap >/dev/null 2>&1; then
+# debian PACKAGE PRESENT WHY MISSING: install PACKAGE unless PRESENT (a path) exists, or warn
+# with MISSING when it cannot be installed here (not root, or no apt).
+debian() {
+  [ -e "$2" ] && return
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing bubblewrap (Debian package bubblewrap) for the replica sandbox..." >&2
+    echo "installing $1 (Debian package $1) $3..." >&2
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
   else
-    echo "warning: bubblewrap is not installed; replicas will run unsandboxed" \
-      "(install Debian's bubblewrap)" >&2
+    echo "warning: $1 is not installed; $4 (install Debian's $1)" >&2
   fi
-fi
-if [ ! -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing chromium (Debian package chromium) for the dashboard's browser tests..." >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "warning: /usr/bin/chromium is missing; the dashboard's browser tests will skip" \
-      "(install Debian's chromium)" >&2
-  fi
-fi
+}
+debian bubblewrap /usr/bin/bwrap "for the replica sandbox" "replicas will run unsandboxed"
+debian chromium /usr/bin/chromium "for the dashboard's browser tests" \
+  "the dashboard's browser tests will skip"
 if ! command -v uv >/dev/null 2>&1; then
   python3 -m pip install --quiet uv
 fi

@@ -164,6 +164,34 @@ def _uv() -> str:
     return found
 
 
+def official_upload(official_python: Path, server: Any, package: Path, home: Path) -> None:
+    """``clarifai model upload PACKAGE`` with the official CLI (``official_python``'s) against
+    ``server`` (a ServerThread), for a user whose home is ``home``; it must succeed."""
+    config = home / "clarifai.yaml"
+    config.write_text(
+        "current_context: orchard\ncontexts:\n  orchard:\n"
+        f"    CLARIFAI_API_BASE: {server.base_url}\n    CLARIFAI_PAT: {server.pat}\n"
+        f"    CLARIFAI_USER_ID: {server.user_id}\n"
+    )
+    tools = f"{official_python.parent}:{Path(sys.executable).parent}"  # uv and ruff
+    env = {
+        "PATH": f"{tools}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(home),
+        "CLARIFAI_API_BASE": server.base_url,
+        "UV_OFFLINE": "1",
+    }
+    cli = [str(official_python.with_name("clarifai")), "--config", str(config)]
+    done = subprocess.run(
+        [*cli, "model", "upload", str(package)],
+        env=env,
+        input="y\n",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 @pytest.fixture(scope="session")
 def official_python() -> Path:
     """A virtual environment with clarifai==12.5.0 and the same wire package as Orchard."""

@@ -13,10 +13,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
-import os
 import shutil
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +23,7 @@ import openai
 import pytest
 from clarifai_grpc.grpc.api import resources_pb2 as r
 
-from tests.conftest import CLARIFAI
+from tests.conftest import CLARIFAI, official_upload
 from tests.openai_stack import Stack, running_stack
 from tests.resources import ok
 from tests.waiting import wait_for
@@ -263,29 +260,7 @@ def test_a_model_written_with_the_official_openai_class(official_python, stack):
 
 
 def _official_upload(official_python: Path, stack: Stack, package: Path) -> None:
-    server = stack.server
-    config = stack.tmp / "clarifai.yaml"
-    config.write_text(
-        "current_context: orchard\ncontexts:\n  orchard:\n"
-        f"    CLARIFAI_API_BASE: {server.base_url}\n    CLARIFAI_PAT: {server.pat}\n"
-        f"    CLARIFAI_USER_ID: {server.user_id}\n"
-    )
-    tools = f"{official_python.parent}:{Path(sys.executable).parent}"  # uv and ruff
-    env = {
-        "PATH": f"{tools}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": str(stack.tmp),
-        "UV_OFFLINE": "1",
-    }
-    cli = [str(official_python.with_name("clarifai")), "--config", str(config)]
-    done = subprocess.run(
-        [*cli, "model", "upload", str(package)],
-        env=env,
-        input="y\n",
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    official_upload(official_python, stack.server, package, stack.tmp)
     assert CLARIFAI in (package / "requirements.txt").read_text()
 
 

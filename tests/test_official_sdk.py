@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from clarifai_grpc.grpc.api import resources_pb2 as r
 
 from orchard.client.uploads import upload_model
 from orchard.testing import ServerThread
-from tests.conftest import CLARIFAI, Api
+from tests.conftest import CLARIFAI, Api, official_upload
 from tests.replicas import Replica
 from tests.resources import (
     EXAMPLES,
@@ -107,35 +106,7 @@ def test_official_model_upload_builds_the_example(official_python, server, api, 
     # runs under its ModelClass, which model.py imports first when it is installed).
     with (package / "requirements.txt").open("a") as requirements:
         requirements.write(f"\nclarifai=={CLARIFAI}\n")
-    config = tmp_path / "clarifai.yaml"
-    config.write_text(
-        "current_context: orchard\ncontexts:\n  orchard:\n"
-        f"    CLARIFAI_API_BASE: {server.base_url}\n    CLARIFAI_PAT: {server.pat}\n"
-        f"    CLARIFAI_USER_ID: {server.user_id}\n"
-    )
-    tools = f"{official_python.parent}:{Path(sys.executable).parent}"  # uv and ruff
-    env = {
-        "PATH": f"{tools}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": str(tmp_path),
-        "CLARIFAI_API_BASE": server.base_url,
-        "UV_OFFLINE": "1",
-    }
-    done = subprocess.run(
-        [
-            str(official_python.with_name("clarifai")),
-            "--config",
-            str(config),
-            "model",
-            "upload",
-            str(package),
-        ],
-        env=env,
-        input="y\n",
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    official_upload(official_python, server, package, tmp_path)
     model_id = yaml.safe_load((example / "config.yaml").read_text())["model"]["id"]
     uid = r.UserAppIDSet(user_id=server.user_id, app_id="examples")
     versions = api.call("ListModelVersions", user_app_id=uid, model_id=model_id).model_versions
