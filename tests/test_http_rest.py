@@ -294,94 +294,44 @@ def uid(live: Live, app: str = "") -> r.UserAppIDSet:
     return r.UserAppIDSet(user_id=live.server.user_id, app_id=app)
 
 
+def json_call(live: Live, stub: Any, name: str, *, check: bool = True, **fields: Any) -> Any:
+    """RPC ``name`` through the official JSON client as the module's user; with ``check``, its
+    answer must be SUCCESS."""
+    request = getattr(service_pb2, f"{name}Request")(user_app_id=uid(live), **fields)
+    key = (("authorization", f"Key {live.server.pat}"),)
+    answer = getattr(stub, name)(request, metadata=key)
+    return ok(answer) if check else answer
+
+
 @pytest.mark.e2e
 def test_the_seed_flow_through_the_official_json_client(live, replicas, stub):
-    key = (("authorization", f"Key {live.server.pat}"),)
-    me = uid(live)
-    ok(
-        stub.PostComputeClusters(
-            service_pb2.PostComputeClustersRequest(
-                user_app_id=me, compute_clusters=[cluster("json-cc")]
-            ),
-            metadata=key,
-        )
-    )
-    got = ok(
-        stub.GetComputeCluster(
-            service_pb2.GetComputeClusterRequest(user_app_id=me, compute_cluster_id="json-cc"),
-            metadata=key,
-        )
-    )
+    def call(name: str, **fields: Any) -> Any:
+        return json_call(live, stub, name, **fields)
+
+    call("PostComputeClusters", compute_clusters=[cluster("json-cc")])
+    got = call("GetComputeCluster", compute_cluster_id="json-cc")
     assert got.compute_cluster.cloud_provider.id == "local"
-    listed = ok(
-        stub.ListComputeClusters(
-            service_pb2.ListComputeClustersRequest(user_app_id=me, page=1, per_page=50),
-            metadata=key,
-        )
-    )
+    listed = call("ListComputeClusters", page=1, per_page=50)
     assert "json-cc" in [c.id for c in listed.compute_clusters]
-    ok(
-        stub.PostNodepools(
-            service_pb2.PostNodepoolsRequest(
-                user_app_id=me, compute_cluster_id="json-cc", nodepools=[nodepool("json-np")]
-            ),
-            metadata=key,
-        )
-    )
-    pools = ok(
-        stub.ListNodepools(
-            service_pb2.ListNodepoolsRequest(user_app_id=me, compute_cluster_id="json-cc"),
-            metadata=key,
-        )
-    )
+    call("PostNodepools", compute_cluster_id="json-cc", nodepools=[nodepool("json-np")])
+    pools = call("ListNodepools", compute_cluster_id="json-cc")
     assert [p.id for p in pools.nodepools] == ["json-np"]
     echo = ok(live.api.call("GetDeployment", deployment_id="echo-dep")).deployment.worker.model
     model = {"id": "echo", "app_id": "examples", "model_version": {"id": echo.model_version.id}}
     placement = [{"id": "json-np", "compute_cluster": {"id": "json-cc"}}]
-    made = deployment("json-dep", nodepools=placement, worker={"model": model})
-    ok(
-        stub.PostDeployments(
-            service_pb2.PostDeploymentsRequest(user_app_id=me, deployments=[made]), metadata=key
-        )
+    call(
+        "PostDeployments",
+        deployments=[deployment("json-dep", nodepools=placement, worker={"model": model})],
     )
-    got_dep = ok(
-        stub.GetDeployment(
-            service_pb2.GetDeploymentRequest(user_app_id=me, deployment_id="json-dep"), metadata=key
-        )
-    )
+    got_dep = call("GetDeployment", deployment_id="json-dep")
     assert got_dep.deployment.nodepools[0].id == "json-np"
     change = r.Deployment(id="json-dep", autoscale_config=r.AutoscaleConfig(max_replicas=3))
-    patched = ok(
-        stub.PatchDeployments(
-            service_pb2.PatchDeploymentsRequest(
-                user_app_id=me, deployments=[change], action="merge"
-            ),
-            metadata=key,
-        )
-    )
+    patched = call("PatchDeployments", deployments=[change], action="merge")
     assert patched.deployments[0].autoscale_config.max_replicas == 3
-    ok(
-        stub.DeleteDeployments(
-            service_pb2.DeleteDeploymentsRequest(user_app_id=me, ids=["json-dep"]), metadata=key
-        )
-    )
-    ok(
-        stub.DeleteNodepools(
-            service_pb2.DeleteNodepoolsRequest(
-                user_app_id=me, compute_cluster_id="json-cc", ids=["json-np"]
-            ),
-            metadata=key,
-        )
-    )
-    ok(
-        stub.DeleteComputeClusters(
-            service_pb2.DeleteComputeClustersRequest(user_app_id=me, ids=["json-cc"]), metadata=key
-        )
-    )
-    gone = stub.GetComputeCluster(
-        service_pb2.GetComputeClusterRequest(user_app_id=me, compute_cluster_id="json-cc"),
-        metadata=key,
-    )
+    call("DeleteDeployments", ids=["json-dep"])
+    call("DeleteNodepools", compute_cluster_id="json-cc", ids=["json-np"])
+    call("DeleteComputeClusters", ids=["json-cc"])
+    gone = json_call(live, stub, "GetComputeCluster", check=False, compute_cluster_id="json-cc")
     assert gone.status.code == sc.COMPUTE_CLUSTER_DOES_NOT_EXIST
 
 
