@@ -292,7 +292,8 @@ def success(request_id: str) -> status_pb2.Status:
     return status_pb2.Status(code=status_code_pb2.SUCCESS, description="Ok", req_id=request_id)
 
 
-def _token(metadata: Sequence[tuple[str, Any]]) -> str:
+def token_of(metadata: Sequence[tuple[str, Any]]) -> str:
+    """The PAT of ``authorization: Key <PAT>`` (or ``Bearer <PAT>``) in a call's metadata."""
     for key, value in metadata:
         if key == "authorization":
             scheme, _, token = str(value).partition(" ")
@@ -358,7 +359,7 @@ class GrpcAdapter:
         handler = self.router.handlers[name]
         request_id = new_request_id()
         try:
-            token = _token(metadata)
+            token = token_of(metadata)
 
             def run(session: Session) -> Message:
                 call = Call(users.authenticate(session, token), request_id, session, self.runtime)
@@ -387,7 +388,7 @@ class GrpcAdapter:
         handler = self.router.stream_handlers[name]
         request_id = new_request_id()
         try:
-            token = _token(metadata)
+            token = token_of(metadata)
             replica_user = self.runtime.replica_tokens.get(token)
             if replica_user is not None and name == RUNNER_STREAM:
                 user_id = replica_user

@@ -30,6 +30,12 @@ class HttpContext:
     grpc_port: int = 0  # the server's gRPC port (for links and examples the pages show)
     timeseries: TimeSeries | None = None  # each deployment's last hour, for the dashboard
 
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest body a call may send: the server's ``--max-request-bytes``, which its
+        URL-input policy holds."""
+        return self.runtime.fetcher.policy.max_request_bytes
+
 
 def metrics_routes(context: HttpContext) -> list[BaseRoute]:
     async def scrape(request: Request) -> Response:

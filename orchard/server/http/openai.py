@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Route
 from orchard import errors
 from orchard.server.http import openai_wire as wire
 from orchard.server.http.openai_wire import OpenAIError, bad_request, require
-from orchard.server.rpc import new_request_id
+from orchard.server.rpc import new_request_id, token_of
 from orchard.services.common import MAX_PER_PAGE
 
 if TYPE_CHECKING:  # app.py includes these routes
@@ -42,7 +42,6 @@ if TYPE_CHECKING:  # app.py includes these routes
 
 log = logging.getLogger(__name__)
 PREFIX = "/v2/ext/openai/v1"
-DEFAULT_LIMIT = 64 << 20  # bytes of a request body, when the server sets none
 Metadata = list[tuple[str, str]]
 Checker = Callable[[dict[str, Any]], None]
 
@@ -134,22 +133,22 @@ class OpenAIRoutes:
 
     async def _authenticate(self, request: Request) -> None:
         """A call without a valid key is refused before its body is read (401)."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() not in ("bearer", "key") or not token.strip():
+        try:
+            token = token_of(_metadata(request))
+        except errors.AuthenticationError:
             raise OpenAIError(
                 401,
                 "no API key: send 'Authorization: Bearer <PAT>' (the openai client's api_key)",
                 code="invalid_api_key",
-            )
+            ) from None
         try:
-            await self.context.adapter.authenticate(token.strip())
+            await self.context.adapter.authenticate(token)
         except errors.OrchardError as exc:
             raise wire.from_status(exc.to_status()) from None
 
     async def _body(self, request: Request) -> bytes:
         """The request's body, refused (413) past the server's ``--max-request-bytes``."""
-        fetcher = self.context.runtime.fetcher
-        limit = fetcher.policy.max_request_bytes if fetcher is not None else DEFAULT_LIMIT
+        limit = self.context.max_request_bytes
         too_large = OpenAIError(
             413,
             f"the request body is over the server's limit of {limit} bytes",

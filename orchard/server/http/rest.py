@@ -24,6 +24,7 @@ metadata, so authentication, validation and isolation are the gRPC path's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -47,15 +48,12 @@ JSON = b"application/json"
 NDJSON = b"application/x-ndjson"
 SSE = b"text/event-stream"
 EXTENSIONS = "/v2/ext/"  # the OpenAI-compatible API and other parts live under here
-_TABLE: RouteTable | None = None
 
 
+@functools.cache
 def route_table() -> RouteTable:
     """The V2 service's routing table, built once per process."""
-    global _TABLE
-    if _TABLE is None:
-        _TABLE = RouteTable(bindings())
-    return _TABLE
+    return RouteTable(bindings())
 
 
 class Exchange:
@@ -160,8 +158,6 @@ class RestRoute(BaseRoute):
         self.table = route_table()
         self.query_fields = json_mapping.QueryFields()
         self.mappings: dict[int, json_mapping.RequestMapping] = {}
-        # The server's --max-request-bytes, which its URL-input policy holds too.
-        self.limit = context.runtime.fetcher.policy.max_request_bytes
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http":
@@ -192,7 +188,7 @@ class RestRoute(BaseRoute):
             await refuse(send, 400, status_code_pb2.CONN_INVALID_REQUEST, self._grpc_only(binding))
             return
         try:
-            body = await read_body(receive, exchange, self.limit)
+            body = await read_body(receive, exchange, self.context.max_request_bytes)
             request = self._mapping(binding).build(match.values, exchange.query, body)
         except json_mapping.BadRequest as exc:
             await refuse(send, exc.http_status, status_code_pb2.CONN_INVALID_REQUEST, exc.message)
